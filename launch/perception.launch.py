@@ -1,0 +1,34 @@
+"""Launch the perception container: detector, tracker and classifier in ONE process on ONE BlockExecutor.
+
+    ros2 launch multidnn_sched perception.launch.py params_file:=/path/to/perception.yaml use_sim_time:=true
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory("multidnn_sched"), "config", "perception.yaml")
+    params_file = LaunchConfiguration("params_file")
+    use_sim_time = LaunchConfiguration("use_sim_time")
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("params_file", default_value=default_params,
+                                  description="YAML file with the container's and the nodes' parameters"),
+            DeclareLaunchArgument("use_sim_time", default_value="false",
+                                  description="use /clock (true when replaying a bag with --clock)"),
+            Node(
+                package="multidnn_sched",
+                executable="perception_container",
+                name="perception_container",
+                output="screen",
+                emulate_tty=True,
+                parameters=[params_file, {"use_sim_time": use_sim_time}],
+            ),
+        ]
+    )

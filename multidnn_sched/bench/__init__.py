@@ -1,0 +1,1 @@
+"""multidnn_sched.bench"""

@@ -1,0 +1,50 @@
+"""multidnn_sched: ament_python package (colcon on robots) that is also pip-installable (standalone / CI)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "multidnn_sched"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Run several DNNs in one ROS 2 process on one shared, LAG-scheduled block executor.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    maintainer="multidnn_sched maintainers",
+    maintainer_email="maintainers@multidnn-sched.org",
+    url="https://github.com/multidnn-sched/multidnn_sched",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "compression_tools", "compression_tools.*"]),
+    package_data={PACKAGE: ["models/weights/*.safetensors", "models/weights/*.json"]},
+    # Where colcon (ament_python) puts these; `pip install .` mirrors it under the environment's prefix.
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
+        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
+        (f"share/{PACKAGE}/config/workloads", sorted(glob("config/workloads/*.yaml"))),
+    ],
+    # rclpy, torch, vision_msgs... come from the ROS distribution (rosdep keys in package.xml) on robots and
+    # from requirements/lock.txt in the standalone environment, so nothing is pinned here.
+    install_requires=["setuptools"],
+    zip_safe=False,
+    entry_points={
+        "console_scripts": [
+            # offline tools
+            "multidnn-scenes = multidnn_sched.scenes.cli:main",
+            "multidnn-train = multidnn_sched.models.train:main",
+            "multidnn-evaluate = multidnn_sched.evaluation.cli:main",
+            "multidnn-bench = multidnn_sched.bench.cli:main",
+            "multidnn-compress = compression_tools.cli:main",
+            "multidnn-replay = multidnn_sched.evaluation.replay:main",
+            # ROS 2 executables (`ros2 run multidnn_sched <name>`)
+            "perception_container = multidnn_sched.ros.container:main",
+            "detector = multidnn_sched.ros.detector_node:main",
+            "tracker = multidnn_sched.ros.tracker_node:main",
+            "classifier = multidnn_sched.ros.classifier_node:main",
+        ],
+    },
+)
