@@ -1,0 +1,428 @@
+"""Seeded, deterministic synthetic camera: coloured shapes moving over a textured background.
+
+The world is a static camera looking at a flat, textured backdrop with a few grey distractor blobs. Coloured
+shapes (one of :data:`CLASSES`, one colour of :data:`ATTRIBUTES`) enter from the borders, cross the image at
+varied speeds and directions while slowly rotating, occlude each other by depth (z-order), and leave. Each
+frame gets a global lighting gain that drifts over time, sensor noise, and, now and then, blur.
+
+Everything is drawn from one ``numpy.random.Generator`` seeded with ``seed``, in a fixed order, so
+``SceneGenerator(config, seed).frames(n)`` is a pure function of ``(config, seed)``: the first ``k`` frames of
+``frames(n)`` equal ``frames(k)``, on every machine with the same numpy.
+
+Box convention: ``box_xyxy`` is in pixel-edge coordinates: ``x1`` is the left edge of the leftmost visible
+pixel, ``x2`` the right edge of the rightmost one (last column index + 1), so ``x2 - x1`` is the visible width
+in pixels and ``0 <= x1 < x2 <= width``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from multidnn_sched.exceptions import ConfigError
+
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+"""Shape class names; ``class_id`` indexes this tuple."""
+
+ATTRIBUTES: tuple[str, ...] = ("red", "green", "blue", "yellow")
+"""Colour attribute names; ``attribute_id`` indexes this tuple."""
+
+# Base RGB of each attribute. Hues are 60+ degrees apart and the backdrop is low-saturation, so a global gain
+# (lighting) and small per-object jitter never move one colour into another's hue range.
+_ATTRIBUTE_RGB: np.ndarray = np.array(
+    [[215.0, 35.0, 35.0], [40.0, 190.0, 50.0], [40.0, 70.0, 220.0], [225.0, 205.0, 40.0]], dtype=np.float32
+)
+_COLOUR_JITTER = 18.0  # +/- per channel, uniform, per object
+_NOISE_BANK_MARGIN_PX = 64  # noise comes from a random crop of one pre-drawn bank (12 ms -> ~1 ms per frame)
+_DISTRACTOR_COUNT = 6
+
+
+@dataclass
+class SceneConfig:
+    """Parameters of the synthetic world.
+
+    Attributes:
+        width: Image width in pixels.
+        height: Image height in pixels.
+        rate_hz: Frame rate; ``stamp_ns = round(index * 1e9 / rate_hz)``.
+        min_objects: Fewest objects the generator keeps on screen (new ones enter when below).
+        max_objects: Most objects on screen at once.
+        min_size_px: Smallest object size (bounding square side before rotation), pixels.
+        max_size_px: Largest object size, pixels.
+        min_speed_px_per_frame: Slowest object speed.
+        max_speed_px_per_frame: Fastest object speed.
+        noise_std: Standard deviation of additive Gaussian sensor noise, in 8-bit grey levels.
+        blur_probability: Probability that a frame is blurred (box blur, 3 or 5 px).
+        lighting_amplitude: Peak relative change of the global lighting gain (0.25 -> gain in 0.75..1.25).
+        lighting_period_frames: Mean period of the slow lighting drift, frames.
+        occlusion: When False, objects are placed so that their squares do not overlap at spawn time and
+            are drawn without depth order effects (still possible to overlap later while moving).
+        rotation: When True, shapes rotate slowly (triangle/star/square/cross orientation varies).
+    """
+
+    width: int = 640
+    height: int = 480
+    rate_hz: float = 15.0
+    min_objects: int = 3
+    max_objects: int = 8
+    min_size_px: float = 40.0
+    max_size_px: float = 140.0
+    min_speed_px_per_frame: float = 0.5
+    max_speed_px_per_frame: float = 7.0
+    noise_std: float = 6.0
+    blur_probability: float = 0.1
+    lighting_amplitude: float = 0.25
+    lighting_period_frames: float = 120.0
+    occlusion: bool = True
+    rotation: bool = True
+
+    def validate(self) -> None:
+        """Check ranges.
+
+        Raises:
+            ConfigError: A value is out of range; the message names the field, what was expected and what came.
+        """
+        checks: list[tuple[bool, str]] = [
+            (16 <= self.width <= 8192, f"width in 16..8192 px, got {self.width}"),
+            (16 <= self.height <= 8192, f"height in 16..8192 px, got {self.height}"),
+            (0.0 < self.rate_hz <= 1000.0, f"rate_hz in (0, 1000], got {self.rate_hz}"),
+            (0 <= self.min_objects <= self.max_objects, f"0 <= min_objects <= max_objects, got "
+             f"{self.min_objects}..{self.max_objects}"),
+            (self.max_objects <= 64, f"max_objects <= 64, got {self.max_objects}"),
+            (4.0 <= self.min_size_px <= self.max_size_px, f"4 <= min_size_px <= max_size_px, got "
+             f"{self.min_size_px}..{self.max_size_px}"),
+            (self.max_size_px <= min(self.width, self.height), f"max_size_px <= min(width, height) = "
+             f"{min(self.width, self.height)}, got {self.max_size_px}"),
+            (0.0 <= self.min_speed_px_per_frame <= self.max_speed_px_per_frame, "0 <= min_speed <= max_speed "
+             f"(px/frame), got {self.min_speed_px_per_frame}..{self.max_speed_px_per_frame}"),
+            (0.0 <= self.noise_std <= 64.0, f"noise_std in 0..64, got {self.noise_std}"),
+            (0.0 <= self.blur_probability <= 1.0, f"blur_probability in 0..1, got {self.blur_probability}"),
+            (0.0 <= self.lighting_amplitude < 1.0, f"lighting_amplitude in [0, 1), got {self.lighting_amplitude}"),
+            (self.lighting_period_frames > 0.0, f"lighting_period_frames > 0, got {self.lighting_period_frames}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"SceneConfig: expected {message}")
+
+
+@dataclass
+class GroundTruthObject:
+    """Ground truth of one object in one frame.
+
+    Attributes:
+        track_id: Stable while the object is on screen; never reused within a sequence (starts at 1).
+        class_id: Index into :data:`CLASSES`.
+        attribute_id: Index into :data:`ATTRIBUTES`.
+        box_xyxy: Visible extent (x1, y1, x2, y2), pixel-edge coordinates, clipped to the image.
+        visible_fraction: Visible pixels / full shape pixels, in 0..1 (occlusion and border clipping).
+    """
+
+    track_id: int
+    class_id: int
+    attribute_id: int
+    box_xyxy: tuple[float, float, float, float]
+    visible_fraction: float
+
+
+@dataclass
+class SceneFrame:
+    """One rendered frame.
+
+    Attributes:
+        index: Frame index in the sequence, from 0.
+        stamp_ns: Capture time, ``round(index * 1e9 / rate_hz)`` nanoseconds.
+        image: [H, W, 3] uint8 RGB.
+        objects: Objects with ``visible_fraction > 0``, in drawing order (back to front).
+    """
+
+    index: int
+    stamp_ns: int
+    image: np.ndarray
+    objects: list[GroundTruthObject] = field(default_factory=list)
+
+
+@dataclass
+class _Mover:
+    """Internal state of one object in the world."""
+
+    track_id: int
+    class_id: int
+    attribute_id: int
+    colour_rgb: np.ndarray  # [3] float32
+    size_px: float
+    cx: float
+    cy: float
+    vx: float
+    vy: float
+    angle_rad: float
+    spin_rad_per_frame: float
+    depth: float  # larger = closer to the camera = drawn later
+    entered: bool = False  # True once it has been (partly) visible
+
+
+def _shape_mask(class_id: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Boolean mask of a unit shape; ``u, v`` are coordinates in units of the half-size (shape spans -1..1)."""
+    if class_id == 0:  # circle
+        return u * u + v * v <= 1.0
+    if class_id == 1:  # square (slightly inset so its area is close to the circle's)
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.88
+    if class_id == 2:  # triangle, apex up, base at v = 0.75
+        return (v <= 0.75) & (v >= 1.732 * np.abs(u) - 1.0)
+    if class_id == 3:  # 5-point star via a polar triangle wave
+        r = np.sqrt(u * u + v * v)
+        phi = np.arctan2(u, -v)  # 0 at the top point
+        wave = np.abs(((phi * (5.0 / (2.0 * math.pi))) % 1.0) - 0.5) * 2.0  # 1 at points, 0 between
+        return r <= 0.45 + 0.55 * wave
+    if class_id == 4:  # cross (plus sign)
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= 0.32) & (av <= 0.95)) | ((av <= 0.32) & (au <= 0.95))
+    raise ValueError(f"expected class_id in 0..{len(CLASSES) - 1}, got {class_id}")
+
+
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """Separable box blur of a float32 [H, W, 3] image with a (2 * radius + 1) kernel, edges replicated."""
+    k = 2 * radius + 1
+    padded = np.pad(image, ((0, 0), (radius, radius), (0, 0)), mode="edge")
+    c = np.cumsum(padded, axis=1, dtype=np.float32)
+    c = np.concatenate([np.zeros_like(c[:, :1]), c], axis=1)
+    horiz = (c[:, k:] - c[:, :-k]) / k
+    padded = np.pad(horiz, ((radius, radius), (0, 0), (0, 0)), mode="edge")
+    c = np.cumsum(padded, axis=0, dtype=np.float32)
+    c = np.concatenate([np.zeros_like(c[:1]), c], axis=0)
+    return (c[k:] - c[:-k]) / k
+
+
+class SceneGenerator:
+    """Deterministic synthetic camera.
+
+    Args:
+        config: World parameters (validated here).
+        seed: Seed of the sequence; the same (config, seed) always gives the same frames.
+
+    Raises:
+        ConfigError: ``config`` is out of range.
+    """
+
+    def __init__(self, config: SceneConfig | None = None, seed: int = 0) -> None:
+        self.config = config if config is not None else SceneConfig()
+        self.config.validate()
+        self.seed = int(seed)
+
+    def frames(self, n: int) -> Iterator[SceneFrame]:
+        """Render the first ``n`` frames of the sequence.
+
+        Args:
+            n: Number of frames (>= 0).
+
+        Yields:
+            SceneFrame for indices 0..n-1. Each call restarts the sequence from the seed.
+
+        Raises:
+            ConfigError: ``n`` is negative.
+        """
+        if n < 0:
+            raise ConfigError(f"SceneGenerator.frames: expected n >= 0 frames, got {n}")
+        return _Sequence(self.config, self.seed).run(n)
+
+
+class _Sequence:
+    """The mutable state of one run of the world."""
+
+    def __init__(self, config: SceneConfig, seed: int) -> None:
+        self.cfg = config
+        self.rng = np.random.default_rng(seed)
+        self.next_track_id = 1
+        self.movers: list[_Mover] = []
+        h, w = config.height, config.width
+        self.background = self._make_background()
+        m = _NOISE_BANK_MARGIN_PX
+        self.noise_bank = self.rng.standard_normal((h + m, w + m, 3), dtype=np.float32) * config.noise_std
+        self.light_phase = float(self.rng.uniform(0.0, 2.0 * math.pi))
+        self.light_phase2 = float(self.rng.uniform(0.0, 2.0 * math.pi))
+        self.target_count = int(self.rng.integers(config.min_objects, config.max_objects + 1))
+        # Initial objects start inside the image so frame 0 is not empty.
+        for _ in range(self.target_count):
+            self.movers.append(self._spawn(inside=True))
+
+    # ----------------------------------------------------------------------------------------------- world
+    def _make_background(self) -> np.ndarray:
+        """Low-saturation gradient + smooth texture + grey distractor blobs, float32 [H, W, 3]."""
+        cfg, rng = self.cfg, self.rng
+        h, w = cfg.height, cfg.width
+        ys = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+        xs = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
+        grey0, grey1 = rng.uniform(70.0, 150.0, size=2)
+        tint0, tint1 = rng.uniform(-8.0, 8.0, size=(2, 3))
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        t = (xs * math.cos(angle) + ys * math.sin(angle))
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+        base = (grey0 + (grey1 - grey0) * t)[..., None] + (tint0 + (tint1 - tint0) * t[..., None])
+        # Smooth texture: a few random plane waves (wood/cloud-like), amplitude ~10 grey levels.
+        texture = np.zeros((h, w), dtype=np.float32)
+        for _ in range(5):
+            fx, fy = rng.uniform(-12.0, 12.0, size=2)
+            ph = rng.uniform(0.0, 2.0 * math.pi)
+            texture += np.sin(2.0 * math.pi * (fx * xs + fy * ys) + ph).astype(np.float32)
+        image = base + 4.0 * texture[..., None]
+        # Grey distractors (ellipses), so "anything that is not background" is not a valid detector rule.
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        for _ in range(_DISTRACTOR_COUNT):
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            ax, ay = rng.uniform(15.0, 60.0, size=2)
+            level = rng.uniform(40.0, 200.0)
+            mask = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0
+            image[mask] = 0.5 * image[mask] + 0.5 * level
+        return image.astype(np.float32)
+
+    def _random_speed(self) -> float:
+        lo, hi = self.cfg.min_speed_px_per_frame, self.cfg.max_speed_px_per_frame
+        # Log-uniform-ish: many slow objects, some fast ones.
+        return float(lo + (hi - lo) * self.rng.uniform(0.0, 1.0) ** 1.5)
+
+    def _spawn(self, inside: bool) -> _Mover:
+        cfg, rng = self.cfg, self.rng
+        w, h = cfg.width, cfg.height
+        size = float(rng.uniform(cfg.min_size_px, cfg.max_size_px))
+        half = size / 2.0
+        speed = self._random_speed()
+        if inside:
+            cx = float(rng.uniform(half, w - half))
+            cy = float(rng.uniform(half, h - half))
+            direction = float(rng.uniform(0.0, 2.0 * math.pi))
+        else:
+            side = int(rng.integers(0, 4))  # 0 left, 1 right, 2 top, 3 bottom
+            if side in (0, 1):
+                cx = -half + 1.0 if side == 0 else w + half - 1.0
+                cy = float(rng.uniform(half, h - half))
+                base_dir = 0.0 if side == 0 else math.pi
+            else:
+                cx = float(rng.uniform(half, w - half))
+                cy = -half + 1.0 if side == 2 else h + half - 1.0
+                base_dir = math.pi / 2.0 if side == 2 else -math.pi / 2.0
+            direction = base_dir + float(rng.uniform(-1.0, 1.0))  # within ~57 deg of straight in
+            speed = max(speed, 0.8)  # an entering object must actually come in
+        if not cfg.occlusion and inside:
+            # Re-draw a few times to avoid overlapping spawn squares when occlusion is off.
+            for _ in range(20):
+                if all(abs(cx - m.cx) > (half + m.size_px / 2) or abs(cy - m.cy) > (half + m.size_px / 2)
+                       for m in self.movers):
+                    break
+                cx = float(rng.uniform(half, w - half))
+                cy = float(rng.uniform(half, h - half))
+        class_id = int(rng.integers(0, len(CLASSES)))
+        attribute_id = int(rng.integers(0, len(ATTRIBUTES)))
+        colour = _ATTRIBUTE_RGB[attribute_id] + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3).astype(np.float32)
+        angle = float(rng.uniform(-0.5, 0.5)) if cfg.rotation else 0.0
+        spin = float(rng.uniform(-0.03, 0.03)) if cfg.rotation else 0.0
+        mover = _Mover(
+            track_id=self.next_track_id, class_id=class_id, attribute_id=attribute_id,
+            colour_rgb=colour.astype(np.float32), size_px=size, cx=cx, cy=cy,
+            vx=speed * math.cos(direction), vy=speed * math.sin(direction),
+            angle_rad=angle, spin_rad_per_frame=spin, depth=float(rng.uniform(0.0, 1.0)),
+        )
+        self.next_track_id += 1
+        return mover
+
+    def _step_world(self) -> None:
+        """Move, retire objects that left, and let new ones enter."""
+        cfg, rng = self.cfg, self.rng
+        w, h = cfg.width, cfg.height
+        for m in self.movers:
+            m.cx += m.vx
+            m.cy += m.vy
+            m.angle_rad += m.spin_rad_per_frame
+            # Occasional gentle turn keeps trajectories varied.
+            if rng.uniform() < 0.02:
+                turn = float(rng.uniform(-0.4, 0.4))
+                c, s = math.cos(turn), math.sin(turn)
+                m.vx, m.vy = c * m.vx - s * m.vy, s * m.vx + c * m.vy
+        alive: list[_Mover] = []
+        for m in self.movers:
+            half = m.size_px / 2.0
+            outside = m.cx + half < 0 or m.cx - half > w or m.cy + half < 0 or m.cy - half > h
+            if not outside:
+                alive.append(m)
+        self.movers = alive
+        if rng.uniform() < 0.03:
+            self.target_count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        # At most one newcomer per frame keeps arrivals spread out.
+        if len(self.movers) < self.target_count and len(self.movers) < cfg.max_objects:
+            if len(self.movers) < cfg.min_objects or rng.uniform() < 0.25:
+                self.movers.append(self._spawn(inside=False))
+
+    # ----------------------------------------------------------------------------------------------- render
+    def _render(self, index: int) -> tuple[np.ndarray, list[GroundTruthObject]]:
+        cfg, rng = self.cfg, self.rng
+        h, w = cfg.height, cfg.width
+        image = self.background.copy()
+        owner = np.full((h, w), -1, dtype=np.int16)
+        order = sorted(range(len(self.movers)), key=lambda i: self.movers[i].depth)
+        full_area: dict[int, int] = {}
+        windows: dict[int, tuple[int, int, int, int]] = {}
+        for i in order:
+            m = self.movers[i]
+            half = m.size_px / 2.0
+            gx0, gx1 = int(math.floor(m.cx - half)), int(math.ceil(m.cx + half)) + 1
+            gy0, gy1 = int(math.floor(m.cy - half)), int(math.ceil(m.cy + half)) + 1
+            # Shape in its own (unclipped) window: full area counts the part outside the image too.
+            xs = (np.arange(gx0, gx1, dtype=np.float32) + 0.5 - m.cx) / half
+            ys = (np.arange(gy0, gy1, dtype=np.float32) + 0.5 - m.cy) / half
+            c, s = math.cos(m.angle_rad), math.sin(m.angle_rad)
+            u = c * xs[None, :] + s * ys[:, None]
+            v = -s * xs[None, :] + c * ys[:, None]
+            mask = _shape_mask(m.class_id, u, v)
+            full_area[i] = int(mask.sum())
+            x0, x1 = max(gx0, 0), min(gx1, w)
+            y0, y1 = max(gy0, 0), min(gy1, h)
+            if x0 >= x1 or y0 >= y1 or full_area[i] == 0:
+                continue
+            sub = mask[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
+            windows[i] = (x0, y0, x1, y1)
+            # Shading: a soft linear gradient across the object (light from the top-left).
+            shade = (1.08 - 0.08 * (u + v)[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]).astype(np.float32)
+            patch = image[y0:y1, x0:x1]
+            patch[sub] = (shade[sub][:, None] * m.colour_rgb[None, :])
+            owner[y0:y1, x0:x1][sub] = i
+        objects: list[GroundTruthObject] = []
+        for i in order:
+            if i not in windows:
+                continue
+            m = self.movers[i]
+            x0, y0, x1, y1 = windows[i]
+            mine = owner[y0:y1, x0:x1] == i
+            visible = int(mine.sum())
+            if visible == 0:
+                continue
+            m.entered = True
+            cols = np.flatnonzero(mine.any(axis=0))
+            rows = np.flatnonzero(mine.any(axis=1))
+            box = (float(x0 + cols[0]), float(y0 + rows[0]), float(x0 + cols[-1] + 1), float(y0 + rows[-1] + 1))
+            objects.append(GroundTruthObject(
+                track_id=m.track_id, class_id=m.class_id, attribute_id=m.attribute_id, box_xyxy=box,
+                visible_fraction=min(1.0, visible / full_area[i]),
+            ))
+        # Global lighting: two slow sinusoids (smooth drift) -> gain in 1 +/- amplitude.
+        period = cfg.lighting_period_frames
+        drift = 0.7 * math.sin(2.0 * math.pi * index / period + self.light_phase) + 0.3 * math.sin(
+            2.0 * math.pi * index / (0.37 * period) + self.light_phase2)
+        gain = 1.0 + cfg.lighting_amplitude * drift
+        image *= gain
+        if rng.uniform() < cfg.blur_probability:
+            image = _box_blur(image, int(rng.integers(1, 3)))
+        m_px = _NOISE_BANK_MARGIN_PX
+        oy, ox = (int(v) for v in rng.integers(0, m_px, size=2))
+        if cfg.noise_std > 0.0:
+            image += self.noise_bank[oy:oy + h, ox:ox + w]
+        np.clip(image, 0.0, 255.0, out=image)
+        return image.astype(np.uint8), objects
+
+    def run(self, n: int) -> Iterator[SceneFrame]:
+        for index in range(n):
+            if index > 0:
+                self._step_world()
+            image, objects = self._render(index)
+            stamp_ns = int(round(index * 1e9 / self.cfg.rate_hz))
+            yield SceneFrame(index=index, stamp_ns=stamp_ns, image=image, objects=objects)
