@@ -28,7 +28,8 @@ IMPORT_CHECK='import rclpy, torch, torchvision, tensorly, rosbags, multidnn_sche
 from vision_msgs.msg import Detection2DArray, Classification'
 
 venv_healthy() {
-  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$IMPORT_CHECK" >/dev/null 2>&1
+  # From / so that the checkout itself (cwd) cannot stand in for a missing editable install.
+  [ -x "$VENV/bin/python" ] && (cd / && "$VENV/bin/python" -c "$IMPORT_CHECK") >/dev/null 2>&1
 }
 
 want=$(inputs_hash)
@@ -84,11 +85,12 @@ fi
 
 # 4. This package, editable, so console scripts land on the venv's PATH.
 log "installing multidnn_sched (editable)"
-"$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+  | grep -vE 'BuildBackendWarning|^\s*(!!|\*+|warnings.warn|with strategy|Please be careful|name as your|$)' || true
 
 if ! venv_healthy; then
   log "environment check failed:"
-  "$VENV/bin/python" -c "$IMPORT_CHECK"
+  (cd / && "$VENV/bin/python" -c "$IMPORT_CHECK")
   exit 1
 fi
 inputs_hash >"$STAMP"

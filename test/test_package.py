@@ -36,14 +36,21 @@ def test_vision_msgs_compat_package_is_hidden_from_colcon() -> None:
 
 @pytest.fixture(scope="module")
 def installed_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`pip install .` into an empty prefix: the layout a clean venv (or colcon's install/) gets."""
-    prefix = tmp_path_factory.mktemp("prefix")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--prefix", str(prefix), str(ROOT)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )
-    return prefix
+    """`pip install` of this package into a brand-new venv: the layout colcon's install/ has too.
+
+    Built as a wheel first and installed with the new venv's own pip, so the development venv is untouched
+    (``pip install --prefix`` from the development venv would uninstall its editable install).
+    """
+    tmp = tmp_path_factory.mktemp("install")
+    run = dict(check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "-w", str(tmp / "dist"), str(ROOT)], **run)
+    wheel = next((tmp / "dist").glob("multidnn_sched-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], **run)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                    "--disable-pip-version-check", str(wheel)], **run)
+    return venv
 
 
 def test_pip_install_places_ros_share_files(installed_prefix: Path) -> None:
