@@ -1,0 +1,388 @@
+"""The scheduling policy: observations in, decisions out, each with a reason.
+
+Pure: no threads, no clocks (``now_sec`` is passed in), no torch. The executor builds :class:`Observations`
+from its LAG tracker and latency windows, calls :meth:`Policy.decide`, applies the returned
+:class:`Decision` values at block boundaries and logs them.
+
+Per block the policy chooses
+
+* a *mode*: ``"parallel"`` (runs beside other models' blocks, sharing the device) or ``"sequential"`` (an
+  exclusive slot: the block runs alone with the whole device);
+* a *variant*: ``"original"`` or one of the block's lighter variants.
+
+Decision flow of one :meth:`Policy.decide` call (at most ``max_changes`` decisions):
+
+1. A model is *late* when its recent latency exceeds its deadline, *comfortable* when it is at most
+   ``deadline * (1 - hysteresis)``. Late models are served by priority (higher first), then by relative slack
+   (most negative first).
+2. Serialize: a late model's parallel block whose LAG is at least ``lag_serialize_ms`` and
+   ``lag_serialize_ratio * solo`` goes sequential (largest LAG first). It costs no accuracy, so it comes first:
+   a model that still has such a block does not swap.
+3. Swap: otherwise the late model's block with the best latency gain per accuracy cost is swapped to a
+   lighter variant, never pushing the model's estimated accuracy below ``accuracy_floor``. The estimate is the
+   product over blocks of each active variant's *relative accuracy* (model accuracy with only that block
+   swapped / original accuracy): a multiplicative model of independent drops. Variants whose accuracy or solo
+   latency is unknown are never chosen.
+4. Relax: a model comfortable for ``min_dwell_sec`` first swaps a block back to the original (the one that
+   costs the most accuracy first), then returns a sequential block to parallel — each only when the
+   predicted latency after the change is still comfortable (the hysteresis band), so it does not flap.
+
+A block is changed at most once per ``min_dwell_sec``; after any change to a model, the model waits
+``settle_sec`` before its next change so that its latency figure reflects the change. Blocks marked
+``locked`` (forced by an override) are never changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PARALLEL = "parallel"
+SEQUENTIAL = "sequential"
+MODES = (PARALLEL, SEQUENTIAL)
+ORIGINAL = "original"
+"""Name of a block's original (uncompressed) implementation."""
+
+_ACCURACY_EPS = 1e-9
+_COST_FLOOR = 1e-6
+"""Accuracy cost used for a free variant (no measured drop), so its gain/cost ratio is large but finite."""
+
+
+@dataclass(frozen=True)
+class VariantOption:
+    """One implementation a block can run.
+
+    Attributes:
+        name: ``"original"`` or the variant name.
+        solo_ms: latency alone on this device (``None``: unknown, never chosen).
+        relative_accuracy: model accuracy with only this block swapped, divided by the original model
+            accuracy (1.0 for the original; ``None``: unknown, never chosen).
+    """
+
+    name: str
+    solo_ms: float | None
+    relative_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class BlockObservation:
+    """What the executor knows about one block.
+
+    Attributes:
+        model: model name.
+        block: block name.
+        solo_ms: solo latency of the active variant (``None``: not profiled).
+        ema_observed_ms: EMA of observed latency.
+        lag_ms: EMA of observed − solo.
+        mode: ``"parallel"`` or ``"sequential"``.
+        variant: active variant name.
+        options: every usable implementation of the block, the original included.
+        locked: forced by an override; the policy leaves it alone.
+    """
+
+    model: str
+    block: str
+    solo_ms: float | None
+    ema_observed_ms: float | None
+    lag_ms: float
+    mode: str = PARALLEL
+    variant: str = ORIGINAL
+    options: tuple[VariantOption, ...] = ()
+    locked: bool = False
+
+
+@dataclass(frozen=True)
+class ModelObservation:
+    """What the executor knows about one model.
+
+    Attributes:
+        name: model name.
+        deadline_ms: per-frame deadline (arrival to result).
+        latency_ms: recent end-to-end latency figure (the executor passes a high percentile of a short
+            window); ``None`` when there are no samples.
+        priority: larger is more important.
+        samples: number of frames behind ``latency_ms``.
+    """
+
+    name: str
+    deadline_ms: float
+    latency_ms: float | None
+    priority: int = 0
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One snapshot handed to :meth:`Policy.decide`."""
+
+    models: tuple[ModelObservation, ...]
+    blocks: tuple[BlockObservation, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One change to apply at a block boundary.
+
+    Attributes:
+        model: model name.
+        block: block name.
+        kind: ``"mode"`` or ``"variant"``.
+        value: the new mode (``"parallel"`` / ``"sequential"``) or variant name.
+        reason: human-readable why, with the numbers that drove it.
+        time_sec: the ``now_sec`` of the decision.
+    """
+
+    model: str
+    block: str
+    kind: str
+    value: str
+    reason: str
+    time_sec: float = 0.0
+
+
+@dataclass
+class PolicyConfig:
+    """Policy parameters (defaults in parentheses are documented in docs/runtime.md).
+
+    Attributes:
+        lag_serialize_ms: minimum LAG (ms) for a block to be serialized.
+        lag_serialize_ratio: minimum LAG / solo for a block to be serialized.
+        hysteresis: a model is comfortable when latency <= deadline * (1 - hysteresis).
+        min_dwell_sec: minimum time between two changes of one block, and how long a model must stay
+            comfortable before anything is relaxed.
+        settle_sec: after a change to a model, wait this long before its next change.
+        accuracy_floor: lowest allowed estimated accuracy relative to the original model.
+        swap_enabled: allow variant swaps.
+        serialize_enabled: allow parallel -> sequential changes.
+        max_changes: most decisions one :meth:`Policy.decide` call returns.
+        min_samples: a model needs this many latency samples before it drives any decision.
+    """
+
+    lag_serialize_ms: float = 1.0
+    lag_serialize_ratio: float = 0.25
+    hysteresis: float = 0.15
+    min_dwell_sec: float = 2.0
+    settle_sec: float = 1.0
+    accuracy_floor: float = 0.97
+    swap_enabled: bool = True
+    serialize_enabled: bool = True
+    max_changes: int = 1
+    min_samples: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hysteresis < 1.0:
+            raise ValueError(f"PolicyConfig.hysteresis must be in [0, 1), got {self.hysteresis!r}")
+        if not 0.0 < self.accuracy_floor <= 1.0:
+            raise ValueError(f"PolicyConfig.accuracy_floor must be in (0, 1], got {self.accuracy_floor!r}")
+        if self.max_changes < 1:
+            raise ValueError(f"PolicyConfig.max_changes must be >= 1, got {self.max_changes!r}")
+
+
+@dataclass
+class _State:
+    last_change_sec: dict[tuple[str, str], float] = field(default_factory=dict)
+    model_change_sec: dict[str, float] = field(default_factory=dict)
+    comfortable_since: dict[str, float] = field(default_factory=dict)
+    lag_at_serialize_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def option(block: BlockObservation, name: str) -> VariantOption | None:
+    """The block's option called ``name`` (``None`` if absent)."""
+    for opt in block.options:
+        if opt.name == name:
+            return opt
+    return None
+
+
+def estimated_accuracy(blocks: Sequence[BlockObservation]) -> float:
+    """Relative model accuracy: product of the active variants' relative accuracies (unknown counts as 1)."""
+    accuracy = 1.0
+    for block in blocks:
+        opt = option(block, block.variant)
+        if block.variant != ORIGINAL and opt is not None and opt.relative_accuracy is not None:
+            accuracy *= opt.relative_accuracy
+    return accuracy
+
+
+class Policy:
+    """LAG- and deadline-driven choice of mode and variant per block (see the module docstring).
+
+    The object keeps the memory that hysteresis needs (last change times, how long each model has been
+    comfortable, the LAG a block had when it was serialized); it never reads a clock.
+
+    Args:
+        config: parameters; defaults when ``None``.
+    """
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config if config is not None else PolicyConfig()
+        self._state = _State()
+
+    def decide(self, observations: Observations, now_sec: float) -> list[Decision]:
+        """Return the changes to apply now (possibly none), most urgent first."""
+        cfg = self.config
+        blocks_of: dict[str, list[BlockObservation]] = {}
+        for block in observations.blocks:
+            blocks_of.setdefault(block.model, []).append(block)
+        informed = [
+            m for m in observations.models if m.latency_ms is not None and m.samples >= cfg.min_samples
+        ]
+        late: list[ModelObservation] = []
+        comfortable: list[ModelObservation] = []
+        for model in informed:
+            latency = float(model.latency_ms)  # type: ignore[arg-type]
+            if latency <= model.deadline_ms * (1.0 - cfg.hysteresis):
+                self._state.comfortable_since.setdefault(model.name, now_sec)
+                comfortable.append(model)
+            else:
+                self._state.comfortable_since.pop(model.name, None)
+                if latency > model.deadline_ms:
+                    late.append(model)
+        late.sort(key=lambda m: (-m.priority, _relative_slack(m)))
+        comfortable.sort(key=lambda m: (m.priority, -_relative_slack(m)))
+
+        decisions: list[Decision] = []
+        for model in late:
+            if len(decisions) >= cfg.max_changes:
+                return decisions
+            if not self._model_settled(model.name, now_sec):
+                continue
+            decision = self._serialize_or_swap(model, blocks_of.get(model.name, []), now_sec)
+            if decision is not None:
+                decisions.append(self._record(decision, now_sec))
+        for model in comfortable:
+            if len(decisions) >= cfg.max_changes:
+                return decisions
+            since = self._state.comfortable_since.get(model.name, now_sec)
+            if now_sec - since < cfg.min_dwell_sec or not self._model_settled(model.name, now_sec):
+                continue
+            decision = self._relax(model, blocks_of.get(model.name, []), now_sec)
+            if decision is not None:
+                decisions.append(self._record(decision, now_sec))
+                self._state.comfortable_since[model.name] = now_sec
+        return decisions
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    def _serialize_or_swap(
+        self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
+    ) -> Decision | None:
+        cfg = self.config
+        latency = float(model.latency_ms)  # type: ignore[arg-type]
+        head = f"{model.name} late: latency {latency:.1f} ms > deadline {model.deadline_ms:.1f} ms"
+        if cfg.serialize_enabled:
+            lagging = [b for b in blocks if b.mode == PARALLEL and not b.locked and self._high_lag(b)]
+            if lagging:
+                ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
+                if not ready:
+                    return None  # serialize comes first: wait for the dwell instead of swapping
+                block = max(ready, key=lambda b: b.lag_ms)
+                self._state.lag_at_serialize_ms[(block.model, block.block)] = block.lag_ms
+                reason = (
+                    f"{head}; block {block.block} LAG {block.lag_ms:.1f} ms over solo "
+                    f"{block.solo_ms:.1f} ms -> sequential (no accuracy cost)"
+                )
+                return Decision(model.name, block.block, "mode", SEQUENTIAL, reason)
+        if cfg.swap_enabled:
+            return self._swap(model, blocks, now_sec, head)
+        return None
+
+    def _swap(
+        self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float, head: str
+    ) -> Decision | None:
+        cfg = self.config
+        accuracy = estimated_accuracy(blocks)
+        best: tuple[float, float, BlockObservation, VariantOption, float] | None = None
+        for block in blocks:
+            if block.locked or not self._dwell_ok(block, now_sec):
+                continue
+            current = option(block, block.variant)
+            if current is None or current.solo_ms is None:
+                continue
+            current_rel = current.relative_accuracy if block.variant != ORIGINAL else 1.0
+            if current_rel is None or current_rel <= 0.0:
+                continue
+            for opt in block.options:
+                if opt.name == block.variant or opt.solo_ms is None or opt.relative_accuracy is None:
+                    continue
+                gain_ms = current.solo_ms - opt.solo_ms
+                if gain_ms <= 0.0:
+                    continue
+                new_accuracy = accuracy / current_rel * opt.relative_accuracy
+                if new_accuracy < cfg.accuracy_floor - _ACCURACY_EPS:
+                    continue
+                cost = max(current_rel - opt.relative_accuracy, _COST_FLOOR)
+                score = gain_ms / cost
+                if best is None or (score, gain_ms) > (best[0], best[1]):
+                    best = (score, gain_ms, block, opt, new_accuracy)
+        if best is None:
+            return None
+        _, gain_ms, block, opt, new_accuracy = best
+        reason = (
+            f"{head}; no block left to serialize; swap {block.block} {block.variant} -> {opt.name}: "
+            f"gain {gain_ms:.1f} ms, est. accuracy {accuracy:.3f} -> {new_accuracy:.3f} "
+            f"(floor {cfg.accuracy_floor:.3f}), best gain/cost"
+        )
+        return Decision(model.name, block.block, "variant", opt.name, reason)
+
+    def _relax(
+        self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
+    ) -> Decision | None:
+        cfg = self.config
+        latency = float(model.latency_ms)  # type: ignore[arg-type]
+        comfort_ms = model.deadline_ms * (1.0 - cfg.hysteresis)
+        head = (
+            f"{model.name} comfortable for >= {cfg.min_dwell_sec:.1f} s: latency {latency:.1f} ms "
+            f"<= {comfort_ms:.1f} ms"
+        )
+        swapped = [b for b in blocks if b.variant != ORIGINAL and not b.locked and self._dwell_ok(b, now_sec)]
+
+        def rel(b: BlockObservation) -> float:
+            opt = option(b, b.variant)
+            return opt.relative_accuracy if opt is not None and opt.relative_accuracy is not None else 1.0
+
+        for block in sorted(swapped, key=rel):
+            current, original = option(block, block.variant), option(block, ORIGINAL)
+            if original is None or original.solo_ms is None or current is None or current.solo_ms is None:
+                continue
+            predicted = latency + max(original.solo_ms - current.solo_ms, 0.0)
+            if predicted <= comfort_ms:
+                reason = f"{head}; swap {block.block} back to original, predicted latency {predicted:.1f} ms"
+                return Decision(model.name, block.block, "variant", ORIGINAL, reason)
+        sequential = [b for b in blocks if b.mode == SEQUENTIAL and not b.locked and self._dwell_ok(b, now_sec)]
+        for block in sorted(sequential, key=lambda b: self._state.lag_at_serialize_ms.get((b.model, b.block), 0.0)):
+            expected_lag = self._state.lag_at_serialize_ms.get((block.model, block.block), 0.0)
+            predicted = latency + expected_lag
+            if predicted <= comfort_ms:
+                reason = (
+                    f"{head}; {block.block} back to parallel, predicted latency {predicted:.1f} ms "
+                    f"(LAG {expected_lag:.1f} ms when serialized)"
+                )
+                return Decision(model.name, block.block, "mode", PARALLEL, reason)
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _high_lag(self, block: BlockObservation) -> bool:
+        cfg = self.config
+        if block.solo_ms is None or block.solo_ms <= 0.0:
+            return False
+        return block.lag_ms >= cfg.lag_serialize_ms and block.lag_ms >= cfg.lag_serialize_ratio * block.solo_ms
+
+    def _dwell_ok(self, block: BlockObservation, now_sec: float) -> bool:
+        last = self._state.last_change_sec.get((block.model, block.block))
+        return last is None or now_sec - last >= self.config.min_dwell_sec
+
+    def _model_settled(self, model: str, now_sec: float) -> bool:
+        last = self._state.model_change_sec.get(model)
+        return last is None or now_sec - last >= self.config.settle_sec
+
+    def _record(self, decision: Decision, now_sec: float) -> Decision:
+        self._state.last_change_sec[(decision.model, decision.block)] = now_sec
+        self._state.model_change_sec[decision.model] = now_sec
+        return Decision(decision.model, decision.block, decision.kind, decision.value, decision.reason, now_sec)
+
+
+def _relative_slack(model: ModelObservation) -> float:
+    latency = model.latency_ms if model.latency_ms is not None else 0.0
+    return (model.deadline_ms - latency) / model.deadline_ms if model.deadline_ms > 0 else 0.0

@@ -1,0 +1,77 @@
+"""Tests of multidnn_sched.runtime.lag: pure numbers, fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from multidnn_sched.runtime.lag import LagTracker, ema
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_sec = 0.0
+
+    def __call__(self) -> float:
+        return self.now_sec
+
+
+def test_ema_first_sample_starts_average() -> None:
+    assert ema(None, 10.0, 0.2) == 10.0
+    assert ema(10.0, 20.0, 0.5) == pytest.approx(15.0)
+
+
+def test_lag_is_ema_of_observed_minus_solo() -> None:
+    clock = FakeClock()
+    tracker = LagTracker(alpha=0.5, clock=clock)
+    key = ("det", "layer1")
+    tracker.set_solo(key, 10.0)
+    clock.now_sec = 1.0
+    first = tracker.update(key, 14.0)
+    assert first.lag_ms == pytest.approx(4.0)
+    assert first.ema_observed_ms == pytest.approx(14.0)
+    assert first.last_update_sec == 1.0
+    second = tracker.update(key, 10.0)
+    assert second.lag_ms == pytest.approx(2.0)
+    assert second.ema_observed_ms == pytest.approx(12.0)
+    assert second.samples == 2
+
+
+def test_lag_zero_without_solo_then_seeded_by_first_sample_after_profiling() -> None:
+    tracker = LagTracker(alpha=0.2)
+    key = ("cls", "head")
+    assert tracker.update(key, 5.0).lag_ms == 0.0
+    tracker.set_solo(key, 3.0)
+    assert tracker.update(key, 7.0).lag_ms == pytest.approx(4.0)
+
+
+def test_set_solo_on_variant_change_keeps_lag_and_moves_observed() -> None:
+    tracker = LagTracker(alpha=1.0)
+    key = ("det", "head")
+    tracker.set_solo(key, 10.0)
+    tracker.update(key, 13.0)
+    tracker.set_solo(key, 6.0)
+    timing = tracker.timing(key)
+    assert timing.lag_ms == pytest.approx(3.0)
+    assert timing.ema_observed_ms == pytest.approx(9.0)
+    tracker.set_solo(key, 6.0, keep_lag=False)
+    assert tracker.timing(key).ema_observed_ms is None
+    assert tracker.timing(key).lag_ms == 0.0
+
+
+def test_snapshot_returns_copies() -> None:
+    tracker = LagTracker()
+    tracker.update(("a", "b"), 1.0)
+    snap = tracker.snapshot()
+    snap[("a", "b")].samples = 99
+    assert tracker.timing(("a", "b")).samples == 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.1, 1.5])
+def test_bad_alpha_rejected(alpha: float) -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        LagTracker(alpha=alpha)
+
+
+def test_negative_latency_rejected() -> None:
+    with pytest.raises(ValueError, match="observed latency"):
+        LagTracker().update(("a", "b"), -1.0)

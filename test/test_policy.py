@@ -1,0 +1,215 @@
+"""Tests of multidnn_sched.runtime.policy with synthetic observations: no threads, no clocks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from multidnn_sched.runtime.policy import (
+    ORIGINAL,
+    PARALLEL,
+    SEQUENTIAL,
+    BlockObservation,
+    ModelObservation,
+    Observations,
+    Policy,
+    PolicyConfig,
+    VariantOption,
+    estimated_accuracy,
+)
+
+ORIG_10 = VariantOption(ORIGINAL, 10.0, 1.0)
+
+
+def block(
+    model: str,
+    name: str,
+    *,
+    lag_ms: float = 0.0,
+    solo_ms: float = 10.0,
+    mode: str = PARALLEL,
+    variant: str = ORIGINAL,
+    options: tuple[VariantOption, ...] = (ORIG_10,),
+    locked: bool = False,
+) -> BlockObservation:
+    return BlockObservation(model, name, solo_ms, solo_ms + lag_ms, lag_ms, mode, variant, options, locked)
+
+
+def model(name: str, latency_ms: float, deadline_ms: float = 50.0, priority: int = 0) -> ModelObservation:
+    return ModelObservation(name, deadline_ms, latency_ms, priority, samples=20)
+
+
+def obs(models: list[ModelObservation], blocks: list[BlockObservation]) -> Observations:
+    return Observations(tuple(models), tuple(blocks))
+
+
+def cfg(**kwargs: object) -> PolicyConfig:
+    base = {"min_dwell_sec": 2.0, "settle_sec": 1.0, "hysteresis": 0.2, "max_changes": 1}
+    base.update(kwargs)
+    return PolicyConfig(**base)  # type: ignore[arg-type]
+
+
+def test_late_model_serializes_block_with_largest_lag() -> None:
+    policy = Policy(cfg())
+    blocks = [block("det", "b1", lag_ms=3.0), block("det", "b2", lag_ms=8.0), block("det", "b3", lag_ms=0.1)]
+    decisions = policy.decide(obs([model("det", 60.0)], blocks), now_sec=10.0)
+    assert [(d.block, d.kind, d.value) for d in decisions] == [("b2", "mode", SEQUENTIAL)]
+    assert "late" in decisions[0].reason and "LAG 8.0" in decisions[0].reason
+    assert decisions[0].time_sec == 10.0
+
+
+def test_on_time_model_changes_nothing() -> None:
+    policy = Policy(cfg())
+    decisions = policy.decide(obs([model("det", 45.0)], [block("det", "b1", lag_ms=20.0)]), now_sec=0.0)
+    assert decisions == []
+
+
+def test_too_few_samples_changes_nothing() -> None:
+    policy = Policy(cfg(min_samples=10))
+    few = ModelObservation("det", 50.0, 90.0, samples=3)
+    assert policy.decide(obs([few], [block("det", "b1", lag_ms=20.0)]), now_sec=0.0) == []
+
+
+def test_serialize_before_swap() -> None:
+    options = (ORIG_10, VariantOption("prune50", 5.0, 0.99))
+    policy = Policy(cfg())
+    blocks = [block("det", "b1", lag_ms=6.0, options=options)]
+    first = policy.decide(obs([model("det", 70.0)], blocks), now_sec=0.0)
+    assert first[0].kind == "mode"
+    # still late, the lagging block is sequential now (LAG gone): next change is the swap
+    blocks = [block("det", "b1", lag_ms=0.0, mode=SEQUENTIAL, options=options)]
+    second = policy.decide(obs([model("det", 70.0)], blocks), now_sec=3.0)
+    assert [(d.kind, d.value) for d in second] == [("variant", "prune50")]
+    assert "gain 5.0 ms" in second[0].reason
+
+
+def test_lagging_block_in_dwell_blocks_swap() -> None:
+    options = (ORIG_10, VariantOption("prune50", 5.0, 0.99))
+    policy = Policy(cfg())
+    policy.decide(obs([model("det", 70.0)], [block("det", "b1", lag_ms=6.0, options=options)]), now_sec=0.0)
+    # b1 back to parallel by hand-made observation, lag high, but within dwell: no swap instead
+    blocks = [block("det", "b1", lag_ms=6.0, options=options)]
+    assert policy.decide(obs([model("det", 70.0)], blocks), now_sec=1.5) == []
+
+
+def test_swap_picks_best_gain_per_accuracy_cost() -> None:
+    policy = Policy(cfg(serialize_enabled=False))
+    cheap = (ORIG_10, VariantOption("int8", 6.0, 0.995))  # 4 ms for 0.005 -> 800
+    costly = (VariantOption(ORIGINAL, 20.0, 1.0), VariantOption("tucker", 10.0, 0.98))  # 10 ms for 0.02 -> 500
+    blocks = [block("det", "b1", options=cheap), block("det", "b2", solo_ms=20.0, options=costly)]
+    decisions = policy.decide(obs([model("det", 70.0)], blocks), now_sec=0.0)
+    assert [(d.block, d.value) for d in decisions] == [("b1", "int8")]
+
+
+def test_swap_respects_accuracy_floor() -> None:
+    policy = Policy(cfg(serialize_enabled=False, accuracy_floor=0.97))
+    b1 = block("det", "b1", variant="v", options=(ORIG_10, VariantOption("v", 5.0, 0.98)))
+    b2 = block("det", "b2", options=(ORIG_10, VariantOption("w", 4.0, 0.985)))
+    # 0.98 * 0.985 = 0.9653 < 0.97: refused
+    assert policy.decide(obs([model("det", 70.0)], [b1, b2]), now_sec=0.0) == []
+    b2_ok = block("det", "b2", options=(ORIG_10, VariantOption("w", 4.0, 0.995)))
+    decisions = policy.decide(obs([model("det", 70.0)], [b1, b2_ok]), now_sec=0.0)
+    assert [(d.block, d.value) for d in decisions] == [("b2", "w")]
+    assert estimated_accuracy([b1, replace(b2_ok, variant="w")]) >= 0.97
+
+
+def test_unknown_accuracy_variant_never_chosen() -> None:
+    policy = Policy(cfg(serialize_enabled=False))
+    b1 = block("det", "b1", options=(ORIG_10, VariantOption("mystery", 1.0, None)))
+    assert policy.decide(obs([model("det", 90.0)], [b1]), now_sec=0.0) == []
+
+
+def test_swap_disabled_only_serializes() -> None:
+    policy = Policy(cfg(swap_enabled=False))
+    b1 = block("det", "b1", mode=SEQUENTIAL, options=(ORIG_10, VariantOption("v", 1.0, 0.999)))
+    assert policy.decide(obs([model("det", 90.0)], [b1]), now_sec=0.0) == []
+
+
+def test_return_to_parallel_after_dwell_when_prediction_comfortable() -> None:
+    policy = Policy(cfg())
+    late_blocks = [block("det", "b1", lag_ms=4.0)]
+    assert policy.decide(obs([model("det", 60.0)], late_blocks), now_sec=0.0)[0].value == SEQUENTIAL
+    seq = [block("det", "b1", mode=SEQUENTIAL)]
+    # comfortable (<= 40 ms) but not for min_dwell yet
+    assert policy.decide(obs([model("det", 30.0)], seq), now_sec=3.0) == []
+    assert policy.decide(obs([model("det", 30.0)], seq), now_sec=4.0) == []
+    decisions = policy.decide(obs([model("det", 30.0)], seq), now_sec=5.0)
+    assert [(d.kind, d.value) for d in decisions] == [("mode", PARALLEL)]
+    assert "predicted latency 34.0" in decisions[0].reason
+
+
+def test_no_return_to_parallel_when_prediction_not_comfortable() -> None:
+    policy = Policy(cfg())
+    policy.decide(obs([model("det", 60.0)], [block("det", "b1", lag_ms=15.0)]), now_sec=0.0)
+    seq = [block("det", "b1", mode=SEQUENTIAL)]
+    for t in (3.0, 6.0, 9.0):
+        # 30 + 15 = 45 > 40: stays sequential — the hysteresis band prevents flapping
+        assert policy.decide(obs([model("det", 30.0)], seq), now_sec=t) == []
+
+
+def test_swap_back_before_return_to_parallel() -> None:
+    policy = Policy(cfg())
+    options = (ORIG_10, VariantOption("v", 6.0, 0.99))
+    blocks = [block("det", "b1", mode=SEQUENTIAL), block("det", "b2", variant="v", solo_ms=6.0, options=options)]
+    policy.decide(obs([model("det", 20.0)], blocks), now_sec=0.0)  # starts the comfortable timer
+    decisions = policy.decide(obs([model("det", 20.0)], blocks), now_sec=2.5)
+    assert [(d.block, d.kind, d.value) for d in decisions] == [("b2", "variant", ORIGINAL)]
+
+
+def test_hysteresis_no_flapping_in_band() -> None:
+    policy = Policy(cfg())
+    seq = [block("det", "b1", mode=SEQUENTIAL, lag_ms=0.0)]
+    # 45 ms: between comfortable (40) and deadline (50): no change ever, whatever the time
+    for t in range(0, 20):
+        assert policy.decide(obs([model("det", 45.0)], seq), now_sec=float(t)) == []
+
+
+def test_min_dwell_limits_changes_of_one_block() -> None:
+    policy = Policy(cfg(settle_sec=0.0, min_dwell_sec=5.0))
+    options = (ORIG_10, VariantOption("v", 5.0, 0.99))
+    first = policy.decide(obs([model("det", 90.0)], [block("det", "b1", options=options)]), now_sec=0.0)
+    assert first[0].value == "v"
+    swapped = [block("det", "b1", variant="v", solo_ms=5.0, options=options)]
+    # comfortable right away, but the block changed < 5 s ago: it stays
+    for t in (1.0, 2.0, 4.9):
+        assert policy.decide(obs([model("det", 10.0)], swapped), now_sec=t) == []
+    assert policy.decide(obs([model("det", 10.0)], swapped), now_sec=6.0)[0].value == ORIGINAL
+
+
+def test_settle_time_between_changes_of_one_model() -> None:
+    policy = Policy(cfg(settle_sec=1.0, max_changes=5))
+    blocks = [block("det", "b1", lag_ms=5.0), block("det", "b2", lag_ms=4.0)]
+    assert len(policy.decide(obs([model("det", 60.0)], blocks), now_sec=0.0)) == 1
+    blocks2 = [block("det", "b1", mode=SEQUENTIAL), block("det", "b2", lag_ms=4.0)]
+    assert policy.decide(obs([model("det", 60.0)], blocks2), now_sec=0.5) == []
+    assert policy.decide(obs([model("det", 60.0)], blocks2), now_sec=1.0)[0].block == "b2"
+
+
+def test_priority_orders_late_models() -> None:
+    policy = Policy(cfg(max_changes=1))
+    models = [model("cls", 200.0, priority=0), model("det", 55.0, priority=1)]
+    blocks = [block("cls", "c1", lag_ms=5.0), block("det", "d1", lag_ms=5.0)]
+    decisions = policy.decide(obs(models, blocks), now_sec=0.0)
+    assert [d.model for d in decisions] == ["det"]
+
+
+def test_equal_priority_most_negative_relative_slack_first() -> None:
+    policy = Policy(cfg(max_changes=2))
+    models = [model("a", 55.0), model("b", 80.0)]
+    blocks = [block("a", "a1", lag_ms=5.0), block("b", "b1", lag_ms=5.0)]
+    assert [d.model for d in policy.decide(obs(models, blocks), now_sec=0.0)] == ["b", "a"]
+
+
+def test_locked_blocks_untouched() -> None:
+    policy = Policy(cfg())
+    options = (ORIG_10, VariantOption("v", 1.0, 0.999))
+    blocks = [block("det", "b1", lag_ms=9.0, locked=True, options=options)]
+    assert policy.decide(obs([model("det", 90.0)], blocks), now_sec=0.0) == []
+
+
+def test_bad_config_rejected() -> None:
+    with pytest.raises(ValueError, match="accuracy_floor"):
+        PolicyConfig(accuracy_floor=1.5)
+    with pytest.raises(ValueError, match="hysteresis"):
+        PolicyConfig(hysteresis=1.0)
