@@ -1,0 +1,227 @@
+"""Detection families: torchvision RetinaNet / FCOS / SSD / SSDlite tensor cores, and composed models.
+
+torchvision detectors take a list of images and return boxes; only their *tensor core* is cut into blocks:
+``images.tensors [B, 3, H, W]`` (already resized, normalised and batched by the model's
+``GeneralizedRCNNTransform``) -> backbone body -> FPN / extra layers -> head -> ``dict[str, Tensor]`` of raw
+head outputs. The transform, anchor generation, ``postprocess_detections`` and ``transform.postprocess`` stay
+outside the blocks (see :class:`TorchvisionDetectionCore` and docs/partitioning.md).
+
+"Composed" models (e.g. the project's ``Detector``: ``head(neck(backbone(x)))``) are cut generically: the
+forward must be a chain of calls of the model's direct children; a child that itself has several stages (the
+backbone) is cut between its own children, carrying the multi-scale features it returns as skip tensors.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.ssd import SSD, SSDFeatureExtractorVGG
+from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNet
+
+from multidnn_sched.exceptions import PartitionError
+from multidnn_sched.runtime.block import Block
+from multidnn_sched.runtime.partition_blocks import (
+    FeatureStage,
+    FpnBlock,
+    L2NormFeature,
+    ListHead,
+    group_by_stride,
+)
+from multidnn_sched.runtime.partition_fx import partition_at_children, trace
+
+MIN_CHILDREN_TO_EXPAND: int = 3
+"""A child of a composed model is cut further (between its own children) when it has at least this many."""
+
+
+class TorchvisionDetectionCore(nn.Module):
+    """The tensor core of a torchvision one-stage detector: ``backbone`` then ``head`` on a batch tensor.
+
+    ``forward(images [B, 3, H, W]) -> dict[str, Tensor]``: the same head outputs the detector computes from
+    ``images.tensors`` inside its own ``forward``; the blocks of :func:`partition_torchvision_detector`
+    reproduce exactly this.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        features = self.backbone(images)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        return self.head(list(features.values()))
+
+
+def is_torchvision_detector(model: nn.Module) -> bool:
+    """True for torchvision RetinaNet, FCOS and SSD / SSDlite models."""
+    return isinstance(model, (RetinaNet, FCOS, SSD))
+
+
+def _body_blocks(body: IntermediateLayerGetter) -> tuple[list[Block], list[str]]:
+    """Cut an ``IntermediateLayerGetter`` after each returned layer (and before each ResNet ``layerN``).
+
+    Returns:
+        The blocks and the output names of the returned features, in order.
+    """
+    return_layers: dict[str, str] = dict(body.return_layers)
+    groups: list[list[tuple[str, nn.Module]]] = []
+    current: list[tuple[str, nn.Module]] = []
+    for child_name, child in body.named_children():
+        if child_name.startswith("layer") and current:
+            groups.append(current)
+            current = []
+        current.append((child_name, child))
+        if child_name in return_layers:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    blocks: list[Block] = []
+    previous_returned = False
+    for i, group in enumerate(groups):
+        child_names = [c for c, _ in group]
+        if len(group) == 1 and not child_names[0].isdigit():
+            block_name = child_names[0]
+        else:
+            block_name = "stem" if i == 0 else f"body{i}"
+        blocks.append(Block(block_name, FeatureStage([m for _, m in group], keep_input=previous_returned)))
+        previous_returned = child_names[-1] in return_layers
+    names = [return_layers[c] for c, _ in body.named_children() if c in return_layers]
+    return blocks, names
+
+
+def _vgg_stages(features: nn.Sequential) -> list[list[nn.Module]]:
+    """Split VGG ``features`` after each max-pool."""
+    stages: list[list[nn.Module]] = [[]]
+    for layer in features:
+        stages[-1].append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append([])
+    return [s for s in stages if s]
+
+
+def _ssd_vgg_blocks(backbone: SSDFeatureExtractorVGG) -> list[Block]:
+    stages = _vgg_stages(backbone.features)
+    blocks = [Block(f"stage{i + 1}", nn.Sequential(*layers)) for i, layers in enumerate(stages)]
+    last = blocks[-1].module
+    blocks[-1] = Block(blocks[-1].name, nn.Sequential(*last, L2NormFeature(backbone.scale_weight)))
+    extra = list(backbone.extra)
+    blocks.append(Block("fc7", FeatureStage(extra[:1], keep_input=False)))
+    blocks.append(Block("extra", FeatureStage(extra[1:], keep_input=True, keep_each_output=True)))
+    return blocks
+
+
+def _ssdlite_blocks(backbone: SSDLiteFeatureExtractorMobileNet) -> list[Block]:
+    c4_part, c5_part = backbone.features[0], backbone.features[1]
+    groups = group_by_stride(list(c4_part))
+    blocks = [Block("stem" if i == 0 else f"stage{i}", nn.Sequential(*g)) for i, g in enumerate(groups)]
+    blocks.append(Block(f"stage{len(groups)}", FeatureStage([c5_part], keep_input=True)))
+    blocks.append(Block("extra", FeatureStage(list(backbone.extra), keep_input=True, keep_each_output=True)))
+    return blocks
+
+
+def partition_torchvision_detector(model: nn.Module, name: str) -> list[Block]:
+    """Blocks of the tensor core of a torchvision RetinaNet / FCOS (body stages, ``fpn``, ``head``) or SSD /
+    SSDlite (backbone stages, ``extra``, ``head``).
+
+    Raises:
+        PartitionError: the backbone is not one of the layouts torchvision builds.
+    """
+    backbone = model.backbone
+    if hasattr(backbone, "body") and hasattr(backbone, "fpn") and isinstance(backbone.body, IntermediateLayerGetter):
+        blocks, feature_names = _body_blocks(backbone.body)
+        blocks.append(Block("fpn", FpnBlock(backbone.fpn, feature_names)))
+    elif isinstance(backbone, SSDFeatureExtractorVGG):
+        blocks = _ssd_vgg_blocks(backbone)
+    elif isinstance(backbone, SSDLiteFeatureExtractorMobileNet):
+        blocks = _ssdlite_blocks(backbone)
+    else:
+        raise PartitionError(
+            f"cannot partition detector {name!r} ({type(model).__name__}): expected a BackboneWithFPN, "
+            f"SSDFeatureExtractorVGG or SSDLiteFeatureExtractorMobileNet backbone, got {type(backbone).__name__}"
+        )
+    blocks.append(Block("head", ListHead(model.head)))
+    return blocks
+
+
+def child_chain(model: nn.Module, name: str) -> list[str] | None:
+    """Names of the direct children whose calls make up ``model.forward``, if it is a pure chain.
+
+    A pure chain: ``forward(x) = c_n(...c_2(c_1(x)))`` with nothing else in between. Returns ``None`` when the
+    forward does anything else (or FX cannot trace it with the children as leaves).
+    """
+    children = dict(model.named_children())
+    if not children:
+        return None
+    try:
+        gm = trace(model, name, leaves=list(children.values()))
+    except PartitionError:
+        return None
+    nodes = list(gm.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    compute = [n for n in nodes if n.op not in ("placeholder", "output")]
+    output = nodes[-1]
+    if len(placeholders) != 1 or not compute:
+        return None
+    previous = placeholders[0]
+    for node in compute:
+        if node.op != "call_module" or str(node.target) not in children or node.args != (previous,) or node.kwargs:
+            return None
+        previous = node
+    if output.args != (previous,):
+        return None
+    return [str(n.target) for n in compute]
+
+
+def partition_composed(model: nn.Module, name: str) -> list[Block]:
+    """Blocks of a model whose forward is a chain of its children (e.g. ``backbone -> neck -> head``).
+
+    A child that is itself a known family is cut as that family; a child with at least
+    :data:`MIN_CHILDREN_TO_EXPAND` children of its own is cut between them (skip tensors carried); any other
+    child is one block named after it.
+
+    Raises:
+        PartitionError: the forward is not a chain of child calls.
+    """
+    from multidnn_sched.runtime.partition import known_family, partition_known  # noqa: PLC0415 (cycle)
+
+    chain = child_chain(model, name)
+    if chain is None:
+        raise PartitionError(
+            f"cannot partition model {name!r} ({type(model).__name__}) as composed: expected forward to be a "
+            f"chain of its children's calls, got other operations or no children"
+        )
+    children = dict(model.named_children())
+    blocks: list[Block] = []
+    for child_name in chain:
+        child = children[child_name]
+        family = known_family(child)
+        if family is not None:
+            sub = partition_known(child, f"{name}.{child_name}", family)
+        elif len(list(child.children())) >= MIN_CHILDREN_TO_EXPAND:
+            try:
+                sub = partition_at_children(child, f"{name}.{child_name}")
+            except PartitionError:
+                sub = [Block(child_name, child)]
+        else:
+            sub = [Block(child_name, child)]
+        blocks.extend(sub)
+    return _unique_names(blocks)
+
+
+def _unique_names(blocks: list[Block]) -> list[Block]:
+    """Rename repeated block names ``name``, ``name_2``, ``name_3``... (first occurrence unchanged)."""
+    seen: set[str] = set()
+    renamed: list[Block] = []
+    for b in blocks:
+        block_name, suffix = b.name, 2
+        while block_name in seen:
+            block_name, suffix = f"{b.name}_{suffix}", suffix + 1
+        seen.add(block_name)
+        renamed.append(b if block_name == b.name else Block(block_name, b.module))
+    return renamed
