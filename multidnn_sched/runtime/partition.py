@@ -31,11 +31,13 @@ from multidnn_sched.exceptions import PartitionError
 from multidnn_sched.runtime.block import Block, Carry, PartitionedModel
 from multidnn_sched.runtime.partition_blocks import InceptionInputTransform, group_by_stride
 from multidnn_sched.runtime.partition_detection import (
+    DETECTION_FAMILIES,
     TorchvisionDetectionCore,
     child_chain,
     is_torchvision_detector,
     partition_composed,
     partition_torchvision_detector,
+    torchvision_detector_family,
 )
 from multidnn_sched.runtime.partition_fx import DEFAULT_FX_NUM_BLOCKS, partition_fx
 
@@ -143,13 +145,13 @@ _CLASSES: tuple[tuple[type[nn.Module], str], ...] = (
     (Inception3, "inception_v3"),
 )
 
-_OTHER_FAMILIES: tuple[str, ...] = ("torchvision_detection", "composed", "fx")
+_OTHER_FAMILIES: tuple[str, ...] = (*DETECTION_FAMILIES, "composed", "fx")
 
 
 def known_family(model: nn.Module) -> str | None:
     """The hand-written or torchvision-detection family of ``model`` (by class), or ``None``."""
     if is_torchvision_detector(model):
-        return "torchvision_detection"
+        return torchvision_detector_family(model)
     for cls, family in _CLASSES:
         if isinstance(model, cls):
             return family
@@ -158,7 +160,7 @@ def known_family(model: nn.Module) -> str | None:
 
 def partition_known(model: nn.Module, name: str, family: str) -> list[Block]:
     """Blocks of ``model`` for a family named by :func:`known_family`."""
-    if family == "torchvision_detection":
+    if family in DETECTION_FAMILIES:
         return partition_torchvision_detector(model, name)
     try:
         return FAMILIES[family](model)
@@ -181,9 +183,9 @@ def partition_model(
     Args:
         model: the model (eval mode is what the blocks reproduce: Inception v3 without aux logits).
         name: model name for the record and error messages; default: the class name in lower case.
-        family: force a family: one of :data:`FAMILIES`, ``"torchvision_detection"``, ``"composed"``,
-            ``"fx"``. Default: recognised by class, then "composed" (forward is a chain of children), then
-            the torch.fx fallback.
+        family: force a family: one of :data:`FAMILIES`, ``"retinanet"``, ``"fcos"``, ``"ssd"``,
+            ``"ssdlite"``, ``"composed"``, ``"fx"``. Default: recognised by class, then "composed" (forward is
+            a chain of children), then the torch.fx fallback.
         num_blocks: segments for the FX fallback (default :data:`DEFAULT_FX_NUM_BLOCKS`); ignored otherwise.
 
     Returns:

@@ -34,7 +34,8 @@ from multidnn_sched.runtime.partition_blocks import (
 from multidnn_sched.runtime.partition_fx import partition_at_children, trace
 
 MIN_CHILDREN_TO_EXPAND: int = 3
-"""A child of a composed model is cut further (between its own children) when it has at least this many."""
+"""The heaviest child of a composed model is cut further (between its own children) when it has at least
+this many children; lighter children (neck, head) stay whole."""
 
 
 class TorchvisionDetectionCore(nn.Module):
@@ -57,9 +58,24 @@ class TorchvisionDetectionCore(nn.Module):
         return self.head(list(features.values()))
 
 
+DETECTION_FAMILIES: tuple[str, ...] = ("retinanet", "fcos", "ssd", "ssdlite")
+"""Family names of the torchvision detectors whose tensor core is cut."""
+
+
 def is_torchvision_detector(model: nn.Module) -> bool:
     """True for torchvision RetinaNet, FCOS and SSD / SSDlite models."""
     return isinstance(model, (RetinaNet, FCOS, SSD))
+
+
+def torchvision_detector_family(model: nn.Module) -> str:
+    """``"retinanet"``, ``"fcos"``, ``"ssd"`` (VGG) or ``"ssdlite"`` (MobileNet); raises ``ValueError`` else."""
+    if isinstance(model, RetinaNet):
+        return "retinanet"
+    if isinstance(model, FCOS):
+        return "fcos"
+    if isinstance(model, SSD):
+        return "ssdlite" if isinstance(model.backbone, SSDLiteFeatureExtractorMobileNet) else "ssd"
+    raise ValueError(f"expected a torchvision RetinaNet, FCOS or SSD model, got {type(model).__name__}")
 
 
 def _body_blocks(body: IntermediateLayerGetter) -> tuple[list[Block], list[str]]:
@@ -181,9 +197,9 @@ def child_chain(model: nn.Module, name: str) -> list[str] | None:
 def partition_composed(model: nn.Module, name: str) -> list[Block]:
     """Blocks of a model whose forward is a chain of its children (e.g. ``backbone -> neck -> head``).
 
-    A child that is itself a known family is cut as that family; a child with at least
-    :data:`MIN_CHILDREN_TO_EXPAND` children of its own is cut between them (skip tensors carried); any other
-    child is one block named after it.
+    A child that is itself a known family is cut as that family; the child with the most parameters (the
+    backbone), when it has at least :data:`MIN_CHILDREN_TO_EXPAND` children of its own, is cut between them
+    (skip tensors carried); any other child is one block named after it.
 
     Raises:
         PartitionError: the forward is not a chain of child calls.
@@ -197,13 +213,14 @@ def partition_composed(model: nn.Module, name: str) -> list[Block]:
             f"chain of its children's calls, got other operations or no children"
         )
     children = dict(model.named_children())
+    heaviest = max(chain, key=lambda c: sum(p.numel() for p in children[c].parameters()))
     blocks: list[Block] = []
     for child_name in chain:
         child = children[child_name]
         family = known_family(child)
         if family is not None:
             sub = partition_known(child, f"{name}.{child_name}", family)
-        elif len(list(child.children())) >= MIN_CHILDREN_TO_EXPAND:
+        elif child_name == heaviest and len(list(child.children())) >= MIN_CHILDREN_TO_EXPAND:
             try:
                 sub = partition_at_children(child, f"{name}.{child_name}")
             except PartitionError:
