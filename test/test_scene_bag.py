@@ -208,3 +208,21 @@ def test_cli_default_output_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     assert cli.main(["--seed", "77", "--frames", "1", "--width", "64", "--height", "48", "--no-progress"]) == 0
     assert (tmp_path / "data" / "scene_seed77" / "metadata.yaml").exists()
+
+
+def test_undecodable_image_in_bag_raises_bag_error(tmp_path: Path) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from multidnn_sched.scenes.bag import IMAGE_TYPE, rosbags_message_factory
+
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    new = rosbags_message_factory(typestore)
+    msg = new(IMAGE_TYPE, header=make_header(5, new), height=2, width=2, encoding="yuv422", step=4,
+              data=np.zeros(8, np.uint8))
+    path = tmp_path / "yuv"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=typestore)
+        writer.write(conn, 5, bytes(typestore.serialize_cdr(msg, IMAGE_TYPE)))
+    with pytest.raises(BagError, match=r"yuv.*stamp 5 ns \(unknown_encoding\)"):
+        list(iter_bag_frames(path))

@@ -34,7 +34,8 @@ from rosbags.typesys.base import Nodetype
 from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
-from multidnn_sched.exceptions import BagError, ConfigError
+from multidnn_sched.exceptions import BagError, ConfigError, ImageConversionError
+from multidnn_sched.ros.conversions import image_msg_to_numpy, mono_to_rgb
 from multidnn_sched.scenes.generator import (
     ATTRIBUTES,
     CLASSES,
@@ -475,22 +476,13 @@ def msg_to_ground_truth(msg: Any) -> list[GroundTruthObject]:
 
 
 def _image_to_rgb(msg: Any, path: Path) -> np.ndarray:
-    """rgb8/bgr8/rgba8/bgra8/mono8 rosbags Image -> [H, W, 3] uint8 RGB."""
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-    enc = str(msg.encoding)
-    if enc not in channels:
-        raise BagError(f"{path}: expected image encoding one of {', '.join(channels)}, got {enc!r}")
-    c, h, w, step = channels[enc], int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if h == 0 or w == 0 or step < w * c or data.size < step * h:
-        raise BagError(f"{path}: image {w}x{h} {enc} with step {step} has {data.size} bytes; expected "
-                       f"step >= {w * c} and >= {step * h} bytes")
-    pixels = data[: step * h].reshape(h, step)[:, : w * c].reshape(h, w, c)
-    if enc == "mono8":
-        return np.repeat(pixels, 3, axis=2)
-    if enc.startswith("bgr"):
-        pixels = pixels[:, :, 2::-1]
-    return np.ascontiguousarray(pixels[:, :, :3])
+    """Any supported Image encoding (rosbags message) -> [H, W, 3] uint8 RGB; BagError names file and cause."""
+    try:
+        array = image_msg_to_numpy(msg)
+    except ImageConversionError as exc:
+        cause = getattr(exc, "cause", "unknown")
+        raise BagError(f"{path}: cannot decode image at stamp {_stamp_ns(msg.header)} ns ({cause}): {exc}") from exc
+    return mono_to_rgb(array) if array.ndim == 2 else array
 
 
 def iter_bag_frames(
