@@ -1,0 +1,140 @@
+"""Shared glue of the perception nodes: parameters, image QoS, image decoding with drop accounting.
+
+A node is thin: ``__init__`` declares parameters, publishers and subscriptions; a callback decodes, submits
+to the runtime and returns; the runtime future's done-callback post-processes and publishes with the source
+image's header. Counters live in :class:`~multidnn_sched.ros.stats.NodeStats` (no rclpy there).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from multidnn_sched.exceptions import ExecutorShutdownError, FrameDroppedError, ImageConversionError
+from multidnn_sched.ros.imaging import image_to_rgb
+from multidnn_sched.ros.params import ParamSpec, ParamValue, check_parameters, declare_parameters
+from multidnn_sched.ros.runtime import ModelRuntime
+from multidnn_sched.ros.stats import NodeStats
+
+OUTPUT_QOS_DEPTH = 10
+"""Outputs (detections, tracks, classifications) use the default reliable QoS with this depth (REP-2003)."""
+
+
+def stamp_ns(stamp: Time) -> int:
+    """Header stamp -> integer nanoseconds (the key that pairs an image with its detections)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """REP-2003 sensor-data QoS (keep last 5, best effort), reliability overridable (``"reliable"``)."""
+    profile = QoSProfile(depth=qos_profile_sensor_data.depth, history=qos_profile_sensor_data.history,
+                         durability=qos_profile_sensor_data.durability,
+                         reliability=qos_profile_sensor_data.reliability)
+    if reliability == "reliable":
+        profile.reliability = ReliabilityPolicy.RELIABLE
+    return profile
+
+
+class PerceptionNode(Node):
+    """Base of the detector / tracker / classifier nodes.
+
+    Args:
+        node_name: ROS node name.
+        model: the runtime model this node submits to.
+        specs: this node's parameters.
+        runtime: the (shared or direct) model runtime.
+        context: rclpy context (``None``: the default one).
+        parameter_overrides: start-up values (tests); the params file comes through the context's arguments.
+    """
+
+    def __init__(
+        self,
+        node_name: str,
+        model: str,
+        specs: Sequence[ParamSpec],
+        runtime: ModelRuntime,
+        context: Context | None = None,
+        parameter_overrides: list[Parameter] | None = None,
+    ) -> None:
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides or [])
+        self.model = model
+        self.runtime = runtime
+        self.stats = NodeStats(node_name, model)
+        self._specs = tuple(specs)
+        self.values: dict[str, ParamValue] = declare_parameters(self, self._specs)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.callback_group = MutuallyExclusiveCallbackGroup()
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        result = check_parameters(self._specs, params)
+        if result.successful:
+            for param in params:
+                if param.name in self.values:
+                    self.values[param.name] = param.value
+        return result
+
+    def image_qos(self) -> QoSProfile:
+        return image_qos(str(self.values["image_reliability"]))
+
+    def decode(self, msg: Image) -> np.ndarray | None:
+        """RGB ``uint8[H, W, 3]`` of ``msg``, or ``None`` (counted per cause, logged once per cause)."""
+        try:
+            return image_to_rgb(msg)
+        except ImageConversionError as error:
+            cause = str(getattr(error, "cause", "invalid"))
+            if self.stats.on_bad_input(cause):
+                self.get_logger().warning(f"dropping malformed Image ({cause}): {error} "
+                                          "(logged once per cause; counted on /diagnostics)")
+            return None
+
+    def drop(self, cause: str, detail: str = "") -> None:
+        """Count a dropped frame and log the first one of each cause."""
+        if self.stats.on_dropped(cause):
+            self.get_logger().info(f"dropped a frame ({cause}){': ' + detail if detail else ''} "
+                                   "(logged once per cause; counted on /diagnostics)")
+
+    def run_model(self, carry: Any, on_output: Callable[[Any], None],
+                  on_failure: Callable[[], None] | None = None) -> None:
+        """Submit ``carry`` to this node's model and call ``on_output(output)`` when it is done.
+
+        Drops (queue policy), shutdown and model errors are counted, never raised into the executor; then
+        ``on_failure()`` runs (if given) so ordered consumers can skip the frame.
+        """
+        future = self.runtime.submit(self.model, carry)
+        future.add_done_callback(lambda done: self._finish(done, on_output, on_failure))
+
+    def _finish(self, future: Future, on_output: Callable[[Any], None],
+                on_failure: Callable[[], None] | None) -> None:
+        try:
+            output = future.result()
+        except FrameDroppedError:
+            self.drop("runtime_queue_full")
+        except ExecutorShutdownError:
+            self.drop("shutdown")
+        except Exception as error:  # noqa: BLE001 - a failing frame must not stop the node
+            self.drop("model_error", repr(error))
+        else:
+            try:
+                on_output(output)
+            except Exception as error:  # noqa: BLE001 - post-processing or publishing after shutdown
+                self.drop("postprocess_error", repr(error))
+            return
+        if on_failure is not None:
+            on_failure()
+
+
+def now_ms() -> float:
+    """Monotonic clock in milliseconds (node-side latency)."""
+    return time.perf_counter() * 1000.0

@@ -1,0 +1,279 @@
+"""``perception_container``: detector, tracker and classifier in ONE process on ONE runtime.
+
+A ``perception_container`` node owns the runtime parameters (``lag.*``, ``policy.*``, ``models.*``,
+``force_variant``, ``force_mode``) and publishes ``/diagnostics``; the perception nodes it creates (parameter
+``nodes``) share its runtime. Everything is spun by one ``MultiThreadedExecutor``; each node has its own
+mutually exclusive callback group, so nodes run concurrently and one node never runs two frames at once.
+
+``--baseline`` (or parameter ``baseline: true``) runs the same nodes the way ROS users do today: each model
+whole, in its node's callback, no shared executor.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.ros.classifier_node import ClassifierNode
+from multidnn_sched.ros.common import PerceptionNode
+from multidnn_sched.ros.detector_node import DetectorNode
+from multidnn_sched.ros.diagnostics import build_diagnostic_array
+from multidnn_sched.ros.params import (
+    CONTAINER_PARAMS,
+    MODEL_NAMES,
+    Override,
+    ParamValue,
+    check_parameters,
+    declare_parameters,
+    parse_overrides,
+    split_list,
+)
+from multidnn_sched.ros.runtime import ModelRuntime, RuntimeSettings
+from multidnn_sched.ros.tasks import PerceptionTasks
+from multidnn_sched.ros.tracker_node import TrackerNode
+from multidnn_sched.runtime.policy import PolicyConfig
+
+NODE_MODELS: dict[str, str] = {"detector": "detector", "tracker": "embedder", "classifier": "classifier"}
+"""Which runtime model each node submits to."""
+
+SPIN_THREADS = 4
+"""MultiThreadedExecutor threads: one per node plus one for the container's timer and services."""
+
+RuntimeFactory = Callable[[Mapping[str, ParamValue], Sequence[str]], ModelRuntime]
+"""``(container parameter values, model names) -> runtime``."""
+
+
+def settings_from_values(values: Mapping[str, ParamValue]) -> RuntimeSettings:
+    """The container's parameter values -> :class:`RuntimeSettings`."""
+    policy = PolicyConfig(
+        lag_serialize_ms=float(values["policy.lag_serialize_ms"]),
+        lag_serialize_ratio=float(values["policy.lag_serialize_ratio"]),
+        hysteresis=float(values["policy.hysteresis"]),
+        min_dwell_sec=float(values["policy.min_dwell_sec"]),
+        settle_sec=float(values["policy.settle_sec"]),
+        accuracy_floor=float(values["policy.accuracy_floor"]),
+        swap_enabled=bool(values["policy.swap_enabled"]),
+        serialize_enabled=bool(values["policy.serialize_enabled"]),
+    )
+    return RuntimeSettings(
+        policy=policy,
+        ema_alpha=float(values["lag.ema_alpha"]),
+        deadlines_ms={m: float(values[f"models.{m}.deadline_ms"]) for m in MODEL_NAMES},
+        priorities={m: int(values[f"models.{m}.priority"]) for m in MODEL_NAMES},
+    )
+
+
+def default_runtime_factory(values: Mapping[str, ParamValue], models: Sequence[str]) -> ModelRuntime:
+    """Load the default zoo; ``baseline`` -> :class:`DirectRuntime`, else the shared ``BlockExecutor``."""
+    from multidnn_sched.models.zoo import load_default_models
+    from multidnn_sched.ros.runtime import DirectRuntime
+
+    zoo = load_default_models().as_dict()
+    chosen = {name: zoo[name] for name in models}
+    if bool(values["baseline"]):
+        return DirectRuntime(chosen)
+    from multidnn_sched.ros.shared_runtime import SharedRuntime
+
+    return SharedRuntime(chosen, values)
+
+
+class PerceptionContainer:
+    """The container node, its runtime and its perception nodes.
+
+    Args:
+        context: rclpy context (``None``: the default one).
+        tasks: pre/post-processing (``None``: :func:`~multidnn_sched.ros.tasks.default_tasks`).
+        runtime: use this runtime instead of building one (tests).
+        runtime_factory: builds the runtime from the container's parameters when ``runtime`` is ``None``.
+        parameter_overrides: start-up values per node name (``"perception_container"``, ``"detector"``...).
+        container_name: name of the container node.
+        baseline: force baseline mode (the ``--baseline`` switch); ``None``: the ``baseline`` parameter.
+    """
+
+    def __init__(
+        self,
+        context: Context | None = None,
+        tasks: PerceptionTasks | None = None,
+        runtime: ModelRuntime | None = None,
+        runtime_factory: RuntimeFactory = default_runtime_factory,
+        parameter_overrides: Mapping[str, list[Parameter]] | None = None,
+        container_name: str = "perception_container",
+        baseline: bool | None = None,
+    ) -> None:
+        overrides = dict(parameter_overrides or {})
+        own = list(overrides.get(container_name, []))
+        if baseline is not None:
+            own.append(Parameter("baseline", Parameter.Type.BOOL, baseline))
+        self.node = Node(container_name, context=context, parameter_overrides=own)
+        self.values = declare_parameters(self.node, CONTAINER_PARAMS)
+        self.node_names = split_list(str(self.values["nodes"]))
+        models = [NODE_MODELS[n] for n in self.node_names]
+        self.runtime = runtime if runtime is not None else runtime_factory(self.values, models)
+        self._overrides: dict[str, list[Override]] = {"force_variant": [], "force_mode": []}
+        self.runtime.configure(settings_from_values(self.values))
+        for name in ("force_variant", "force_mode"):
+            self._apply_overrides(name, str(self.values[name]))
+        if tasks is None:
+            from multidnn_sched.ros.tasks import default_tasks
+
+            tasks = default_tasks()
+        self.nodes: dict[str, PerceptionNode] = {}
+        for name in self.node_names:
+            self.nodes[name] = self._make_node(name, tasks, context, overrides.get(name))
+        self.node.add_on_set_parameters_callback(self._on_set_parameters)
+        self.diagnostics_publisher = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diagnostics_timer = self.node.create_timer(float(self.values["diagnostics_period_sec"]),
+                                                        self.publish_diagnostics)
+
+    def _make_node(self, name: str, tasks: PerceptionTasks, context: Context | None,
+                   overrides: list[Parameter] | None) -> PerceptionNode:
+        if name == "detector":
+            return DetectorNode(self.runtime, tasks.detector, context, overrides)
+        if name == "tracker":
+            return TrackerNode(self.runtime, tasks.embedder, tasks.make_tracker, list(tasks.detector.class_names),
+                               context, overrides)
+        return ClassifierNode(self.runtime, tasks.classifier, context, overrides)
+
+    @property
+    def all_nodes(self) -> list[Node]:
+        return [self.node, *self.nodes.values()]
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        result = check_parameters(CONTAINER_PARAMS, params)
+        if not result.successful:
+            return result
+        candidate = dict(self.values)
+        candidate.update({p.name: p.value for p in params if p.name in candidate})
+        try:
+            settings = settings_from_values(candidate)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self.values = candidate
+        self.runtime.configure(settings)
+        for p in params:
+            if p.name in self._overrides:
+                self._apply_overrides(p.name, str(p.value))
+        return result
+
+    def _apply_overrides(self, name: str, text: str) -> None:
+        new = parse_overrides(text, modes_only=name == "force_mode")
+        targets = {(o.model, o.block) for o in new}
+        for old in self._overrides[name]:
+            if (old.model, old.block) not in targets:
+                self._set_override(name, Override(old.model, old.block, "auto"))
+        for override in new:
+            self._set_override(name, override)
+        self._overrides[name] = new
+
+    def _set_override(self, name: str, override: Override) -> None:
+        if name == "force_mode":
+            self.runtime.set_override(override.model, override.block, mode=override.value)
+        else:
+            self.runtime.set_override(override.model, override.block, variant=override.value)
+
+    def publish_diagnostics(self) -> None:
+        """Publish one ``DiagnosticArray`` (nodes, models' blocks, recent decisions)."""
+        deadlines = {m: float(self.values[f"models.{m}.deadline_ms"]) for m in MODEL_NAMES}
+        array = build_diagnostic_array(
+            [node.stats.snapshot() for node in self.nodes.values()], self.runtime.status(),
+            self.node.get_clock().now().to_msg(), deadlines, hardware_id=self.node.get_name())
+        self.diagnostics_publisher.publish(array)
+
+    def add_to(self, executor: MultiThreadedExecutor) -> None:
+        for node in self.all_nodes:
+            executor.add_node(node)
+
+    def destroy(self, timeout_sec: float = 3.0) -> bool:
+        """Shut the runtime down (joins its threads) and destroy every node."""
+        ok = self.runtime.shutdown(timeout_sec)
+        for node in self.all_nodes:
+            node.destroy_node()
+        return ok
+
+
+class SpinThread:
+    """A ``MultiThreadedExecutor`` spinning in a thread; :meth:`stop` shuts it down and joins the thread."""
+
+    def __init__(self, nodes: Sequence[Node], context: Context | None = None, num_threads: int = SPIN_THREADS) -> None:
+        self.executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+        for node in nodes:
+            self.executor.add_node(node)
+        self.thread = threading.Thread(target=self._spin, name="ros-spin", daemon=True)
+        self.error: BaseException | None = None
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+        except Exception as error:  # noqa: BLE001 - reported by stop()
+            self.error = error
+
+    def start(self) -> SpinThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout_sec: float = 3.0) -> bool:
+        """Shut the executor down and join the spinning thread; ``True`` when it joined in time."""
+        self.executor.shutdown(timeout_sec=timeout_sec)
+        self.thread.join(timeout=timeout_sec)
+        return not self.thread.is_alive()
+
+
+def _strip_flag(args: list[str], flag: str) -> tuple[list[str], bool]:
+    return [a for a in args if a != flag], flag in args
+
+
+def run(args: list[str] | None = None, node_names: Sequence[str] | None = None,
+        container_name: str = "perception_container") -> int:
+    """Init rclpy, build the container, spin until Ctrl-C / external shutdown, tear down with joins."""
+    import rclpy
+
+    argv, baseline = _strip_flag(list(sys.argv if args is None else args), "--baseline")
+    context = Context()
+    rclpy.init(args=argv, context=context)  # signal handlers shut this context down on Ctrl-C
+    overrides: dict[str, list[Parameter]] = {}
+    if node_names is not None:
+        overrides[container_name] = [Parameter("nodes", Parameter.Type.STRING, ",".join(node_names))]
+    container: PerceptionContainer | None = None
+    spinner: SpinThread | None = None
+    try:
+        container = PerceptionContainer(context=context, parameter_overrides=overrides, container_name=container_name,
+                                        baseline=True if baseline else None)
+        container.node.get_logger().info(
+            f"running nodes {container.node_names} ({'baseline' if container.values['baseline'] else 'blocks'})")
+        spinner = SpinThread(container.all_nodes, context).start()
+        while spinner.thread.is_alive():
+            spinner.thread.join(timeout=0.2)
+        return 0
+    except ConfigError as error:
+        print(f"perception_container: {error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if spinner is not None:
+            spinner.stop()
+        if container is not None:
+            container.destroy()
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+def run_standalone(node_name: str, args: list[str] | None = None) -> None:
+    """One perception node alone in its process, with its own runtime (``ros2 run multidnn_sched <node>``)."""
+    raise SystemExit(run(args, node_names=[node_name], container_name=f"{node_name}_runtime"))
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run multidnn_sched perception_container [--baseline] [--ros-args ...]``."""
+    raise SystemExit(run(args))

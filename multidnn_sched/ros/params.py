@@ -1,0 +1,231 @@
+"""ROS parameters of the perception container and its nodes: specs, descriptors, validation.
+
+Each parameter is a :class:`ParamSpec` (name, default, range or choices, description, read-only). The
+specs are the single source: :func:`declare_parameters` turns them into ``ParameterDescriptor`` s (so
+``ros2 param describe`` shows ranges), and :func:`validate` is what the nodes' on-set callbacks call, so an
+invalid ``ros2 param set`` is rejected with a reason naming the parameter, what was expected and what came.
+``config/perception.yaml`` lists every parameter with its default (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from multidnn_sched.exceptions import ConfigError
+
+ParamValue = bool | int | float | str
+
+MODEL_NAMES: tuple[str, ...] = ("detector", "embedder", "classifier")
+"""Models the container can run; the tracker node runs the ``embedder``."""
+
+NODE_NAMES: tuple[str, ...] = ("detector", "tracker", "classifier")
+BLOCK_MODES: tuple[str, ...] = ("parallel", "sequential")
+RELIABILITIES: tuple[str, ...] = ("best_effort", "reliable")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter.
+
+    Attributes:
+        name: full parameter name (dots for namespaces, e.g. ``policy.ema_alpha``).
+        default: default value; its Python type is the parameter's type.
+        description: one line for ``ros2 param describe``.
+        min_value: inclusive lower bound (numbers only).
+        max_value: inclusive upper bound (numbers only).
+        choices: allowed values (strings only).
+        read_only: set at start-up only (QoS, which models to load...).
+    """
+
+    name: str
+    default: ParamValue
+    description: str
+    min_value: float | None = None
+    max_value: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+
+
+def _image_qos_spec() -> ParamSpec:
+    return ParamSpec("image_reliability", "best_effort",
+                     "image subscription reliability (REP-2003 sensor data QoS, depth 5)",
+                     choices=RELIABILITIES, read_only=True)
+
+
+DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("score_threshold", 0.3, "minimum detection score kept", 0.0, 1.0),
+    ParamSpec("nms_iou_threshold", 0.5, "IoU above which a lower-scored same-class box is suppressed", 0.0, 1.0),
+    ParamSpec("max_detections", 50, "most detections published per image", 1, 1000),
+    _image_qos_spec(),
+)
+
+TRACKER_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("max_age_frames", 30, "frames a track survives without a matching detection", 1, 1000),
+    ParamSpec("min_hits", 2, "matched frames before a track is published", 0, 100),
+    ParamSpec("max_cosine_distance", 0.3, "appearance gate: largest embedding cosine distance matched", 0.0, 2.0),
+    ParamSpec("max_iou_distance", 0.7, "motion gate: largest 1 - IoU matched", 0.0, 1.0),
+    _image_qos_spec(),
+)
+
+CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("mode", "objects", "objects: attribute per tracked object; full_frame: label per image",
+              choices=("objects", "full_frame"), read_only=True),
+    ParamSpec("max_objects", 32, "most objects classified per image (highest-scored first)", 1, 1024),
+    _image_qos_spec(),
+)
+
+
+def _model_specs(model: str, deadline_ms: float, priority: int) -> tuple[ParamSpec, ...]:
+    return (
+        ParamSpec(f"models.{model}.deadline_ms", deadline_ms, f"latency target of the {model} per frame",
+                  1.0, 10000.0),
+        ParamSpec(f"models.{model}.priority", priority, f"scheduling priority of the {model} (higher first)", 0, 10),
+        ParamSpec(f"models.{model}.queue_depth", 2, f"frames queued for the {model} before the oldest is dropped",
+                  1, 64, read_only=True),
+    )
+
+
+CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("nodes", "detector,tracker,classifier", "comma-separated nodes this container runs",
+              read_only=True),
+    ParamSpec("baseline", False, "run each model whole in its node callback, no shared executor (comparison)",
+              read_only=True),
+    ParamSpec("workers", 2, "BlockExecutor worker threads", 1, 64, read_only=True),
+    ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
+    ParamSpec("lag.ema_alpha", 0.2, "EMA weight of the newest latency / LAG sample", 0.01, 1.0),
+    ParamSpec("policy.lag_serialize_ms", 1.0, "minimum predicted LAG for a block to be serialized", 0.0, 10000.0),
+    ParamSpec("policy.lag_serialize_ratio", 0.25, "minimum predicted LAG / solo latency to serialize", 0.0, 100.0),
+    ParamSpec("policy.hysteresis", 0.15, "a model is comfortable below deadline * (1 - hysteresis)", 0.0, 0.95),
+    ParamSpec("policy.min_dwell_sec", 2.0, "least time between two changes of one block", 0.0, 600.0),
+    ParamSpec("policy.settle_sec", 1.0, "after a change to a model, wait this long before the next", 0.0, 600.0),
+    ParamSpec("policy.accuracy_floor", 0.97, "lowest estimated accuracy (relative to uncompressed) swaps reach",
+              0.01, 1.0),
+    ParamSpec("policy.swap_enabled", True, "allow swapping blocks to lighter variants"),
+    ParamSpec("policy.serialize_enabled", True, "allow serializing interfering blocks"),
+    ParamSpec("force_variant", "", "forced variants, 'model/block=variant,...' ('original' undoes a swap; '' none)"),
+    ParamSpec("force_mode", "", "forced modes, 'model/block=parallel|sequential,...' ('' none)"),
+    *_model_specs("detector", 120.0, 5),
+    *_model_specs("embedder", 60.0, 4),
+    *_model_specs("classifier", 60.0, 3),
+)
+
+
+def validate(spec: ParamSpec, value: object) -> str | None:
+    """Check ``value`` against ``spec``.
+
+    Returns:
+        ``None`` when valid, else the reason (names the parameter, what was expected and what came).
+    """
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        return f"{spec.name}: expected a {expected.__name__}, got {type(value).__name__} {value!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.min_value is not None and value < spec.min_value:
+            return f"{spec.name}: expected a value in [{spec.min_value}, {spec.max_value}], got {value}"
+        if spec.max_value is not None and value > spec.max_value:
+            return f"{spec.name}: expected a value in [{spec.min_value}, {spec.max_value}], got {value}"
+    if isinstance(value, str) and spec.choices is not None and value not in spec.choices:
+        return f"{spec.name}: expected one of {list(spec.choices)}, got {value!r}"
+    if spec.name == "nodes" and isinstance(value, str):
+        unknown = [n for n in split_list(value) if n not in NODE_NAMES]
+        if unknown or not split_list(value):
+            return f"nodes: expected a non-empty comma-separated subset of {list(NODE_NAMES)}, got {value!r}"
+    if spec.name in ("force_variant", "force_mode") and isinstance(value, str):
+        try:
+            parse_overrides(value, modes_only=spec.name == "force_mode")
+        except ConfigError as error:
+            return str(error)
+    return None
+
+
+def split_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Override:
+    """One forced setting: ``model/block=value`` (a variant name, or a mode for ``force_mode``)."""
+
+    model: str
+    block: str
+    value: str
+
+
+def parse_overrides(text: str, modes_only: bool = False) -> list[Override]:
+    """Parse ``"detector/backbone=int8, classifier/layer4=original"``.
+
+    Raises:
+        ConfigError: an entry is not ``model/block=value``, names an unknown model, or (``modes_only``) a
+            value other than ``parallel`` / ``sequential``.
+    """
+    what = "force_mode" if modes_only else "force_variant"
+    overrides: list[Override] = []
+    for entry in split_list(text):
+        target, sep, value = entry.partition("=")
+        model, slash, block = target.strip().partition("/")
+        value = value.strip()
+        if not sep or not slash or not model or not block.strip() or not value:
+            raise ConfigError(f"{what}: expected entries 'model/block=value' separated by commas, got {entry!r}")
+        if model not in MODEL_NAMES:
+            raise ConfigError(f"{what}: expected a model in {list(MODEL_NAMES)}, got {model!r} in {entry!r}")
+        if modes_only and value not in BLOCK_MODES:
+            raise ConfigError(f"{what}: expected a mode in {list(BLOCK_MODES)}, got {value!r} in {entry!r}")
+        overrides.append(Override(model, block.strip(), value))
+    return overrides
+
+
+def make_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ``ParameterDescriptor`` of ``spec`` (ranges for numbers, choices in the description)."""
+    description = spec.description
+    if spec.choices is not None:
+        description += f" (one of {', '.join(spec.choices)})"
+    descriptor = ParameterDescriptor(description=description, read_only=spec.read_only)
+    if isinstance(spec.default, float) and spec.min_value is not None and spec.max_value is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)
+        ]
+    elif (isinstance(spec.default, int) and not isinstance(spec.default, bool)
+          and spec.min_value is not None and spec.max_value is not None):
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    return descriptor
+
+
+def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> dict[str, ParamValue]:
+    """Declare every spec on ``node`` and return the start-up values (defaults overridden by the params file).
+
+    Raises:
+        ConfigError: a start-up value (params file, ``--ros-args -p``) fails :func:`validate`.
+    """
+    values: dict[str, ParamValue] = {}
+    for spec in specs:
+        parameter = node.declare_parameter(spec.name, spec.default, make_descriptor(spec))
+        reason = validate(spec, parameter.value)
+        if reason is not None:
+            raise ConfigError(f"node {node.get_name()!r}: {reason}")
+        values[spec.name] = parameter.value
+    return values
+
+
+def check_parameters(specs: Iterable[ParamSpec], params: Sequence[Parameter]) -> SetParametersResult:
+    """The on-set check: every parameter in ``params`` that has a spec must pass :func:`validate`."""
+    by_name = {spec.name: spec for spec in specs}
+    for param in params:
+        spec = by_name.get(param.name)
+        if spec is None:
+            continue
+        reason = validate(spec, param.value)
+        if reason is not None:
+            return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)
+
+
+def specs_by_name(specs: Iterable[ParamSpec]) -> dict[str, ParamSpec]:
+    return {spec.name: spec for spec in specs}
