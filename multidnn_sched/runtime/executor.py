@@ -1,0 +1,676 @@
+"""The one shared BlockExecutor: every model's blocks run as jobs on one device.
+
+Thread model (details and defaults in docs/runtime.md):
+
+* ``submit(model, carry)`` puts a frame in the model's bounded pending queue and returns a ``Future``. A model
+  has at most one frame *dispatched* (handed to the workers) at a time; frames of one model finish in order.
+  When the pending queue is full the OLDEST pending frame is dropped (newest wins, the camera-stream policy):
+  its future fails with :class:`FrameDroppedError` and the model's ``dropped`` count grows. A dispatched frame
+  is never dropped.
+* Dispatched frames are jobs in one ready heap ordered by key: EDF (arrival + deadline) by default, or FIFO
+  (arrival); ``priority * priority_weight_ms`` is subtracted from the key (higher priority = more urgent).
+* Worker threads (one per model by default) pop the most urgent job and run its blocks one after another
+  without re-queueing; at each block boundary a worker hands its job back if a more urgent one waits for a
+  worker. Before each block the worker asks the device's :class:`SlotGate` for a slot — exclusive for a
+  ``sequential`` block, shared for a ``parallel`` one — in key order, sets its intra-op thread count to the
+  slots granted (CPU) or makes the model's stream current (CUDA), reads the block's active variant once (a
+  swap is a reference switch, never a torn block), runs and times it, and feeds the latency to the LAG tracker.
+* A decision thread calls the policy every ``decision_interval_sec`` and applies its decisions; the next
+  block boundary sees them. It also re-profiles solo latencies after ``reprofile_idle_sec`` of idleness.
+
+A running block cannot be interrupted: ``shutdown(timeout_sec)`` fails every pending and dispatched frame with
+:class:`ExecutorShutdownError` (running frames at their next block boundary), joins the threads, and returns
+``False`` if some did not join in time. Threads are daemons, so the process can still exit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameDroppedError
+from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
+from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.lag import LagTracker
+from multidnn_sched.runtime.policy import (
+    MODES,
+    ORIGINAL,
+    PARALLEL,
+    SEQUENTIAL,
+    BlockObservation,
+    Decision,
+    ModelObservation,
+    Observations,
+    Policy,
+    VariantOption,
+)
+from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
+
+SCHEDULES = ("policy", "parallel", "sequential")
+QUEUE_ORDERS = ("edf", "fifo")
+LOGGER_NAME = "multidnn_sched.executor"
+
+
+@dataclass
+class ModelStats:
+    """Per-model counters and end-to-end latency (arrival to result), ms."""
+
+    name: str
+    deadline_ms: float
+    priority: int
+    submitted: int = 0
+    frames_done: int = 0
+    dropped: int = 0
+    failed: int = 0
+    deadline_misses: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass
+class BlockStats:
+    """Per-block LAG figures and current settings (what the ROS layer puts on /diagnostics)."""
+
+    model: str
+    block: str
+    solo_ms: float | None
+    ema_observed_ms: float | None
+    lag_ms: float
+    samples: int
+    mode: str
+    variant: str
+    overridden: bool
+    variant_failures: int
+
+
+@dataclass
+class ExecutorStats:
+    """A snapshot of :meth:`BlockExecutor.stats`."""
+
+    models: dict[str, ModelStats]
+    blocks: dict[tuple[str, str], BlockStats]
+    decisions: int
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (``q`` in [0, 100]) as numpy's default; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class _Frame:
+    future: Future
+    carry: Carry
+    arrival_sec: float
+
+
+@dataclass
+class _Model:
+    pm: PartitionedModel
+    deadline_ms: float
+    priority: int
+    queue_depth: int
+    accuracy: float | None
+    example_input: Carry | None
+    modes: list[str]
+    stats: ModelStats
+    latencies: deque
+    recent: deque
+    overridden: set[str] = field(default_factory=set)
+    pending: deque = field(default_factory=deque)
+    busy: bool = False
+    last_profile_sec: float | None = None
+
+
+@dataclass(order=True)
+class _Job:
+    key: float
+    seq: int
+    model: _Model = field(compare=False)
+    frame: _Frame = field(compare=False)
+    block_index: int = field(default=0, compare=False)
+    carry: Carry = field(default=None, compare=False)
+
+
+class BlockExecutor:
+    """Runs the blocks of every registered model on one device, LAG-scheduled. See the module docstring.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`Device`.
+        policy: decides modes/variants when ``schedule="policy"``; default :class:`Policy()`.
+        schedule: ``"policy"`` (the policy decides), or static ``"parallel"`` / ``"sequential"`` for every
+            block with no policy (benchmark baselines on the same code).
+        num_workers: worker threads; ``None``: one per registered model.
+        clock: seconds clock for arrivals, latencies and CPU block timing.
+        lag_alpha: EMA weight of the LAG tracker.
+        decision_interval_sec: policy period; ``None`` disables the decision thread (call :meth:`decide_now`).
+        queue_order: ``"edf"`` (arrival + deadline) or ``"fifo"`` (arrival).
+        priority_weight_ms: key bias per priority level.
+        cpu_threads: intra-op threads of an exclusive block on CPU (default: torch's count = cores).
+        latency_window: frames in the policy's latency figure (90th percentile of the last N).
+        max_latency_samples: latencies kept per model for :meth:`stats`.
+        reprofile_idle_sec: re-profile solo latencies after this long idle (needs an example input);
+            ``None`` disables. At most once per ``reprofile_interval_sec`` per model.
+        reprofile_interval_sec: minimum time between two profiles of one model.
+        logger: defaults to ``logging.getLogger("multidnn_sched.executor")``.
+    """
+
+    def __init__(
+        self,
+        device: str | Device = "cpu",
+        policy: Policy | None = None,
+        *,
+        schedule: str = "policy",
+        num_workers: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        lag_alpha: float = 0.2,
+        decision_interval_sec: float | None = 0.5,
+        queue_order: str = "edf",
+        priority_weight_ms: float = 10.0,
+        cpu_threads: int | None = None,
+        latency_window: int = 32,
+        max_latency_samples: int = 100_000,
+        reprofile_idle_sec: float | None = 10.0,
+        reprofile_interval_sec: float = 60.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"BlockExecutor schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if queue_order not in QUEUE_ORDERS:
+            raise ConfigError(f"BlockExecutor queue_order must be one of {QUEUE_ORDERS}, got {queue_order!r}")
+        if num_workers is not None and num_workers < 1:
+            raise ConfigError(f"BlockExecutor num_workers must be >= 1 or None, got {num_workers!r}")
+        self.device = device if isinstance(device, Device) else Device(device, cpu_threads=cpu_threads, clock=clock)
+        self.schedule = schedule
+        self.policy = (policy if policy is not None else Policy()) if schedule == "policy" else None
+        self.queue_order = queue_order
+        self.priority_weight_ms = priority_weight_ms
+        self.latency_window = latency_window
+        self.max_latency_samples = max_latency_samples
+        self.reprofile_idle_sec = reprofile_idle_sec
+        self.reprofile_interval_sec = reprofile_interval_sec
+        self.log = logger if logger is not None else logging.getLogger(LOGGER_NAME)
+        self._clock = clock
+        self._gate = SlotGate(self.device.slots)
+        self._lag = LagTracker(lag_alpha, clock)
+        self._registry = VariantRegistry()
+        self._models: dict[str, _Model] = {}
+        self._solo_ms: dict[tuple[str, str, str], float] = {}
+        self._variant_failures: dict[tuple[str, str], int] = {}
+        self._decisions: deque[Decision] = deque(maxlen=1000)
+        self._decision_count = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._stats_lock = threading.Lock()
+        self._ready: list[_Job] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._last_activity_sec = clock()
+        self._stop_event = threading.Event()
+        self._fixed_workers = num_workers
+        self._threads: list[threading.Thread] = []
+        for _ in range(num_workers or 0):
+            self._start_thread(self._worker_loop, "blockexec-worker")
+        if self.policy is not None and decision_interval_sec is not None:
+            self._start_thread(lambda: self._decision_loop(decision_interval_sec), "blockexec-decide")
+
+    # -- lifetime ------------------------------------------------------------------------------------------
+
+    def _start_thread(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=f"{name}-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def __enter__(self) -> BlockExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def shutdown(self, timeout_sec: float = 5.0) -> bool:
+        """Stop: fail pending/dispatched frames, join every thread; ``False`` if some did not join in time."""
+        failed: list[_Frame] = []
+        with self._cond:
+            self._stopping = True
+            for model in self._models.values():
+                failed.extend(model.pending)
+                model.pending.clear()
+            failed.extend(job.frame for job in self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        self._stop_event.set()
+        for frame in failed:
+            _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+        end = time.monotonic() + timeout_sec
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(max(0.0, end - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive() and t is not current]
+        if alive:
+            self.log.warning("BlockExecutor.shutdown: threads %s did not join within %.1f s", alive, timeout_sec)
+        return not alive
+
+    # -- registration --------------------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        pm: PartitionedModel,
+        *,
+        deadline_ms: float,
+        priority: int = 0,
+        queue_depth: int = 1,
+        accuracy: float | None = None,
+        example_input: Carry | None = None,
+    ) -> None:
+        """Add a model. ``accuracy``: its original task metric (variants' accuracies are relative to it);
+        ``example_input``: a sample carry for :meth:`profile_solo` and idle re-profiling."""
+        if pm.name in self._models:
+            raise ConfigError(f"model {pm.name!r} is already registered")
+        if not pm.blocks:
+            raise ConfigError(f"model {pm.name!r} has no blocks")
+        if len(set(pm.block_names)) != len(pm.blocks):
+            raise ConfigError(f"model {pm.name!r} has duplicate block names: {pm.block_names}")
+        if deadline_ms <= 0 or queue_depth < 1:
+            raise ConfigError(
+                f"model {pm.name!r}: deadline_ms must be > 0 and queue_depth >= 1, got {deadline_ms!r}, {queue_depth!r}"
+            )
+        mode = SEQUENTIAL if self.schedule == "sequential" else PARALLEL
+        for block in pm.blocks:
+            self._registry.add_block(pm.name, block)
+            self._variant_failures[(pm.name, block.name)] = 0
+            for variant in block.variants.values():
+                self._remember_variant_solo(pm.name, block.name, variant)
+        model = _Model(
+            pm, deadline_ms, priority, queue_depth, accuracy, example_input, [mode] * len(pm.blocks),
+            ModelStats(pm.name, deadline_ms, priority), deque(maxlen=self.max_latency_samples),
+            deque(maxlen=self.latency_window),
+        )
+        with self._cond:
+            if self._stopping:
+                raise ExecutorShutdownError(f"cannot register {pm.name!r}: BlockExecutor is shut down")
+            self._models[pm.name] = model
+        if self._fixed_workers is None:
+            self._start_thread(self._worker_loop, "blockexec-worker")
+
+    def register_variant(self, model: str, block: str, variant: BlockVariant) -> None:
+        """Add a pre-loaded variant to a registered block (validated at the next :meth:`profile_solo`)."""
+        self._registry.register((model, block), variant)
+        self._remember_variant_solo(model, block, variant)
+
+    def _remember_variant_solo(self, model: str, block: str, variant: BlockVariant) -> None:
+        if variant.solo_latency_ms is not None:
+            self._solo_ms[(model, block, variant.name)] = variant.solo_latency_ms
+
+    def _model(self, name: str) -> _Model:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ConfigError(f"unknown model {name!r}; registered: {sorted(self._models)}") from None
+
+    # -- submission ----------------------------------------------------------------------------------------
+
+    def submit(self, model_name: str, carry: Carry, *, arrival_time: float | None = None) -> Future:
+        """Queue one frame; the future's result is the model output (or the frame's exception)."""
+        model = self._model(model_name)
+        frame = _Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
+        dropped: _Frame | None = None
+        with self._cond:
+            if self._stopping:
+                raise ExecutorShutdownError(f"cannot submit to {model_name!r}: BlockExecutor is shut down")
+            model.stats.submitted += 1
+            self._last_activity_sec = self._clock()
+            model.pending.append(frame)
+            if not model.busy:
+                self._dispatch_next(model)
+            elif len(model.pending) > model.queue_depth:
+                dropped = model.pending.popleft()
+                model.stats.dropped += 1
+        if dropped is not None:
+            _fail(dropped, FrameDroppedError(
+                f"model {model_name!r}: frame dropped, pending queue full (depth {model.queue_depth}, newest wins)"
+            ))
+        return frame.future
+
+    def _job_key(self, model: _Model, arrival_sec: float) -> float:
+        key = arrival_sec + (model.deadline_ms / 1000.0 if self.queue_order == "edf" else 0.0)
+        return key - model.priority * self.priority_weight_ms / 1000.0
+
+    def _dispatch_next(self, model: _Model) -> None:
+        """Move the model's oldest pending frame to the ready heap (caller holds ``_cond``)."""
+        while model.pending:
+            frame = model.pending.popleft()
+            if frame.future.set_running_or_notify_cancel():
+                job = _Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
+                heapq.heappush(self._ready, job)
+                model.busy = True
+                self._cond.notify()
+                return
+        model.busy = False
+
+    # -- workers -------------------------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._ready:
+                    return
+                job = heapq.heappop(self._ready)
+            try:
+                with torch.inference_mode():
+                    done = self._run_job(job)
+            except Exception as exc:  # noqa: BLE001 - a frame's failure must never kill the worker
+                self._finish(job, None, exc)
+                continue
+            if done:
+                self._finish(job, job.carry, None)
+
+    def _run_job(self, job: _Job) -> bool:
+        """Run the job's remaining blocks; ``False`` if it was handed back to the ready heap."""
+        model, blocks = job.model, job.model.pm.blocks
+        name = model.pm.name
+        if job.block_index == 0:
+            job.carry = self.device.to_device(job.carry)
+        while job.block_index < len(blocks):
+            if self._stopping:
+                raise ExecutorShutdownError(f"BlockExecutor shut down while {name!r} frame was between blocks")
+            if job.block_index > 0 and self._ready:
+                with self._cond:
+                    if self._ready and self._ready[0].key < job.key:
+                        heapq.heappush(self._ready, job)  # a more urgent job waits for a worker: hand over
+                        self._cond.notify()
+                        return False
+            block = blocks[job.block_index]
+            exclusive = model.modes[job.block_index] == SEQUENTIAL
+            granted = self._gate.acquire(exclusive, job.key)
+            try:
+                self.device.set_threads(granted)
+                with self.device.stream_context(name):
+                    out, observed_ms = self._run_block(name, block, job.carry)
+            finally:
+                self._gate.release(granted)
+            if observed_ms is not None:
+                with self._stats_lock:
+                    self._lag.update((name, block.name), observed_ms)
+            job.carry = out
+            job.block_index += 1
+        return True
+
+    def _run_block(self, model: str, block: Any, carry: Carry) -> tuple[Carry, float | None]:
+        """Run the block's active implementation once; fall back to the original if a variant misbehaves."""
+        key = (model, block.name)
+        variant, module = self._registry.active(key)
+        in_sig = carry_signature(carry) if block.variants else None
+        timer = self.device.timer(model)
+        timer.start()
+        if variant == ORIGINAL:
+            out = module(carry)
+            observed_ms = timer.stop()
+            if in_sig is not None and self._registry.expected_output(key, in_sig) is None:
+                self._registry.record_original(key, in_sig, carry_signature(out))
+            return out, observed_ms
+        try:
+            out = module(carry)
+            problem = self._registry.check_output(key, in_sig, out)
+        except Exception as exc:  # noqa: BLE001 - any variant failure disables it; the original re-runs
+            problem = f"raised {type(exc).__name__}: {exc}"
+        if problem is None:
+            return out, timer.stop()
+        timer.stop()
+        self._variant_failures[key] += 1
+        self._registry.disable(key, variant, problem)
+        self._on_variant_change(model, block.name, ORIGINAL)
+        return block.module(carry), None
+
+    def _finish(self, job: _Job, result: Carry, error: BaseException | None) -> None:
+        model = job.model
+        latency_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
+        with self._cond:
+            stats = model.stats
+            self._last_activity_sec = self._clock()
+            if error is None:
+                stats.frames_done += 1
+                model.latencies.append(latency_ms)
+                model.recent.append(latency_ms)
+                if latency_ms > model.deadline_ms:
+                    stats.deadline_misses += 1
+            else:
+                stats.failed += 1
+            if self._stopping:
+                failed = list(model.pending)
+                model.pending.clear()
+                model.busy = False
+            else:
+                failed = []
+                self._dispatch_next(model)
+        if error is None:
+            job.frame.future.set_result(result)
+        else:
+            if not isinstance(error, ExecutorShutdownError):
+                self.log.warning("model %s: frame failed: %s: %s", model.pm.name, type(error).__name__, error)
+            _fail(job.frame, error)
+        for frame in failed:
+            _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+
+    # -- decisions and overrides ---------------------------------------------------------------------------
+
+    def _on_variant_change(self, model: str, block: str, variant: str) -> None:
+        solo = self._solo_ms.get((model, block, variant))
+        if solo is not None:
+            with self._stats_lock:
+                self._lag.set_solo((model, block), solo)
+
+    def apply(self, decision: Decision) -> None:
+        """Apply one decision now (seen at the next block boundary) and log it with its reason."""
+        model = self._model(decision.model)
+        index = model.pm.block_names.index(decision.block) if decision.block in model.pm.block_names else -1
+        if index < 0:
+            raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
+        if decision.kind == "mode":
+            if decision.value not in MODES:
+                raise ConfigError(f"mode must be one of {MODES}, got {decision.value!r}")
+            model.modes[index] = decision.value
+        elif decision.kind == "variant":
+            switch_ms = self._registry.activate((decision.model, decision.block), decision.value)
+            self._on_variant_change(decision.model, decision.block, decision.value)
+            self.log.debug("variant switch %s/%s took %.3f ms", decision.model, decision.block, switch_ms)
+        else:
+            raise ConfigError(f"decision kind must be 'mode' or 'variant', got {decision.kind!r}")
+        with self._stats_lock:
+            self._decisions.append(decision)
+            self._decision_count += 1
+        self.log.info(
+            "decision %s/%s %s=%s: %s", decision.model, decision.block, decision.kind, decision.value,
+            decision.reason,
+        )
+
+    def set_override(self, model: str, block: str, *, mode: str | None = None, variant: str | None = None) -> None:
+        """Force a block's mode and/or variant; the policy leaves it alone until :meth:`clear_override`."""
+        now = self._clock()
+        if mode is not None:
+            self.apply(Decision(model, block, "mode", mode, "override", now))
+        if variant is not None:
+            self.apply(Decision(model, block, "variant", variant, "override", now))
+        self._model(model).overridden.add(block)
+
+    def clear_override(self, model: str, block: str | None = None) -> None:
+        """Hand one block (or every block of the model) back to the policy."""
+        overridden = self._model(model).overridden
+        overridden.difference_update(overridden.copy() if block is None else {block})
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """The most recent applied decisions (up to 1000), oldest first."""
+        with self._stats_lock:
+            return list(self._decisions)
+
+    def observations(self) -> Observations:
+        """What the policy sees now."""
+        models, blocks = [], []
+        with self._cond:
+            recent = {name: list(m.recent) for name, m in self._models.items()}
+        with self._stats_lock:
+            snapshot = {
+                name: [self._lag.timing((name, b)) for b in m.pm.block_names] for name, m in self._models.items()
+            }
+        for name, model in self._models.items():
+            window = recent[name]
+            models.append(ModelObservation(name, model.deadline_ms, percentile(window, 90.0), model.priority,
+                                           len(window)))
+            for index, block in enumerate(model.pm.blocks):
+                timing = snapshot[name][index]
+                variant = self._registry.active((name, block.name))[0]
+                options = [VariantOption(ORIGINAL, self._solo_ms.get((name, block.name, ORIGINAL)), 1.0)]
+                for v in self._registry.usable_variants((name, block.name)):
+                    rel = v.accuracy / model.accuracy if v.accuracy is not None and model.accuracy else None
+                    options.append(VariantOption(v.name, self._solo_ms.get((name, block.name, v.name)), rel))
+                blocks.append(BlockObservation(
+                    name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
+                    variant, tuple(options), block.name in model.overridden,
+                ))
+        return Observations(tuple(models), tuple(blocks))
+
+    def decide_now(self) -> list[Decision]:
+        """One policy round: observe, decide, apply; returns the applied decisions."""
+        if self.policy is None:
+            return []
+        decisions = self.policy.decide(self.observations(), self._clock())
+        for decision in decisions:
+            self.apply(decision)
+        return decisions
+
+    def _decision_loop(self, interval_sec: float) -> None:
+        while not self._stop_event.wait(interval_sec):
+            try:
+                self.decide_now()
+                self._maybe_reprofile()
+            except Exception:  # noqa: BLE001 - the decision thread must survive a bad round
+                self.log.exception("BlockExecutor decision round failed")
+
+    # -- profiling -----------------------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        with self._cond:
+            return not any(m.busy or m.pending for m in self._models.values())
+
+    def _maybe_reprofile(self) -> None:
+        if self.reprofile_idle_sec is None or not self._idle():
+            return
+        now = self._clock()
+        if now - self._last_activity_sec < self.reprofile_idle_sec:
+            return
+        for name, model in list(self._models.items()):
+            stale = model.last_profile_sec is None or now - model.last_profile_sec >= self.reprofile_interval_sec
+            if model.example_input is not None and stale and self._idle():
+                self.log.info("re-profiling %s (idle %.1f s)", name, now - self._last_activity_sec)
+                self.profile_solo(name, repeats=3)
+
+    def profile_solo(
+        self, model_name: str | None = None, example_input: Carry | None = None, *, repeats: int = 5, warmup: int = 2
+    ) -> dict[tuple[str, str, str], float]:
+        """Measure every block (and usable variant) alone with the whole device; returns median solo ms
+        keyed ``(model, block, variant)``. Variants that raise or whose output signature differs from the
+        original's are disabled. Each block runs under the exclusive slot, behind every queued frame."""
+        names = [model_name] if model_name is not None else list(self._models)
+        measured: dict[tuple[str, str, str], float] = {}
+        for name in names:
+            model = self._model(name)
+            carry = example_input if example_input is not None else model.example_input
+            if carry is None:
+                raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
+            if example_input is not None and model.example_input is None:
+                model.example_input = example_input
+            carry = self.device.to_device(carry)
+            with torch.inference_mode(), self.device.stream_context(name):
+                for block in model.pm.blocks:
+                    key = (name, block.name)
+                    granted = self._gate.acquire(True, math.inf)
+                    try:
+                        self.device.set_threads(granted)
+                        in_sig = carry_signature(carry)
+                        out, solo = self._time(name, block.module, carry, repeats, warmup)
+                        self._registry.record_original(key, in_sig, carry_signature(out))
+                        measured[(name, block.name, ORIGINAL)] = solo
+                        for variant in self._registry.usable_variants(key):
+                            try:
+                                v_out, v_solo = self._time(name, variant.module, carry, repeats, warmup)
+                                problem = self._registry.check_output(key, in_sig, v_out)
+                            except Exception as exc:  # noqa: BLE001 - a broken variant is disabled, not fatal
+                                problem = f"raised {type(exc).__name__}: {exc}"
+                            if problem is not None:
+                                self._registry.disable(key, variant.name, f"at profiling: {problem}")
+                                continue
+                            variant.solo_latency_ms = v_solo
+                            measured[(name, block.name, variant.name)] = v_solo
+                    finally:
+                        self._gate.release(granted)
+                    carry = out
+            model.last_profile_sec = self._clock()
+        with self._stats_lock:
+            self._solo_ms.update(measured)
+        for (name, block_name, _variant), _ in measured.items():
+            self._on_variant_change(name, block_name, self._registry.active((name, block_name))[0])
+        return measured
+
+    def _time(self, model: str, module: Any, carry: Carry, repeats: int, warmup: int) -> tuple[Carry, float]:
+        times: list[float] = []
+        out: Carry = None
+        for i in range(warmup + max(1, repeats)):
+            timer = self.device.timer(model)
+            timer.start()
+            out = module(carry)
+            elapsed_ms = timer.stop()
+            if i >= warmup:
+                times.append(elapsed_ms)
+        return out, statistics.median(times)
+
+    # -- statistics ----------------------------------------------------------------------------------------
+
+    def stats(self) -> ExecutorStats:
+        """A snapshot of per-model counters/latencies and per-block LAG figures and settings."""
+        models: dict[str, ModelStats] = {}
+        with self._cond:
+            for name, model in self._models.items():
+                s = model.stats
+                samples = list(model.latencies)
+                models[name] = ModelStats(
+                    name, s.deadline_ms, s.priority, s.submitted, s.frames_done, s.dropped, s.failed,
+                    s.deadline_misses, samples, percentile(samples, 50.0), percentile(samples, 99.0),
+                )
+        blocks: dict[tuple[str, str], BlockStats] = {}
+        with self._stats_lock:
+            for name, model in self._models.items():
+                for index, block in enumerate(model.pm.blocks):
+                    key = (name, block.name)
+                    t = self._lag.timing(key)
+                    blocks[key] = BlockStats(
+                        name, block.name, t.solo_ms, t.ema_observed_ms, t.lag_ms, t.samples, model.modes[index],
+                        self._registry.active(key)[0], block.name in model.overridden, self._variant_failures[key],
+                    )
+            count = self._decision_count
+        return ExecutorStats(models, blocks, count)
+
+
+def _fail(frame: _Frame, error: BaseException) -> None:
+    if not frame.future.done():
+        frame.future.set_exception(error)

@@ -1,0 +1,381 @@
+"""Tests of multidnn_sched.runtime.executor and device: tiny models, sleeps, fake clocks; always shut down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameDroppedError
+from multidnn_sched.runtime.block import Block, PartitionedModel
+from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.executor import BlockExecutor, percentile
+from multidnn_sched.runtime.policy import PARALLEL, SEQUENTIAL, Decision, Observations, Policy
+
+
+def tiny_model(name: str, seed: int = 0) -> PartitionedModel:
+    torch.manual_seed(seed)
+    return PartitionedModel(
+        name,
+        [
+            Block("stem", nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())),
+            Block("body", nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())),
+            Block("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))),
+        ],
+    )
+
+
+class Sleep(nn.Module):
+    """Identity that sleeps and records how many Sleep blocks run at once."""
+
+    def __init__(self, sleep_sec: float, tracker: dict[str, int] | None = None, log: list[str] | None = None,
+                 tag: str = "") -> None:
+        super().__init__()
+        self.sleep_sec, self.tracker, self.log, self.tag = sleep_sec, tracker, log, tag
+        self.lock = threading.Lock()
+        self.started = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.started.set()
+        if self.log is not None:
+            self.log.append(self.tag)
+        if self.tracker is not None:
+            with self.lock:
+                self.tracker["now"] += 1
+                self.tracker["max"] = max(self.tracker["max"], self.tracker["now"])
+        time.sleep(self.sleep_sec)
+        if self.tracker is not None:
+            with self.lock:
+                self.tracker["now"] -= 1
+        return x
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_sec = 100.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now_sec
+
+    def advance(self, ms: float) -> None:
+        with self.lock:
+            self.now_sec += ms / 1000.0
+
+
+class Tick(nn.Module):
+    """Identity that advances a fake clock by ``ms`` per call: deterministic block latency."""
+
+    def __init__(self, clock: FakeClock, ms: float) -> None:
+        super().__init__()
+        self.clock, self.ms = clock, ms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.advance(self.ms)
+        return x + 1
+
+
+@pytest.fixture
+def executor() -> Iterator[BlockExecutor]:
+    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        yield ex
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+@pytest.mark.parametrize("schedule", ["policy", "parallel", "sequential"])
+def test_results_equal_direct_forward(schedule: str) -> None:
+    ex = BlockExecutor(schedule=schedule, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        models = [tiny_model("a", 1), tiny_model("b", 2)]
+        for pm in models:
+            ex.register_model(pm, deadline_ms=100.0, queue_depth=8)
+        x = torch.randn(1, 3, 12, 12)
+        futures = [(pm, ex.submit(pm.name, x)) for pm in models for _ in range(3)]
+        with torch.inference_mode():
+            for pm, fut in futures:
+                torch.testing.assert_close(fut.result(timeout=10), pm(x))
+        stats = ex.stats()
+        assert all(stats.models[pm.name].frames_done == 3 for pm in models)
+        assert {b.mode for b in stats.blocks.values()} == {SEQUENTIAL if schedule == "sequential" else PARALLEL}
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_full_queue_drops_oldest_pending_newest_wins(executor: BlockExecutor) -> None:
+    slow = Sleep(0.3)
+    executor.register_model(PartitionedModel("cam", [Block("s", slow)]), deadline_ms=50.0, queue_depth=1)
+    first = executor.submit("cam", torch.zeros(1))
+    assert slow.started.wait(5.0)
+    middle = [executor.submit("cam", torch.full((1,), float(i))) for i in (1, 2)]
+    newest = executor.submit("cam", torch.full((1,), 3.0))
+    assert first.result(timeout=5).item() == 0.0  # executing: never dropped
+    for fut in middle:
+        with pytest.raises(FrameDroppedError, match="newest wins"):
+            fut.result(timeout=5)
+    assert newest.result(timeout=5).item() == 3.0
+    stats = executor.stats().models["cam"]
+    assert (stats.submitted, stats.frames_done, stats.dropped, stats.failed) == (4, 2, 2, 0)
+
+
+def test_bad_frame_fails_alone_and_others_keep_running(executor: BlockExecutor) -> None:
+    executor.register_model(tiny_model("a"), deadline_ms=100.0, queue_depth=4)
+    executor.register_model(tiny_model("b"), deadline_ms=100.0, queue_depth=4)
+    bad = executor.submit("a", torch.randn(1, 5, 8, 8))
+    other = executor.submit("b", torch.randn(1, 3, 8, 8))
+    with pytest.raises(RuntimeError, match="channels"):
+        bad.result(timeout=10)
+    assert other.result(timeout=10).shape == (1, 4)
+    assert executor.submit("a", torch.randn(1, 3, 8, 8)).result(timeout=10).shape == (1, 4)
+    stats = executor.stats().models["a"]
+    assert (stats.failed, stats.frames_done) == (1, 1)
+
+
+def test_shutdown_with_sleeping_block_returns_false_then_joins() -> None:
+    sleeper = Sleep(1.0)
+    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        ex.register_model(PartitionedModel("slow", [Block("s", sleeper), Block("t", nn.Identity())]),
+                          deadline_ms=10.0, queue_depth=2)
+        running = ex.submit("slow", torch.zeros(1))
+        assert sleeper.started.wait(5.0)
+        pending = ex.submit("slow", torch.zeros(1))
+        t0 = time.monotonic()
+        assert ex.shutdown(timeout_sec=0.1) is False  # a running block cannot be interrupted
+        assert time.monotonic() - t0 < 0.8
+        with pytest.raises(ExecutorShutdownError):
+            pending.result(timeout=1)
+        with pytest.raises(ExecutorShutdownError):  # stopped at the next block boundary
+            running.result(timeout=5)
+        with pytest.raises(ExecutorShutdownError):
+            ex.submit("slow", torch.zeros(1))
+    finally:
+        assert ex.shutdown(timeout_sec=5.0) is True
+    assert all(t.daemon for t in ex._threads)
+
+
+def test_context_manager_shuts_down() -> None:
+    with BlockExecutor(decision_interval_sec=0.05, reprofile_idle_sec=None) as ex:
+        ex.register_model(tiny_model("a"), deadline_ms=100.0)
+        assert ex.submit("a", torch.randn(1, 3, 8, 8)).result(timeout=10).shape == (1, 4)
+    assert not any(t.is_alive() for t in ex._threads)
+
+
+def test_unknown_model_and_bad_registration_rejected(executor: BlockExecutor) -> None:
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        executor.submit("nope", torch.zeros(1))
+    executor.register_model(tiny_model("a"), deadline_ms=100.0)
+    with pytest.raises(ConfigError, match="already registered"):
+        executor.register_model(tiny_model("a"), deadline_ms=100.0)
+    with pytest.raises(ConfigError, match="deadline_ms"):
+        executor.register_model(tiny_model("b"), deadline_ms=0.0)
+    with pytest.raises(ConfigError, match="schedule"):
+        BlockExecutor(schedule="bogus")
+
+
+@pytest.mark.parametrize(("schedule", "expected_max"), [("sequential", 1), ("parallel", 2)])
+def test_sequential_blocks_run_alone_parallel_blocks_overlap(schedule: str, expected_max: int) -> None:
+    tracker = {"now": 0, "max": 0}
+    ex = BlockExecutor(schedule=schedule, cpu_threads=2, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        for name in ("a", "b"):
+            blocks = [Block(f"s{i}", Sleep(0.03, tracker)) for i in range(3)]
+            ex.register_model(PartitionedModel(name, blocks), deadline_ms=500.0, queue_depth=4)
+        futures = [ex.submit(name, torch.zeros(1)) for _ in range(2) for name in ("a", "b")]
+        for fut in futures:
+            fut.result(timeout=10)
+        assert tracker["max"] == expected_max
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_edf_order_earliest_deadline_first_with_one_worker() -> None:
+    log: list[str] = []
+    gate_block = Sleep(0.2)
+    ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        ex.register_model(PartitionedModel("busy", [Block("s", gate_block)]), deadline_ms=1000.0)
+        ex.register_model(PartitionedModel("lax", [Block("s", Sleep(0.0, log=log, tag="lax"))]), deadline_ms=500.0)
+        ex.register_model(PartitionedModel("tight", [Block("s", Sleep(0.0, log=log, tag="tight"))]),
+                          deadline_ms=20.0)
+        first = ex.submit("busy", torch.zeros(1))
+        assert gate_block.started.wait(5.0)
+        lax = ex.submit("lax", torch.zeros(1))
+        tight = ex.submit("tight", torch.zeros(1))  # arrives later, but its deadline is earlier
+        for fut in (first, lax, tight):
+            fut.result(timeout=10)
+        assert log == ["tight", "lax"]
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_fifo_order_and_priority_bias() -> None:
+    log: list[str] = []
+    gate_block = Sleep(0.2)
+    ex = BlockExecutor(num_workers=1, queue_order="fifo", priority_weight_ms=1000.0, decision_interval_sec=None,
+                       reprofile_idle_sec=None)
+    try:
+        ex.register_model(PartitionedModel("busy", [Block("s", gate_block)]), deadline_ms=1000.0)
+        for name, prio in (("first", 0), ("second", 0), ("vip", 1)):
+            ex.register_model(PartitionedModel(name, [Block("s", Sleep(0.0, log=log, tag=name))]),
+                              deadline_ms=100.0, priority=prio)
+        busy = ex.submit("busy", torch.zeros(1))
+        assert gate_block.started.wait(5.0)
+        futures = [ex.submit(name, torch.zeros(1)) for name in ("first", "second", "vip")]
+        for fut in [busy, *futures]:
+            fut.result(timeout=10)
+        assert log == ["vip", "first", "second"]
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_lag_figures_with_fake_clock() -> None:
+    clock = FakeClock()
+    ex = BlockExecutor(clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        tick = Tick(clock, 5.0)
+        ex.register_model(PartitionedModel("m", [Block("t", tick)]), deadline_ms=100.0,
+                          example_input=torch.zeros(1))
+        solo = ex.profile_solo("m", repeats=3)
+        assert solo[("m", "t", "original")] == pytest.approx(5.0)
+        tick.ms = 8.0  # contention makes it slower in service
+        ex.submit("m", torch.zeros(1), arrival_time=clock()).result(timeout=10)
+        block = ex.stats().blocks[("m", "t")]
+        assert block.solo_ms == pytest.approx(5.0)
+        assert block.ema_observed_ms == pytest.approx(8.0)
+        assert block.lag_ms == pytest.approx(3.0)
+        model = ex.stats().models["m"]
+        assert model.p50_ms == pytest.approx(8.0)
+        assert model.deadline_misses == 0
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_profile_without_example_input_is_an_error(executor: BlockExecutor) -> None:
+    executor.register_model(tiny_model("a"), deadline_ms=100.0)
+    with pytest.raises(ConfigError, match="example_input"):
+        executor.profile_solo("a")
+
+
+class OneShotPolicy(Policy):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__()
+        self.decision = decision
+        self.seen: list[Observations] = []
+
+    def decide(self, observations: Observations, now_sec: float) -> list[Decision]:
+        self.seen.append(observations)
+        return [self.decision] if len(self.seen) == 1 else []
+
+
+def test_decide_now_applies_and_logs_decisions(caplog: pytest.LogCaptureFixture) -> None:
+    policy = OneShotPolicy(Decision("a", "body", "mode", SEQUENTIAL, "synthetic reason"))
+    ex = BlockExecutor(policy=policy, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        ex.register_model(tiny_model("a"), deadline_ms=100.0, priority=2)
+        ex.submit("a", torch.randn(1, 3, 8, 8)).result(timeout=10)
+        with caplog.at_level("INFO", logger="multidnn_sched.executor"):
+            applied = ex.decide_now()
+        assert [d.value for d in applied] == [SEQUENTIAL]
+        assert ex.stats().blocks[("a", "body")].mode == SEQUENTIAL
+        assert ex.decisions[-1].reason == "synthetic reason"
+        assert "synthetic reason" in caplog.text
+        seen = policy.seen[0]
+        assert seen.models[0].priority == 2 and seen.models[0].samples == 1
+        assert [b.block for b in seen.blocks] == ["stem", "body", "head"]
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_override_locks_block_for_policy(executor: BlockExecutor) -> None:
+    executor.register_model(tiny_model("a"), deadline_ms=100.0)
+    executor.set_override("a", "head", mode=SEQUENTIAL)
+    blocks = {b.block: b for b in executor.observations().blocks}
+    assert blocks["head"].locked and blocks["head"].mode == SEQUENTIAL
+    assert not blocks["stem"].locked
+    executor.clear_override("a", "head")
+    assert not executor.stats().blocks[("a", "head")].overridden
+    with pytest.raises(ConfigError, match="mode must be"):
+        executor.set_override("a", "head", mode="sideways")
+
+
+def test_slot_gate_grants_all_when_alone_one_when_shared() -> None:
+    gate = SlotGate(2)
+    assert gate.acquire(False, 0.0) == 2  # alone: all cores, like a direct forward
+    gate.release(2)
+    first = gate.acquire(True, 0.0)
+    assert first == 2
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(gate.acquire(False, 1.0)))
+    waiter.start()
+    time.sleep(0.05)
+    assert got == []  # exclusive holder: the parallel request waits
+    gate.release(first)
+    waiter.join(2.0)
+    assert got == [2]
+    gate.release(2)
+    assert not gate.busy
+
+
+def test_slot_gate_strict_key_order() -> None:
+    gate = SlotGate(1)
+    held = gate.acquire(False, 0.0)
+    order: list[str] = []
+
+    def take(tag: str, key: float) -> None:
+        slots = gate.acquire(False, key)
+        order.append(tag)
+        gate.release(slots)
+
+    threads = [threading.Thread(target=take, args=(tag, key)) for tag, key in (("late", 9.0), ("soon", 1.0))]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    gate.release(held)
+    for thread in threads:
+        thread.join(2.0)
+    assert order == ["soon", "late"]
+
+
+def test_percentile_matches_linear_interpolation() -> None:
+    assert percentile([], 50.0) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50.0) == pytest.approx(2.5)
+    assert percentile([5.0, 1.0], 100.0) == 5.0
+
+
+def test_device_rejects_unknown_spec() -> None:
+    with pytest.raises(ValueError, match="device must be"):
+        Device("meta")
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("schedule", ["parallel", "sequential"])
+def test_cuda_streams_and_event_timing(schedule: str) -> None:
+    ex = BlockExecutor("cuda", schedule=schedule, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        models = [tiny_model("a", 1).blocks, tiny_model("b", 2).blocks]
+        for name, blocks in zip(("a", "b"), models, strict=True):
+            for block in blocks:
+                block.module.cuda()
+            ex.register_model(PartitionedModel(name, blocks), deadline_ms=100.0, queue_depth=4,
+                              example_input=torch.randn(1, 3, 16, 16))
+        solo = ex.profile_solo()
+        assert all(ms > 0.0 for ms in solo.values())
+        x = torch.randn(1, 3, 16, 16)
+        futures = {name: [ex.submit(name, x) for _ in range(3)] for name in ("a", "b")}
+        for name, blocks in zip(("a", "b"), models, strict=True):
+            expected = PartitionedModel(name, blocks)(x.cuda())
+            for fut in futures[name]:
+                out = fut.result(timeout=30)
+                assert out.is_cuda
+                torch.testing.assert_close(out, expected)
+        assert ex.device.stream_for("a") is not ex.device.stream_for("b")
+        stats = ex.stats()
+        assert all(b.samples == 3 and b.ema_observed_ms is not None for b in stats.blocks.values())
+    finally:
+        assert ex.shutdown(timeout_sec=10.0)
