@@ -30,12 +30,11 @@ from torchvision.models import (
 from multidnn_sched.exceptions import PartitionError
 from multidnn_sched.runtime.block import Block, Carry, PartitionedModel
 from multidnn_sched.runtime.partition_blocks import InceptionInputTransform, group_by_stride
+from multidnn_sched.runtime.partition_composed import partition_composed
 from multidnn_sched.runtime.partition_detection import (
     DETECTION_FAMILIES,
     TorchvisionDetectionCore,
-    child_chain,
     is_torchvision_detector,
-    partition_composed,
     partition_torchvision_detector,
     torchvision_detector_family,
 )
@@ -145,6 +144,10 @@ _CLASSES: tuple[tuple[type[nn.Module], str], ...] = (
     (Inception3, "inception_v3"),
 )
 
+MIN_COMPOSED_BLOCKS: int = 3
+"""An unrecognised model is cut as "composed" (between its children) when that gives at least this many blocks;
+otherwise the FX fallback cuts it by cost."""
+
 _OTHER_FAMILIES: tuple[str, ...] = (*DETECTION_FAMILIES, "composed", "fx")
 
 
@@ -201,12 +204,16 @@ def partition_model(
         raise PartitionError(f"cannot partition model {model_name!r}: unknown family {family!r}; known: {known}")
     chosen = family if family is not None else known_family(model)
     if chosen is None:
-        chosen = "composed" if child_chain(model, model_name) is not None else "fx"
+        try:
+            blocks = partition_composed(model, model_name)
+            chosen = "composed" if len(blocks) >= MIN_COMPOSED_BLOCKS else "fx"
+        except PartitionError:
+            chosen = "fx"
     if chosen == "fx":
         blocks = partition_fx(model, model_name, num_blocks or DEFAULT_FX_NUM_BLOCKS)
-    elif chosen == "composed":
+    elif family == "composed":
         blocks = partition_composed(model, model_name)
-    else:
+    elif chosen != "composed":
         blocks = partition_known(model, model_name, chosen)
     return PartitionedModel(name=model_name, blocks=blocks, family=chosen)
 

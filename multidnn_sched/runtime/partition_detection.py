@@ -1,14 +1,10 @@
-"""Detection families: torchvision RetinaNet / FCOS / SSD / SSDlite tensor cores, and composed models.
+"""Detection families: torchvision RetinaNet / FCOS / SSD / SSDlite tensor cores.
 
 torchvision detectors take a list of images and return boxes; only their *tensor core* is cut into blocks:
 ``images.tensors [B, 3, H, W]`` (already resized, normalised and batched by the model's
 ``GeneralizedRCNNTransform``) -> backbone body -> FPN / extra layers -> head -> ``dict[str, Tensor]`` of raw
 head outputs. The transform, anchor generation, ``postprocess_detections`` and ``transform.postprocess`` stay
 outside the blocks (see :class:`TorchvisionDetectionCore` and docs/partitioning.md).
-
-"Composed" models (e.g. the project's ``Detector``: ``head(neck(backbone(x)))``) are cut generically: the
-forward must be a chain of calls of the model's direct children; a child that itself has several stages (the
-backbone) is cut between its own children, carrying the multi-scale features it returns as skip tensors.
 """
 
 from __future__ import annotations
@@ -31,11 +27,6 @@ from multidnn_sched.runtime.partition_blocks import (
     ListHead,
     group_by_stride,
 )
-from multidnn_sched.runtime.partition_fx import partition_at_children, trace
-
-MIN_CHILDREN_TO_EXPAND: int = 3
-"""The heaviest child of a composed model is cut further (between its own children) when it has at least
-this many children; lighter children (neck, head) stay whole."""
 
 
 class TorchvisionDetectionCore(nn.Module):
@@ -163,82 +154,3 @@ def partition_torchvision_detector(model: nn.Module, name: str) -> list[Block]:
         )
     blocks.append(Block("head", ListHead(model.head)))
     return blocks
-
-
-def child_chain(model: nn.Module, name: str) -> list[str] | None:
-    """Names of the direct children whose calls make up ``model.forward``, if it is a pure chain.
-
-    A pure chain: ``forward(x) = c_n(...c_2(c_1(x)))`` with nothing else in between. Returns ``None`` when the
-    forward does anything else (or FX cannot trace it with the children as leaves).
-    """
-    children = dict(model.named_children())
-    if not children:
-        return None
-    try:
-        gm = trace(model, name, leaves=list(children.values()))
-    except PartitionError:
-        return None
-    nodes = list(gm.graph.nodes)
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    compute = [n for n in nodes if n.op not in ("placeholder", "output")]
-    output = nodes[-1]
-    if len(placeholders) != 1 or not compute:
-        return None
-    previous = placeholders[0]
-    for node in compute:
-        if node.op != "call_module" or str(node.target) not in children or node.args != (previous,) or node.kwargs:
-            return None
-        previous = node
-    if output.args != (previous,):
-        return None
-    return [str(n.target) for n in compute]
-
-
-def partition_composed(model: nn.Module, name: str) -> list[Block]:
-    """Blocks of a model whose forward is a chain of its children (e.g. ``backbone -> neck -> head``).
-
-    A child that is itself a known family is cut as that family; the child with the most parameters (the
-    backbone), when it has at least :data:`MIN_CHILDREN_TO_EXPAND` children of its own, is cut between them
-    (skip tensors carried); any other child is one block named after it.
-
-    Raises:
-        PartitionError: the forward is not a chain of child calls.
-    """
-    from multidnn_sched.runtime.partition import known_family, partition_known  # noqa: PLC0415 (cycle)
-
-    chain = child_chain(model, name)
-    if chain is None:
-        raise PartitionError(
-            f"cannot partition model {name!r} ({type(model).__name__}) as composed: expected forward to be a "
-            f"chain of its children's calls, got other operations or no children"
-        )
-    children = dict(model.named_children())
-    heaviest = max(chain, key=lambda c: sum(p.numel() for p in children[c].parameters()))
-    blocks: list[Block] = []
-    for child_name in chain:
-        child = children[child_name]
-        family = known_family(child)
-        if family is not None:
-            sub = partition_known(child, f"{name}.{child_name}", family)
-        elif child_name == heaviest and len(list(child.children())) >= MIN_CHILDREN_TO_EXPAND:
-            try:
-                sub = partition_at_children(child, f"{name}.{child_name}")
-            except PartitionError:
-                sub = [Block(child_name, child)]
-        else:
-            sub = [Block(child_name, child)]
-        blocks.extend(sub)
-    return _unique_names(blocks)
-
-
-def _unique_names(blocks: list[Block]) -> list[Block]:
-    """Rename repeated block names ``name``, ``name_2``, ``name_3``... (first occurrence unchanged)."""
-    seen: set[str] = set()
-    renamed: list[Block] = []
-    for b in blocks:
-        block_name, suffix = b.name, 2
-        while block_name in seen:
-            block_name, suffix = f"{b.name}_{suffix}", suffix + 1
-        seen.add(block_name)
-        renamed.append(b if block_name == b.name else Block(block_name, b.module))
-    return renamed

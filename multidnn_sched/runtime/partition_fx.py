@@ -5,8 +5,8 @@ Two uses:
 * the generic fallback (:func:`partition_fx`): trace down to torch's standard layers, then cut the graph into
   ``num_blocks`` segments of roughly equal cost (parameters and node count), each cut placed where few values
   are live;
-* stage cuts (:func:`partition_at_children`): trace with the module's direct children as leaves and cut between
-  child calls (used for detection backbones that return multi-scale features).
+* stage cuts (partition_composed.py): trace with the module's direct children as leaves and cut between child
+  calls (used for models such as the project's detector whose backbone returns multi-scale features).
 
 Carry convention (same as the hand-written families): the values live across a cut, in creation order, as a
 tuple; one live value is passed as itself. ``get_attr`` values (parameters, constants used by functional ops)
@@ -78,7 +78,7 @@ def trace(model: nn.Module, name: str, leaves: Sequence[nn.Module] = ()) -> fx.G
 
 
 @dataclass
-class _Liveness:
+class Liveness:
     """Def / last-use positions of every carried value of a graph (positions index the compute nodes)."""
 
     compute: list[fx.Node]
@@ -93,7 +93,7 @@ class _Liveness:
         return [v for v in self.values if self.def_pos[v] <= pos < self.last_use[v]]
 
 
-def _liveness(graph: fx.Graph) -> _Liveness:
+def liveness(graph: fx.Graph) -> Liveness:
     compute = [n for n in graph.nodes if n.op in _COMPUTE_OPS]
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     output = next(n for n in graph.nodes if n.op == "output")
@@ -105,10 +105,10 @@ def _liveness(graph: fx.Graph) -> _Liveness:
     for v in def_pos:
         uses = [end if u.op == "output" else pos.get(u, -1) for u in v.users]
         last_use[v] = max(uses, default=def_pos[v])
-    return _Liveness(compute, placeholders, list(def_pos), def_pos, last_use, output)
+    return Liveness(compute, placeholders, list(def_pos), def_pos, last_use, output)
 
 
-def _probably_not_tensor(graph: fx.Graph) -> set[fx.Node]:
+def probably_not_tensor(graph: fx.Graph) -> set[fx.Node]:
     """Nodes whose value is probably a Python value (size, int, tuple) rather than a tensor."""
     suspects: set[fx.Node] = set()
     for n in graph.nodes:
@@ -141,7 +141,7 @@ def split_graph(gm: fx.GraphModule, cuts: Sequence[int], names: Sequence[str]) -
         Blocks in order; block ``k`` takes the values live at the cut before it (the model input for the
         first) and returns the values live at the cut after it (the model output for the last).
     """
-    live = _liveness(gm.graph)
+    live = liveness(gm.graph)
     bounds = [-1, *cuts, len(live.compute) - 1]
     if len(names) != len(bounds) - 1:
         raise ValueError(f"expected {len(bounds) - 1} block names, got {len(names)}: {list(names)}")
@@ -218,7 +218,7 @@ def choose_cuts(
     plus :data:`NON_TENSOR_PENALTY` per probable non-tensor) within a window of ``0.35 / num_blocks`` around
     it (widened while empty); ties go to the position closest to the target.
     """
-    live = _liveness(gm.graph)
+    live = liveness(gm.graph)
     n = len(live.compute)
     if n < 2:
         return []
@@ -228,7 +228,7 @@ def choose_cuts(
     for c in costs:
         acc += c
         cumulative.append(acc)
-    suspects = _probably_not_tensor(gm.graph)
+    suspects = probably_not_tensor(gm.graph)
     delta = [0.0] * (n + 1)
     for v in live.values:
         weight = 1.0 + (NON_TENSOR_PENALTY if v in suspects else 0.0)
@@ -273,35 +273,3 @@ def partition_fx(model: nn.Module, name: str, num_blocks: int = DEFAULT_FX_NUM_B
     gm = trace(model, name)
     cuts = choose_cuts(gm, num_blocks)
     return split_graph(gm, cuts, [f"part{i + 1}" for i in range(len(cuts) + 1)])
-
-
-def partition_at_children(model: nn.Module, name: str) -> list[Block]:
-    """Cut ``model`` between calls of its direct children (one block per child, named after it).
-
-    Only cuts where every live value is a child's output or the input are used (no shapes or tuples carried);
-    parameter-free glue between children joins the segment of the child before it.
-
-    Raises:
-        PartitionError: FX cannot trace ``model`` with its children as leaves.
-    """
-    children = dict(model.named_children())
-    gm = trace(model, name, leaves=list(children.values()))
-    live = _liveness(gm.graph)
-    suspects = _probably_not_tensor(gm.graph)
-    cuts: list[int] = []
-    for p, node in enumerate(live.compute[:-1]):
-        if node.op != "call_module" or str(node.target) not in children:
-            continue
-        carried = live.live_after(p)
-        if carried and not any(v in suspects for v in carried):
-            cuts.append(p)
-    names: list[str] = []
-    bounds = [-1, *cuts, len(live.compute) - 1]
-    for k in range(len(bounds) - 1):
-        called = [
-            str(n.target)
-            for n in live.compute[bounds[k] + 1 : bounds[k + 1] + 1]
-            if n.op == "call_module" and str(n.target) in children
-        ]
-        names.append("+".join(called) if called else f"part{k + 1}")
-    return split_graph(gm, cuts, names)
