@@ -379,3 +379,16 @@ def test_cuda_streams_and_event_timing(schedule: str) -> None:
         assert all(b.samples == 3 and b.ema_observed_ms is not None for b in stats.blocks.values())
     finally:
         assert ex.shutdown(timeout_sec=10.0)
+
+
+def test_configure_model_and_lag_alpha_live(executor: BlockExecutor) -> None:
+    executor.register_model(tiny_model("a"), deadline_ms=100.0)
+    executor.configure_model("a", deadline_ms=40.0, priority=3, queue_depth=2)
+    seen = executor.observations().models[0]
+    assert (seen.deadline_ms, seen.priority) == (40.0, 3)
+    executor.set_lag_alpha(0.5)
+    assert executor._lag.alpha == 0.5
+    with pytest.raises(ConfigError, match="alpha"):
+        executor.set_lag_alpha(0.0)
+    with pytest.raises(ConfigError, match="queue_depth"):
+        executor.configure_model("a", queue_depth=0)

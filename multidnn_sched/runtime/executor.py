@@ -311,6 +311,30 @@ class BlockExecutor:
         if self._fixed_workers is None:
             self._start_thread(self._worker_loop, "blockexec-worker")
 
+    def configure_model(
+        self, name: str, *, deadline_ms: float | None = None, priority: int | None = None,
+        queue_depth: int | None = None,
+    ) -> None:
+        """Change a registered model's deadline, priority or queue depth live (next dispatched frame)."""
+        model = self._model(name)
+        if (deadline_ms is not None and deadline_ms <= 0) or (queue_depth is not None and queue_depth < 1):
+            raise ConfigError(f"model {name!r}: deadline_ms must be > 0 and queue_depth >= 1, "
+                              f"got {deadline_ms!r}, {queue_depth!r}")
+        with self._cond:
+            if deadline_ms is not None:
+                model.deadline_ms = model.stats.deadline_ms = deadline_ms
+            if priority is not None:
+                model.priority = model.stats.priority = priority
+            if queue_depth is not None:
+                model.queue_depth = queue_depth
+
+    def set_lag_alpha(self, alpha: float) -> None:
+        """Change the LAG EMA weight live; raises ``ConfigError`` outside (0, 1]."""
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"lag alpha must be in (0, 1], got {alpha!r}")
+        with self._stats_lock:
+            self._lag.alpha = alpha
+
     def register_variant(self, model: str, block: str, variant: BlockVariant) -> None:
         """Add a pre-loaded variant to a registered block (validated at the next :meth:`profile_solo`)."""
         self._registry.register((model, block), variant)
