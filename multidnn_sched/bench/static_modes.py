@@ -162,7 +162,22 @@ def _child(
         time.sleep(0.005)
     arrivals = workload.arrivals_sec(start_at.value)
     run = run_model_loop(model, task, arrivals, load.queue_depth)
+    # Plain numpy across the process boundary: torch tensors would travel as shared-memory handles that die
+    # with this process.
+    run.outputs = {k: _to_numpy(v) for k, v in run.outputs.items()}
     out.put(run)
+
+
+def _to_numpy(value: object) -> object:
+    if isinstance(value, tuple):
+        return tuple(_to_numpy(v) for v in value)
+    return value.numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _to_torch(value: object) -> object:
+    if isinstance(value, tuple):
+        return tuple(_to_torch(v) for v in value)
+    return torch.from_numpy(value) if hasattr(value, "__array__") and not isinstance(value, torch.Tensor) else value
 
 
 def run_multiprocess(
@@ -188,6 +203,7 @@ def run_multiprocess(
         results: dict[str, ModelRun] = {}
         for _ in names:
             run = out.get(timeout=duration_sec + 300)
+            run.outputs = {k: _to_torch(v) for k, v in run.outputs.items()}
             results[run.name] = run
     finally:
         for p in procs:
