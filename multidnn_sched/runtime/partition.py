@@ -215,6 +215,11 @@ def partition_model(
         blocks = partition_composed(model, model_name)
     elif chosen != "composed":
         blocks = partition_known(model, model_name, chosen)
+    own = {id(m) for m in model.modules()}
+    for block in blocks:  # wrappers made here (Sequential, FeatureStage...) follow the model's mode
+        for m in block.module.modules():
+            if id(m) not in own:
+                m.training = model.training
     return PartitionedModel(name=model_name, blocks=blocks, family=chosen)
 
 
@@ -264,13 +269,13 @@ def check_equivalence(
     training = {id(m): (m, m.training) for m in modules}
     try:
         for m, _ in training.values():
-            m.train(False)
+            m.training = False  # per module, not recursive: restoring must not clobber children's flags
         with torch.inference_mode():
             expected = _tensors(reference(example_input), "output")
             got = _tensors(partitioned(example_input), "output")
     finally:
         for m, flag in training.values():
-            m.train(flag)
+            m.training = flag
     if [p for p, _ in expected] != [p for p, _ in got]:
         raise PartitionError(
             f"blocks of {partitioned.name!r} return {[p for p, _ in got]}, expected {[p for p, _ in expected]}"
