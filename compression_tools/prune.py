@@ -134,6 +134,21 @@ def _output_producers(graph: Any) -> list[nn.Module]:
         stack.extend(node.inputs)
     return producers
 
+def _groups_touching(graph: Any, modules: Sequence[nn.Module]) -> list[nn.Module]:
+    """Layers whose out-channel pruning would also cut into ``modules`` (or their parameters): keep them."""
+    protected = {id(m) for m in modules} | {id(p) for m in modules for p in m.parameters()}
+    if not protected:
+        return []
+    keep: list[nn.Module] = []
+    roots = (nn.modules.conv._ConvNd, nn.Linear)
+    for group in graph.get_all_groups(root_module_types=roots):
+        targets = [dep.target.module for dep, _ in group]
+        if any(id(t) in protected for t in targets):
+            keep.extend(t for (dep, _), t in zip(group, targets, strict=True)
+                        if isinstance(t, roots) and graph.is_out_channel_pruning_fn(dep.handler))
+    return keep
+
+
 def prune_block(
     block: nn.Module,
     example_carry: Carry,
@@ -169,25 +184,31 @@ def prune_block(
     index = {id(m): name for name, m in original.named_modules()}
     mapped = dict(zip([id(m) for m in original.modules()], block.modules(), strict=True))
     ignored: list[nn.Module] = [mapped[id(m)] for m in ignored_layers if id(m) in mapped]
-    for name, module in _unsupported_layers(block).items():
+    unsupported = _unsupported_layers(block)
+    for name, module in unsupported.items():
         warnings.warn(f"pruning: skipping unsupported layer {name!r} ({type(module).__name__}): left unpruned",
                       stacklevel=2)
         ignored.append(module)
     with torch.no_grad():
         expected = carry_shapes(block(example_carry))
-    graph = tp.DependencyGraph().build_dependency(block, example_carry, forward_fn=_forward)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        graph = tp.DependencyGraph().build_dependency(block, example_carry, forward_fn=_forward)
     ignored.extend(_output_producers(graph))
+    ignored.extend(_groups_touching(graph, list(unsupported.values())))
     if ratio == 0.0:
         return block
-    pruner = tp.pruner.MetaPruner(
-        block,
-        example_carry,
-        importance=_importance(importance),
-        pruning_ratio=ratio,
-        ignored_layers=ignored,
-        forward_fn=_forward,
-        round_to=round_to,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        pruner = tp.pruner.MetaPruner(
+            block,
+            example_carry,
+            importance=_importance(importance),
+            pruning_ratio=ratio,
+            ignored_layers=ignored,
+            forward_fn=_forward,
+            round_to=round_to,
+        )
     if importance == "taylor":
         block.zero_grad()
         loss = sum(t.float().pow(2).mean() for t in carry_tensors(block(example_carry)))
