@@ -16,7 +16,7 @@ are never carried: each segment reads them again.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -207,11 +207,7 @@ def _node_costs(gm: fx.GraphModule, compute: list[fx.Node]) -> list[float]:
     return [0.5 * p / total_params + 0.5 / len(compute) for p in params]
 
 
-def choose_cuts(
-    gm: fx.GraphModule,
-    num_blocks: int,
-    allowed: Callable[[int], bool] | None = None,
-) -> list[int]:
+def choose_cuts(gm: fx.GraphModule, num_blocks: int) -> list[int]:
     """Pick ``num_blocks - 1`` cut positions: near equal cumulative cost, where few values are live.
 
     Each target ``j / num_blocks`` of the cumulative cost gets the cut with the lowest score (live values,
@@ -249,11 +245,7 @@ def choose_cuts(
         candidates: list[int] = []
         reach = window
         while not candidates and reach <= 1.0:  # widen around a single heavy node (e.g. a large fc)
-            candidates = [
-                p
-                for p in range(first, n - 1)
-                if abs(cumulative[p] - target) <= reach and (allowed is None or allowed(p))
-            ]
+            candidates = [p for p in range(first, n - 1) if abs(cumulative[p] - target) <= reach]
             reach *= 2.0
         if not candidates:
             continue
