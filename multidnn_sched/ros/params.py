@@ -53,7 +53,7 @@ class ParamSpec:
 
 def _image_qos_spec() -> ParamSpec:
     return ParamSpec("image_reliability", "best_effort",
-                     "image subscription reliability (REP-2003 sensor data QoS, depth 5)",
+                     "image QoS reliability (REP-2003 sensor data)",
                      choices=RELIABILITIES, read_only=True)
 
 
@@ -66,14 +66,15 @@ DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
 
 TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_age_frames", 30, "frames a track survives without a matching detection", 1, 1000),
-    ParamSpec("min_hits", 2, "matched frames before a track is published", 0, 100),
-    ParamSpec("max_cosine_distance", 0.3, "appearance gate: largest embedding cosine distance matched", 0.0, 2.0),
+    ParamSpec("min_hits", 2, "consecutive matched frames before a track is published", 1, 100),
+    ParamSpec("max_cosine_distance", 0.4, "appearance gate: largest embedding cosine distance matched", 0.0, 2.0),
+    ParamSpec("appearance_weight", 0.5, "weight of appearance vs motion cost in the association", 0.0, 1.0),
     ParamSpec("max_iou_distance", 0.7, "motion gate: largest 1 - IoU matched", 0.0, 1.0),
     _image_qos_spec(),
 )
 
 CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("mode", "objects", "objects: attribute per tracked object; full_frame: label per image",
+    ParamSpec("mode", "objects", "attribute per tracked object, or one label per image",
               choices=("objects", "full_frame"), read_only=True),
     ParamSpec("max_objects", 32, "most objects classified per image (highest-scored first)", 1, 1024),
     _image_qos_spec(),

@@ -119,18 +119,19 @@ def default_tasks() -> PerceptionTasks:
     )
 
 
+TRACKER_CONFIG_FIELDS: dict[str, str] = {
+    "max_age_frames": "max_age", "min_hits": "n_init", "max_cosine_distance": "max_cosine_distance",
+    "max_iou_distance": "max_iou_distance", "appearance_weight": "appearance_weight",
+}
+"""Tracker node parameter -> ``TrackerConfig`` field."""
+
+
 def make_default_tracker(params: dict[str, Any]) -> TrackerLike:
     """The models package's DeepSORT tracker behind :class:`TrackerLike`."""
-    from multidnn_sched.models.tracker import Tracker
+    from multidnn_sched.models.tracker import Tracker, TrackerConfig
 
-    return _DeepSortAdapter(Tracker(**_tracker_kwargs(Tracker, params)))
-
-
-def _tracker_kwargs(tracker_cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    import inspect
-
-    accepted = inspect.signature(tracker_cls).parameters
-    return {k: v for k, v in params.items() if k in accepted}
+    config = TrackerConfig(**{field: params[name] for name, field in TRACKER_CONFIG_FIELDS.items() if name in params})
+    return _DeepSortAdapter(Tracker(config))
 
 
 class _DeepSortAdapter:
@@ -138,9 +139,7 @@ class _DeepSortAdapter:
         self._tracker = tracker
 
     def update(self, detections: Detections, embeddings: np.ndarray) -> list[TrackOutput]:
-        tracks = self._tracker.update(detections, embeddings)
-        return [
-            TrackOutput(int(t.track_id), tuple(float(v) for v in t.box_xyxy), float(getattr(t, "score", 1.0)),
-                        int(getattr(t, "label", 0)))
-            for t in tracks
-        ]
+        features = embeddings if len(detections) else None
+        tracks = self._tracker.update(detections.boxes_xyxy, detections.scores, detections.labels, features)
+        return [TrackOutput(int(t.track_id), tuple(float(v) for v in t.box_xyxy), float(t.score), int(t.label))
+                for t in tracks]

@@ -23,7 +23,7 @@ from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import InOrder, StampPairer
 from multidnn_sched.ros.tasks import CropTask, TrackerFactory, TrackerLike
 
-TRACKER_SETTINGS = ("max_age_frames", "min_hits", "max_cosine_distance", "max_iou_distance")
+TRACKER_SETTINGS = ("max_age_frames", "min_hits", "max_cosine_distance", "max_iou_distance", "appearance_weight")
 """Parameters handed to the tracker factory (a change restarts the tracker state)."""
 
 

@@ -1,0 +1,373 @@
+"""Report of a ``multidnn-replay`` run: per-mode latency, accuracy, drops, memory; JSON, Markdown and PNG plots.
+
+JSON shape (``report.json``)::
+
+    {"bag": ..., "frames": N, "rate_hz": R,
+     "modes": {MODE: {"models": {NAME: {"model", "p50_ms", "p99_ms", "e2e_p50_ms", "e2e_p99_ms",
+                                        "accuracy", "accuracy_metric", "answered", "missing", ...}},
+                      "wall_sec", "loops", "published", "rss", "messages", "decisions", "node_counters"}},
+     "comparison": {MODE: {NAME: {"p99_ratio", "accuracy_ratio"}}},   # against "baseline"
+     "plots": [file names]}
+
+``NAME`` is the node (``detector``, ``tracker``, ``classifier``); ``model`` the network it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multidnn_sched.evaluation.replay import STAGES, BagData, ModeRun, Output, ReplayOptions
+
+VISIBLE_IGNORE_BELOW = 0.5
+"""Ground-truth objects less visible than this are ignored by every metric (the metrics module's convention)."""
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else None
+
+
+def stage_latencies(run: ModeRun) -> dict[str, dict[str, Any]]:
+    """Per node: stage and end-to-end latencies (ms) of answered frames, answered / missing counts."""
+    out: dict[str, dict[str, Any]] = {}
+    input_times: dict[int, float] = dict(run.published)
+    for node, model, topic in STAGES:
+        outputs = run.outputs.get(topic, [])
+        firsts: dict[int, float] = {}
+        for o in outputs:
+            firsts.setdefault(o.stamp_ns, o.receive_sec)
+        stage = [(t - input_times[s]) * 1000.0 for s, t in firsts.items() if s in input_times]
+        e2e = [(t - run.published[s]) * 1000.0 for s, t in firsts.items() if s in run.published]
+        out[node] = {
+            "model": model,
+            "p50_ms": _percentile(stage, 50.0),
+            "p99_ms": _percentile(stage, 99.0),
+            "mean_ms": float(np.mean(stage)) if stage else None,
+            "e2e_p50_ms": _percentile(e2e, 50.0),
+            "e2e_p99_ms": _percentile(e2e, 99.0),
+            "answered": len(firsts),
+            "missing": max(len(run.published) - len(firsts), 0),
+            "stage_latencies_ms": stage,
+        }
+        input_times = firsts
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+
+
+def _by_stamp(outputs: list[Output]) -> dict[int, Output]:
+    table: dict[int, Output] = {}
+    for o in outputs:
+        table.setdefault(o.stamp_ns, o)
+    return table
+
+
+def _labels(names: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
+    index = {n: i for i, n in enumerate(vocabulary)}
+    return np.array([index.get(n, -1) for n in names], np.int64)
+
+
+def _reference_from_gt(bag: BagData, index: int) -> dict[str, np.ndarray]:
+    from multidnn_sched.scenes.generator import ATTRIBUTES
+
+    del ATTRIBUTES
+    objects = bag.ground_truth[index] if bag.ground_truth is not None else []
+    return {
+        "boxes": np.array([o.box_xyxy for o in objects], np.float32).reshape(-1, 4),
+        "labels": np.array([o.class_id for o in objects], np.int64),
+        "ids": np.array([o.track_id for o in objects], np.int64),
+        "attributes": np.array([o.attribute_id for o in objects], np.int64),
+        "ignore": np.array([o.visible_fraction < VISIBLE_IGNORE_BELOW for o in objects], bool),
+    }
+
+
+def _reference_from_run(reference: ModeRun, stamp: int) -> dict[str, np.ndarray]:
+    from multidnn_sched.scenes.generator import ATTRIBUTES, CLASSES
+
+    det = _by_stamp(reference.outputs.get("detections", [])).get(stamp)
+    trk = _by_stamp(reference.outputs.get("tracks", [])).get(stamp)
+    cls = _by_stamp(reference.outputs.get("classified", [])).get(stamp)
+    empty = np.zeros((0, 4), np.float32)
+    return {
+        "boxes": det.boxes_xyxy if det is not None else empty,
+        "labels": _labels(det.class_ids, CLASSES) if det is not None else np.zeros(0, np.int64),
+        "track_boxes": trk.boxes_xyxy if trk is not None else empty,
+        "ids": np.array([int(i) for i in trk.ids], np.int64) if trk is not None else np.zeros(0, np.int64),
+        "cls_boxes": cls.boxes_xyxy if cls is not None else empty,
+        "attributes": _labels(cls.attributes, ATTRIBUTES) if cls is not None else np.zeros(0, np.int64),
+    }
+
+
+def accuracy(run: ModeRun, bag: BagData, reference: ModeRun | None) -> dict[str, dict[str, Any]]:
+    """Per node: the task metric against ground truth, else agreement with ``reference`` (baseline).
+
+    Detector: mAP@0.5; tracker: IDF1 (MOTA reported too); classifier: attribute top-1 x coverage (correct
+    attributes / scorable objects, so unanswered frames count as wrong). ``None`` when neither exists.
+    """
+    from multidnn_sched.evaluation.metrics import (
+        ClassifiedFrame,
+        FrameGroundTruth,
+        FramePredictions,
+        TrackingFrame,
+        classification_accuracy,
+        detection_map,
+        tracking_metrics,
+    )
+    from multidnn_sched.scenes.generator import ATTRIBUTES, CLASSES
+
+    use_gt = bag.ground_truth is not None
+    if not use_gt and (reference is None or reference is run):
+        return {node: {"accuracy": None, "accuracy_metric": "none (no ground truth, no baseline)"}
+                for node, _, _ in STAGES}
+    det = _by_stamp(run.outputs.get("detections", []))
+    trk = _by_stamp(run.outputs.get("tracks", []))
+    cls = _by_stamp(run.outputs.get("classified", []))
+    preds, gts, tracking, classified = [], [], [], []
+    for frame, stamp in enumerate(sorted(run.published)):
+        ref = _reference_from_gt(bag, run.frame_of_stamp[stamp]) if use_gt else _reference_from_run(reference, stamp)
+        ignore = ref.get("ignore")
+        d = det.get(stamp)
+        preds.append(FramePredictions(frame, d.boxes_xyxy if d else np.zeros((0, 4)), d.scores if d else np.zeros(0),
+                                      _labels(d.class_ids, CLASSES) if d else np.zeros(0, np.int64)))
+        gts.append(FrameGroundTruth(frame, ref["boxes"], ref["labels"], ignore))
+        t = trk.get(stamp)
+        tracking.append(TrackingFrame(
+            frame, ref["ids"], ref.get("track_boxes", ref["boxes"]),
+            np.array([int(i) for i in t.ids], np.int64) if t else np.zeros(0, np.int64),
+            t.boxes_xyxy if t else np.zeros((0, 4)), ignore))
+        c = cls.get(stamp)
+        classified.append(ClassifiedFrame(
+            frame, c.boxes_xyxy if c else np.zeros((0, 4)),
+            _labels(c.attributes, ATTRIBUTES) if c else np.zeros(0, np.int64),
+            ref.get("cls_boxes", ref["boxes"]), ref["attributes"], ignore))
+    suffix = "" if use_gt else " (agreement with baseline)"
+    det_map = detection_map(preds, gts)
+    mot = tracking_metrics(tracking)
+    top1 = classification_accuracy(classified)
+    idf1 = float(mot["idf1"])
+    return {
+        "detector": {"accuracy": float(det_map["map50"]), "accuracy_metric": "mAP@0.5" + suffix,
+                     "map": float(det_map["map"])},
+        "tracker": {"accuracy": None if math.isnan(idf1) else idf1, "accuracy_metric": "IDF1" + suffix,
+                    "mota": _finite(mot["mota"]), "id_switches": int(mot["num_switches"])},
+        "classifier": {"accuracy": float(top1["top1"]) * float(top1["coverage"]),
+                       "accuracy_metric": "attribute top-1 x coverage" + suffix,
+                       "top1": float(top1["top1"]), "coverage": float(top1["coverage"])},
+    }
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+# ------------------------------------------------------------------------------------------------- memory
+
+
+def memory_and_messages(run: ModeRun) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RSS figures (growth measured from the end of the first loop) and message accounting."""
+    rss = [s.rss_mb for s in run.samples]
+    loop_sec = run.wall_sec / max(run.loops, 1)
+    after_first = [s.rss_mb for s in run.samples if s.time_sec >= loop_sec] or rss
+    base = after_first[0] if after_first else None
+    final = rss[-1] if rss else None
+    growth = (final - base) / base * 100.0 if base and final else None
+    memory = {"start_mb": rss[0] if rss else None, "after_first_loop_mb": base, "end_mb": final,
+              "peak_mb": max(rss) if rss else None, "growth_after_first_loop_pct": growth}
+    published = len(run.published)
+    messages: dict[str, Any] = {"published_images": published}
+    for node, counters in run.node_counters.items():
+        messages[node] = counters
+    det = run.node_counters.get("detector")
+    if det is not None:
+        accounted = det["processed"] + det["dropped"] + sum(det["bad_inputs"].values())
+        messages["detector_lost_in_transport"] = published - det["received"]
+        messages["detector_unaccounted"] = det["received"] - accounted
+    return memory, messages
+
+
+# -------------------------------------------------------------------------------------------------- report
+
+
+def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> dict[str, Any]:
+    """The report's JSON content (without plots)."""
+    reference = next((r for r in runs if r.mode == "baseline"), None)
+    rate = options.rate_hz or 1e9 / bag.period_ns
+    report: dict[str, Any] = {"bag": str(options.bag), "frames": len(bag.images), "rate_hz": rate,
+                              "ground_truth": bag.ground_truth is not None, "modes": {}, "comparison": {}}
+    for run in runs:
+        latencies = stage_latencies(run)
+        scores = accuracy(run, bag, reference)
+        memory, messages = memory_and_messages(run)
+        models = {}
+        for node, _, _ in STAGES:
+            entry = {k: v for k, v in latencies[node].items() if k != "stage_latencies_ms"}
+            entry.update(scores.get(node, {}))
+            models[node] = entry
+        report["modes"][run.mode] = {
+            "models": models, "wall_sec": run.wall_sec, "loops": run.loops, "published": len(run.published),
+            "rss": memory, "messages": messages, "runtime_dropped": run.runtime_dropped,
+            "decisions": [{"time_sec": t, "model": m, "block": b, "action": a, "reason": r}
+                          for t, m, b, a, r in run.decisions],
+        }
+    if reference is not None:
+        base = report["modes"]["baseline"]["models"]
+        for mode, entry in report["modes"].items():
+            if mode == "baseline":
+                continue
+            report["comparison"][mode] = {
+                node: {"p99_ratio": _ratio(m["p99_ms"], base[node]["p99_ms"]),
+                       "e2e_p99_ratio": _ratio(m["e2e_p99_ms"], base[node]["e2e_p99_ms"]),
+                       "accuracy_ratio": _ratio(m.get("accuracy"), base[node].get("accuracy"))}
+                for node, m in entry["models"].items()
+            }
+    return report
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The Markdown summary: one table per mode, then the ratios to the baseline."""
+    lines = [f"# Replay report: {report['bag']}", "",
+             f"{report['frames']} frames at {report['rate_hz']:.1f} Hz; ground truth: "
+             f"{'yes' if report['ground_truth'] else 'no (agreement with baseline)'}", ""]
+    lines += ["| mode | model | p50 ms | p99 ms | e2e p99 ms | answered | missing | accuracy | metric |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for mode, entry in report["modes"].items():
+        for node, m in entry["models"].items():
+            lines.append(f"| {mode} | {node} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | "
+                         f"{_fmt(m['e2e_p99_ms'])} | {m['answered']} | {m['missing']} | "
+                         f"{_fmt(m.get('accuracy'), 3)} | {m.get('accuracy_metric', '')} |")
+    if report["comparison"]:
+        lines += ["", "| mode | model | p99 / baseline | e2e p99 / baseline | accuracy / baseline |",
+                  "|---|---|---|---|---|"]
+        for mode, table in report["comparison"].items():
+            for node, r in table.items():
+                lines.append(f"| {mode} | {node} | {_fmt(r['p99_ratio'], 2)} | {_fmt(r['e2e_p99_ratio'], 2)} | "
+                             f"{_fmt(r['accuracy_ratio'], 3)} |")
+    lines += ["", "| mode | wall s | loops | RSS end MB | RSS growth after loop 1 % | decisions |",
+              "|---|---|---|---|---|---|"]
+    for mode, entry in report["modes"].items():
+        lines.append(f"| {mode} | {_fmt(entry['wall_sec'])} | {entry['loops']} | {_fmt(entry['rss']['end_mb'])} | "
+                     f"{_fmt(entry['rss']['growth_after_first_loop_pct'], 2)} | {len(entry['decisions'])} |")
+    if report.get("plots"):
+        lines += [""] + [f"![{p}]({p})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: Sequence[ModeRun], out_dir: Path) -> list[str]:
+    """Latency CDF per model and mode, per-block LAG over time, serialize / swap timeline. Returns file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, axes = plt.subplots(1, len(STAGES), figsize=(5 * len(STAGES), 4), squeeze=False)
+    for ax, (node, _, _) in zip(axes[0], STAGES, strict=True):
+        for run in runs:
+            values = np.sort(np.asarray(stage_latencies(run)[node]["stage_latencies_ms"]))
+            if values.size:
+                ax.plot(values, np.arange(1, values.size + 1) / values.size, label=run.mode)
+        ax.set(title=f"{node}: stage latency CDF", xlabel="latency (ms)", ylabel="fraction of frames")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency_cdf.png", dpi=90)
+    plt.close(fig)
+    files.append("latency_cdf.png")
+
+    shared = [r for r in runs if r.mode != "baseline" and r.samples]
+    if shared:
+        fig, axes = plt.subplots(len(shared), 1, figsize=(10, 3.5 * len(shared)), squeeze=False)
+        for ax, run in zip(axes[:, 0], shared, strict=True):
+            keys = sorted({k for s in run.samples for k in s.blocks})
+            for key in keys:
+                xs = [s.time_sec for s in run.samples if s.blocks.get(key, (None,))[0] is not None]
+                ys = [s.blocks[key][0] for s in run.samples if s.blocks.get(key, (None,))[0] is not None]
+                if xs:
+                    ax.plot(xs, ys, label=key, linewidth=1)
+            ax.set(title=f"{run.mode}: predicted LAG per block", xlabel="time (s)", ylabel="LAG EMA (ms)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6, ncol=3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "lag_over_time.png", dpi=90)
+        plt.close(fig)
+        files.append("lag_over_time.png")
+
+        fig, ax = plt.subplots(figsize=(10, 4))
+        rows: dict[str, int] = {}
+        for run in shared:
+            for t, model, block, action, _ in run.decisions:
+                row = rows.setdefault(f"{run.mode}: {model}/{block}", len(rows))
+                colour = "tab:red" if "sequential" in action else "tab:blue" if "variant" in action else "tab:gray"
+                ax.scatter([t], [row], c=colour, s=18)
+                ax.annotate(action.split("=")[-1], (t, row), fontsize=6, xytext=(2, 3), textcoords="offset points")
+        ax.set_yticks(range(len(rows)), list(rows), fontsize=6)
+        ax.set(title="decisions: red = serialize, blue = variant swap, grey = other", xlabel="time (s)")
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "decisions_timeline.png", dpi=90)
+        plt.close(fig)
+        files.append("decisions_timeline.png")
+    return files
+
+
+def accuracy_plot(report: dict[str, Any], out_dir: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(report["modes"])
+    nodes = [node for node, _, _ in STAGES]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(modes), 1)
+    for i, mode in enumerate(modes):
+        values = [report["modes"][mode]["models"][n].get("accuracy") or 0.0 for n in nodes]
+        ax.bar(np.arange(len(nodes)) + i * width, values, width, label=mode)
+    ax.set_xticks(np.arange(len(nodes)) + width * (len(modes) - 1) / 2, nodes)
+    ax.set(title="task accuracy per model and mode", ylabel="metric (see report)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "accuracy.png", dpi=90)
+    plt.close(fig)
+    return "accuracy.png"
+
+
+def write_report(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> Path:
+    """Write ``report.json``, ``report.md`` and the PNG plots into ``options.report_dir``; returns the JSON."""
+    out_dir = Path(options.report_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = summarize(runs, bag, options)
+    report["plots"] = [*plot(runs, out_dir), accuracy_plot(report, out_dir)]
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    return path.resolve()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"report.json: cannot serialize {type(value).__name__}")

@@ -1,0 +1,175 @@
+"""The shared ``BlockExecutor`` behind the :class:`~multidnn_sched.ros.runtime.ModelRuntime` interface.
+
+Every model the container runs is cut into blocks (``partition_model``) and registered on ONE executor with its
+deadline, priority and queue depth from the container's parameters; the nodes' ``submit`` calls go straight to
+it. Live parameter changes (policy, EMA alpha, deadlines, priorities) are pushed with :meth:`configure`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError
+from multidnn_sched.ros.params import ParamValue
+from multidnn_sched.ros.runtime import DECISION_LOG_SIZE, BlockStatus, DecisionRecord, RuntimeSettings, RuntimeStatus
+from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
+from multidnn_sched.runtime.executor import BlockExecutor
+from multidnn_sched.runtime.partition import partition_model
+from multidnn_sched.runtime.policy import ORIGINAL, Policy, PolicyConfig
+
+ExampleInputs = Mapping[str, Carry]
+
+DECISION_INTERVAL_SEC = 0.5
+"""Policy period of the container's executor."""
+
+
+def default_example_inputs() -> dict[str, Carry]:
+    """One input per default model at its runtime shape (solo profiling at start-up)."""
+    from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
+    from multidnn_sched.models.detector import DETECTOR_INPUT_HW
+    from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
+
+    return {
+        "detector": torch.zeros(1, 3, *DETECTOR_INPUT_HW),
+        "embedder": torch.zeros(4, 3, *EMBEDDER_INPUT_HW),
+        "classifier": torch.zeros(4, 3, *CLASSIFIER_INPUT_HW),
+    }
+
+
+class SharedRuntime:
+    """All models on one ``BlockExecutor``.
+
+    Args:
+        models: model name -> ``nn.Module`` (partitioned here) or ``PartitionedModel``.
+        values: the container's parameter values (``workers``, ``lag.*``, ``policy.*``, ``models.*``).
+        example_inputs: per-model sample carry for solo profiling (``None``: :func:`default_example_inputs`
+            for the default model names; models without one are not profiled).
+        variants: per ``(model, block)`` pre-loaded variants to register.
+        schedule: the executor's schedule (``"policy"``; ``"parallel"`` for the ``blocks`` mode without swap).
+        profile: profile solo latencies at start-up.
+        clock: seconds clock of the executor.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, nn.Module | PartitionedModel],
+        values: Mapping[str, ParamValue],
+        example_inputs: ExampleInputs | None = None,
+        variants: Mapping[tuple[str, str], list[BlockVariant]] | None = None,
+        schedule: str = "policy",
+        profile: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        from multidnn_sched.ros.container import settings_from_values
+
+        settings = settings_from_values(values)
+        self._clock = clock
+        self.executor = BlockExecutor(
+            "cpu", Policy(settings.policy), schedule=schedule, num_workers=int(values["workers"]), clock=clock,
+            lag_alpha=settings.ema_alpha, decision_interval_sec=DECISION_INTERVAL_SEC,
+        )
+        if example_inputs is None:
+            example_inputs = {k: v for k, v in default_example_inputs().items() if k in models}
+        self.partitioned: dict[str, PartitionedModel] = {}
+        for name, model in models.items():
+            pm = model if isinstance(model, PartitionedModel) else partition_model(model, name)
+            if pm.name != name:
+                pm = PartitionedModel(name, pm.blocks, pm.family)
+            self.partitioned[name] = pm
+            self.executor.register_model(
+                pm, deadline_ms=settings.deadlines_ms.get(name, 100.0), priority=settings.priorities.get(name, 0),
+                queue_depth=int(values.get(f"models.{name}.queue_depth", 2)),
+                accuracy=1.0, example_input=example_inputs.get(name),
+            )
+        for (model_name, block), block_variants in (variants or {}).items():
+            for variant in block_variants:
+                self.executor.register_variant(model_name, block, variant)
+        if profile:
+            with torch.inference_mode():
+                for name in self.partitioned:
+                    if example_inputs.get(name) is not None:
+                        self.executor.profile_solo(name)
+        self._forced_log: list[DecisionRecord] = []
+
+    def submit(self, model: str, carry: Carry) -> Future:
+        try:
+            return self.executor.submit(model, carry)
+        except ExecutorShutdownError as error:
+            future: Future = Future()
+            future.set_exception(error)
+            return future
+
+    def status(self) -> RuntimeStatus:
+        stats = self.executor.stats()
+        blocks = [BlockStatus(b.model, b.block, b.lag_ms if b.samples else None, b.mode, b.variant)
+                  for b in stats.blocks.values()]
+        decisions = [DecisionRecord(d.time_sec, d.model, d.block, f"{d.kind}={d.value}", d.reason)
+                     for d in self.executor.decisions[-DECISION_LOG_SIZE:]]
+        return RuntimeStatus(blocks, decisions, {name: m.dropped for name, m in stats.models.items()})
+
+    def configure(self, settings: RuntimeSettings) -> None:
+        """Push live settings: policy config, LAG EMA alpha, per-model deadline and priority."""
+        if self.executor.policy is not None:
+            self.executor.policy.config = PolicyConfig(**vars(settings.policy))
+        self.executor.set_lag_alpha(settings.ema_alpha)
+        for name in self.partitioned:
+            self.executor.configure_model(name, deadline_ms=settings.deadlines_ms.get(name),
+                                          priority=settings.priorities.get(name))
+
+    def set_override(self, model: str, block: str, mode: str | None = None, variant: str | None = None) -> None:
+        """Force a block's mode / variant; ``"auto"`` hands the block back to the policy (variant: original)."""
+        if model not in self.partitioned:
+            raise ConfigError(f"expected a model in {sorted(self.partitioned)}, got {model!r}")
+        if block not in self.partitioned[model].block_names:
+            raise ConfigError(f"model {model!r} has no block {block!r}; blocks: {self.partitioned[model].block_names}")
+        if mode == "auto" or variant == "auto":
+            if variant == "auto":
+                self.executor.set_override(model, block, variant=ORIGINAL)
+            self.executor.clear_override(model, block)
+            return
+        self.executor.set_override(model, block, mode=mode, variant=variant)
+
+    def shutdown(self, timeout_sec: float = 5.0) -> bool:
+        return self.executor.shutdown(timeout_sec)
+
+
+def load_manifest_variants(manifest_path: Path, models: Mapping[str, PartitionedModel]
+                           ) -> dict[tuple[str, str], list[BlockVariant]]:
+    """Pre-load every usable variant listed in a ``compression_tools`` manifest (sha256-checked).
+
+    Raises:
+        CheckpointError: a listed file is missing or fails its sha256 check.
+    """
+    from compression_tools.manifest import load_variant, read_manifest, verify_file
+
+    manifest = read_manifest(manifest_path)
+    out: dict[tuple[str, str], list[BlockVariant]] = {}
+    for record in manifest.variants:
+        if record.kind == "original" or not record.usable or record.model not in models:
+            continue
+        pm = models[record.model]
+        if record.block not in pm.block_names:
+            continue
+        path = manifest_path.parent / record.file
+        verify_file(path, record.sha256)
+        module: Any
+        if record.format == "onnx":
+            from compression_tools.quantize import OrtBlock
+
+            module = OrtBlock(path)
+        else:
+            module = load_variant(path, pm.block(record.block).module).eval()
+        baseline = manifest.models.get(record.model)
+        relative = (record.accuracy / baseline.accuracy
+                    if record.accuracy is not None and baseline is not None and baseline.accuracy else None)
+        out.setdefault((record.model, record.block), []).append(BlockVariant(
+            record.name, module, record.kind, record.solo_latency_ms.get("cpu"), relative, record.macs,
+            record.params))
+    return out
