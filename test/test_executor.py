@@ -392,3 +392,34 @@ def test_configure_model_and_lag_alpha_live(executor: BlockExecutor) -> None:
         executor.set_lag_alpha(0.0)
     with pytest.raises(ConfigError, match="queue_depth"):
         executor.configure_model("a", queue_depth=0)
+
+
+def test_one_worker_hands_job_over_at_block_boundary_to_more_urgent_job() -> None:
+    log: list[str] = []
+    first = Sleep(0.15, log=log, tag="long0")
+    ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        long_blocks = [Block("b0", first)] + [Block(f"b{i}", Sleep(0.0, log=log, tag=f"long{i}")) for i in (1, 2)]
+        ex.register_model(PartitionedModel("long", long_blocks), deadline_ms=1000.0)
+        ex.register_model(PartitionedModel("urgent", [Block("u", Sleep(0.0, log=log, tag="urgent"))]),
+                          deadline_ms=20.0)
+        slow = ex.submit("long", torch.zeros(1))
+        assert first.started.wait(5.0)
+        quick = ex.submit("urgent", torch.zeros(1))
+        slow.result(timeout=10)
+        quick.result(timeout=10)
+        assert log == ["long0", "urgent", "long1", "long2"]
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_reprofiles_solo_latency_when_idle() -> None:
+    ex = BlockExecutor(decision_interval_sec=0.02, reprofile_idle_sec=0.05, reprofile_interval_sec=0.0)
+    try:
+        ex.register_model(tiny_model("a"), deadline_ms=100.0, example_input=torch.randn(1, 3, 8, 8))
+        deadline = time.monotonic() + 10.0
+        while ex.stats().blocks[("a", "head")].solo_ms is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert all(b.solo_ms is not None and b.solo_ms > 0.0 for b in ex.stats().blocks.values())
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)

@@ -158,7 +158,7 @@ class PolicyConfig:
         min_samples: a model needs this many latency samples before it drives any decision.
     """
 
-    lag_serialize_ms: float = 1.0
+    lag_serialize_ms: float = 2.0
     lag_serialize_ratio: float = 0.25
     hysteresis: float = 0.15
     min_dwell_sec: float = 2.0
