@@ -253,7 +253,10 @@ def make_runtime_factory(mode: str, models: dict[str, Any], variants_manifest: P
         from multidnn_sched.ros.shared_runtime import SharedRuntime, load_manifest_variants
         from multidnn_sched.runtime.partition import partition_model
 
-        parts = {name: partition_model(model, name) for name, model in chosen.items()}
+        from multidnn_sched.runtime.block import PartitionedModel
+
+        parts = {name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
+                 for name, model in chosen.items()}
         variants = None
         if mode == "blocks+swap" and variants_manifest is not None:
             variants = load_manifest_variants(variants_manifest, parts)
@@ -392,7 +395,7 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
                                        "bad_inputs": snap.bad_inputs}
         status = container.runtime.status()
         run.runtime_dropped = dict(status.dropped)
-        run.decisions = [(d.time_sec - _runtime_clock_offset(container, start), d.model, d.block, d.action, d.reason)
+        run.decisions = [(d.time_sec - start, d.model, d.block, d.action, d.reason)
                          for d in status.decisions]
     finally:
         if spinner is not None:
@@ -409,12 +412,6 @@ def _time_msg(sec: int, nanosec: int) -> Any:
     from builtin_interfaces.msg import Time
 
     return Time(sec=sec, nanosec=nanosec)
-
-
-def _runtime_clock_offset(container: Any, start_perf_sec: float) -> float:
-    """Decision times are on the executor's clock (perf_counter by default): subtract the replay start."""
-    del container
-    return start_perf_sec
 
 
 def _sample(run: ModeRun, container: Any, time_sec: float) -> None:
@@ -510,12 +507,18 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         workers=args.workers, progress=not args.no_progress, container_params=extra)
 
 
-def run_replay(options: ReplayOptions) -> Path:
-    """Replay every mode and write the report; returns the report JSON's path."""
+def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> Path:
+    """Replay every mode and write the report; returns the report JSON's path.
+
+    Args:
+        options: what to replay and where to report.
+        models: model name -> network (``nn.Module`` or ``PartitionedModel``); ``None``: the default zoo.
+    """
     from multidnn_sched.evaluation.replay_report import write_report
 
     bag = load_bag(options.bag, options.image_topic, options.gt_topic, options.max_frames)
-    models = build_models(options.random_weights)
+    if models is None:
+        models = build_models(options.random_weights)
     runs = [replay_mode(mode, bag, options, models) for mode in options.modes]
     return write_report(runs, bag, options)
 

@@ -130,7 +130,7 @@ class DirectRuntime:
     """
 
     def __init__(self, models: Mapping[str, Callable[[Carry], Carry]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._models = dict(models)
         self._clock = clock
         self._closed = False
