@@ -423,3 +423,35 @@ def test_reprofiles_solo_latency_when_idle() -> None:
         assert all(b.solo_ms is not None and b.solo_ms > 0.0 for b in ex.stats().blocks.values())
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+class ThreadTick(nn.Module):
+    """Advances a fake clock by a latency that depends on the calling thread's intra-op thread count."""
+
+    def __init__(self, clock: FakeClock, ms_by_threads: dict[int, float]) -> None:
+        super().__init__()
+        self.clock, self.ms_by_threads = clock, ms_by_threads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.advance(self.ms_by_threads[torch.get_num_threads()])
+        return x
+
+
+@pytest.mark.parametrize(("ms_by_threads", "expected_threads", "expected_solo_ms"),
+                         [({1: 10.0, 2: 4.0}, 2, 4.0), ({1: 10.0, 2: 9.5}, 1, 10.0)])
+def test_profiling_keeps_all_threads_only_when_they_pay(
+    ms_by_threads: dict[int, float], expected_threads: int, expected_solo_ms: float
+) -> None:
+    clock = FakeClock()
+    ex = BlockExecutor(clock=clock, cpu_threads=2, decision_interval_sec=None, reprofile_idle_sec=None)
+    before = torch.get_num_threads()
+    try:
+        ex.register_model(PartitionedModel("m", [Block("t", ThreadTick(clock, ms_by_threads))]), deadline_ms=100.0,
+                          example_input=torch.zeros(1))
+        solo = ex.profile_solo(repeats=3)
+        assert solo[("m", "t", "original")] == pytest.approx(expected_solo_ms)
+        block = ex.stats().blocks[("m", "t")]
+        assert (block.threads_alone, block.solo_ms) == (expected_threads, pytest.approx(expected_solo_ms))
+    finally:
+        torch.set_num_threads(before)
+        assert ex.shutdown(timeout_sec=5.0)

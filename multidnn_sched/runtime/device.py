@@ -35,9 +35,9 @@ CUDA_PARALLEL_SLOTS = 1 << 16
 class SlotGate:
     """Reader/writer-style admission of blocks to the device, in priority-key order.
 
-    ``acquire(need, key)`` waits until the caller is the most urgent waiter (smallest ``key``) and ``need``
-    slots are free; strict order (no back-filling) so an exclusive request cannot starve. ``need=None`` asks
-    for one slot, or for all of them when the device is idle and nobody else waits.
+    ``acquire(exclusive, key)`` waits until the caller is the most urgent waiter (smallest ``key``) and enough
+    slots are free; strict order (no back-filling) so an exclusive request cannot starve. A shared request
+    takes one slot, or all of them when the device is idle and nobody else waits (unless ``greedy=False``).
 
     Args:
         capacity: number of slots (CPU: cores; CUDA: :data:`CUDA_PARALLEL_SLOTS`).
@@ -52,8 +52,11 @@ class SlotGate:
         self._waiters: list[tuple[float, int]] = []
         self._seq = itertools.count()
 
-    def acquire(self, exclusive: bool, key: float) -> int:
-        """Block until admitted; return the number of slots granted (release exactly that many)."""
+    def acquire(self, exclusive: bool, key: float, *, greedy: bool = True) -> int:
+        """Block until admitted; return the number of slots granted (release exactly that many).
+
+        ``greedy=False``: a shared request never takes more than one slot, even on an idle device.
+        """
         with self._cond:
             ticket = (key, next(self._seq))
             heapq.heappush(self._waiters, ticket)
@@ -63,7 +66,7 @@ class SlotGate:
                         granted = self.capacity
                         break
                     if not exclusive and self._free >= 1:
-                        alone = self._free == self.capacity and len(self._waiters) == 1
+                        alone = greedy and self._free == self.capacity and len(self._waiters) == 1
                         granted = self.capacity if alone else 1
                         break
                 self._cond.wait()
