@@ -211,7 +211,7 @@ def distill_block(student: nn.Module, teacher: nn.Module, carries: Sequence[Carr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         optimizer.step()
-        bar.set_postfix(mse=f"{float(loss):.4g}")
+        bar.set_postfix(mse=f"{loss.item():.4g}")  # type: ignore[union-attr]
     for p in student.parameters():
         p.requires_grad_(False)
     return student.eval()
@@ -232,7 +232,7 @@ class BuildOptions:
         latency_repeats: timed runs per latency figure (median).
         device_key: key of ``solo_latency_ms`` (e.g. ``"cpu"``).
         progress: show progress bars.
-        tucker_fn: ``block -> decomposed block`` used by ``tucker`` kinds (from ``compression_tools.tucker``).
+        tucker_fn: ``(block, example carry) -> decomposed block`` for ``tucker`` kinds (compression_tools.tucker).
         extra: free-form settings copied into every record (e.g. calibration frame count).
     """
 
@@ -244,7 +244,7 @@ class BuildOptions:
     latency_repeats: int = 20
     device_key: str = "cpu"
     progress: bool = True
-    tucker_fn: Callable[[nn.Module], nn.Module] | None = None
+    tucker_fn: Callable[[nn.Module, Carry], nn.Module] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -256,7 +256,7 @@ def _torch_stage(recipe: Recipe, block: nn.Module, example: Carry, options: Buil
     if recipe.stage == "tucker":
         if options.tucker_fn is None:
             raise VariantError("variant kind 'tucker' needs BuildOptions.tucker_fn (compression_tools.tucker)")
-        return options.tucker_fn(copy.deepcopy(block)).eval()
+        return options.tucker_fn(copy.deepcopy(block), example).eval()
     return block
 
 

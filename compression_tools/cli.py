@@ -1,0 +1,353 @@
+"""``multidnn-compress``: offline compression of model blocks (profile, decompose, prune, quantize, build,
+build-defaults, report). The CLI parses arguments, calls the library functions and prints; errors are one line
+on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from multidnn_sched.exceptions import MultiDnnError
+from multidnn_sched.runtime.block import Carry, PartitionedModel
+
+DEFAULT_OUT_DIR = Path("runs/variants")
+"""Default output of build / build-defaults: a run directory (git-ignored), not the package, so shipped files
+stay small; point the runtime at ``<out>/manifest.json``."""
+DEFAULT_MODELS: tuple[str, ...] = ("detector", "embedder", "classifier")
+DEFAULT_FRAMES = 48
+DEFAULT_CALIBRATION = 16
+
+
+@dataclass
+class ModelSetup:
+    """A model ready for compression: partitioned, with scene inputs and its task metric.
+
+    Attributes:
+        pm: the partitioned model.
+        inputs: model inputs made from scene frames (one carry per frame).
+        accuracy_fn: task metric of a whole-model callable (``None``: output fidelity is used).
+        metric: name of the metric.
+        trained: whether shipped weights were loaded (random init otherwise).
+    """
+
+    pm: PartitionedModel
+    inputs: list[Carry]
+    accuracy_fn: Callable[[Callable[[Carry], Carry]], float] | None
+    metric: str
+    trained: bool
+
+
+def _scene_frames(count: int, seed: int) -> list[Any]:
+    from multidnn_sched.scenes.generator import SceneGenerator
+
+    # every 3rd frame of a longer sequence: more varied than consecutive frames
+    return list(SceneGenerator(seed=seed).frames(count * 3))[::3]
+
+
+def _default_model(name: str) -> tuple[nn.Module, bool]:
+    from multidnn_sched.models import zoo
+
+    try:
+        return getattr(zoo.load_default_models(), name), True
+    except MultiDnnError as exc:
+        warnings.warn(f"{name}: shipped weights unavailable ({exc}); using random init", stacklevel=2)
+        builders = {"detector": zoo.build_detector, "embedder": zoo.build_embedder, "classifier": zoo.build_classifier}
+        return builders[name]().eval(), False
+
+
+def _detector_metric(frames: Sequence[Any]) -> Callable[[Callable[[Carry], Carry]], float]:
+    import numpy as np
+
+    from multidnn_sched.evaluation.metrics import FrameGroundTruth, FramePredictions, detection_map
+    from multidnn_sched.models.detector import detector_postprocess, detector_preprocess
+
+    images = [detector_preprocess(f.image) for f in frames]
+    truth = [FrameGroundTruth(i, np.array([o.box_xyxy for o in f.objects], dtype=np.float32).reshape(-1, 4),
+                              np.array([o.class_id for o in f.objects], dtype=np.int64),
+                              visible_fraction=np.array([o.visible_fraction for o in f.objects], dtype=np.float32))
+             for i, f in enumerate(frames)]
+
+    def metric(model: Callable[[Carry], Carry]) -> float:
+        predictions = []
+        with torch.no_grad():
+            for i, (image, frame) in enumerate(zip(images, frames, strict=True)):
+                det = detector_postprocess(model(image), image_size=(frame.image.shape[1], frame.image.shape[0]))
+                predictions.append(FramePredictions(i, det.boxes_xyxy, det.scores, det.labels))
+        return 100.0 * detection_map(predictions, truth)["map50"]
+
+    return metric
+
+
+def _classifier_metric(crops: Sequence[torch.Tensor], labels: Sequence[Any]) -> Callable[[Callable], float]:
+    def metric(model: Callable[[Carry], Carry]) -> float:
+        correct = total = 0
+        with torch.no_grad():
+            for batch, truth in zip(crops, labels, strict=True):
+                predicted = model(batch).argmax(1)
+                correct += int((predicted == truth).sum())
+                total += len(truth)
+        return 100.0 * correct / max(total, 1)
+
+    return metric
+
+
+def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7) -> ModelSetup:
+    """Build, partition and prepare scene inputs for a default model or a torchvision model name.
+
+    Raises:
+        ConfigError: unknown model name.
+        PartitionError: the model cannot be cut into blocks.
+    """
+    from multidnn_sched.exceptions import ConfigError
+    from multidnn_sched.runtime.partition import partition_model
+
+    scenes = _scene_frames(frames, seed)
+    if name in DEFAULT_MODELS:
+        from multidnn_sched.models.crops import crop_batch
+        from multidnn_sched.models.detector import detector_preprocess
+
+        model, trained = _default_model(name)
+        pm = partition_model(model, name)
+        if name == "detector":
+            return ModelSetup(pm, [detector_preprocess(f.image) for f in scenes], _detector_metric(scenes), "mAP50",
+                              trained)
+        from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
+        from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
+
+        size = CLASSIFIER_INPUT_HW if name == "classifier" else EMBEDDER_INPUT_HW
+        kept = [f for f in scenes if f.objects]
+        crops = [crop_batch(f.image, [o.box_xyxy for o in f.objects], size) for f in kept]
+        if name == "classifier":
+            labels = [torch.tensor([o.attribute_id for o in f.objects]) for f in kept]
+            return ModelSetup(pm, crops, _classifier_metric(crops, labels), "attribute_top1", trained)
+        return ModelSetup(pm, crops, None, "output_cosine_pct", trained)
+    import torchvision
+
+    from multidnn_sched.models.detector import normalize_images, resize_uint8
+
+    if name not in torchvision.models.list_models():
+        raise ConfigError(f"unknown model {name!r}: expected one of {list(DEFAULT_MODELS)} or a torchvision "
+                          "classification model name (random init)")
+    model = torchvision.models.get_model(name, weights=None).eval()
+    inputs = [normalize_images(resize_uint8(f.image, (224, 224))) for f in scenes]
+    return ModelSetup(partition_model(model, name), inputs, None, "top1_agreement_pct", False)
+
+
+def heaviest_block(pm: PartitionedModel, example: Carry) -> str:
+    """Name of the block with the most MACs on ``example``."""
+    from .profile import count_macs
+
+    best, best_macs, carry = pm.blocks[0].name, -1, example
+    for block in pm.blocks:
+        macs, carry = count_macs(block.module, carry)
+        if macs > best_macs:
+            best, best_macs = block.name, macs
+    return best
+
+
+def _merge(out_dir: Path, setup: ModelSetup, records: list[Any], max_drop: float) -> Path:
+    from .manifest import Manifest, ModelBaseline, mark_usability, read_manifest, write_manifest
+
+    path = out_dir / "manifest.json"
+    manifest = read_manifest(path) if path.is_file() else Manifest(max_accuracy_drop=max_drop)
+    manifest.max_accuracy_drop = max_drop
+    replaced = {(r.model, r.block, r.name) for r in records}
+    manifest.variants = [r for r in manifest.variants if (r.model, r.block, r.name) not in replaced] + records
+    base = next((r for r in records if r.kind == "original"), None)
+    if base is not None:
+        manifest.models[setup.pm.name] = ModelBaseline(base.accuracy, base.accuracy_metric, len(setup.inputs))
+    for record in manifest.variants:  # the floor may have changed: re-judge accuracy verdicts
+        if record.reason.startswith("accuracy"):
+            record.usable, record.reason = True, ""
+    mark_usability(manifest)
+    return write_manifest(manifest, path)
+
+
+def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: Sequence[str]) -> Path:
+    from .variants import BuildOptions, build_block_variants
+
+    setup = setup_model(model, args.frames)
+    if not setup.trained and model in DEFAULT_MODELS:
+        print(f"warning: {model} has no trained weights yet; accuracy figures are for random init", file=sys.stderr)
+    names = [heaviest_block(setup.pm, setup.inputs[0]) if b == "heaviest" else b for b in blocks]
+    options = BuildOptions(importance=args.importance, finetune_steps=args.finetune_steps,
+                           intra_op_threads=args.threads, torch_threads=args.threads, progress=not args.quiet,
+                           latency_repeats=args.repeats,
+                           tucker_fn=_tucker_fn(args.rank_rule), extra={"scene_frames": len(setup.inputs)})
+    torch.manual_seed(0)
+    records = build_block_variants(setup.pm, names, setup.inputs, kinds, args.out, setup.accuracy_fn, setup.metric,
+                                   options, calibration_count=args.calibration)
+    path = _merge(Path(args.out), setup, records, args.max_drop)
+    for r in records:
+        accuracy = "n/a" if r.accuracy is None else f"{r.accuracy:.2f}"
+        print(f"{r.model}/{r.block}/{r.name}: {r.solo_latency_ms.get('cpu', float('nan')):.2f} ms, "
+              f"{r.bytes / 1e6:.2f} MB, {r.accuracy_metric} {accuracy}"
+              f"{'' if r.usable else ' UNUSABLE: ' + r.reason}")
+    print(f"manifest: {path}")
+    return path
+
+
+def _tucker_fn(rank_rule: str) -> Callable[[nn.Module, Carry], nn.Module] | None:
+    try:
+        from .tucker import decompose_model
+    except ImportError:
+        return None
+
+    def decompose(block: nn.Module, example: Carry) -> nn.Module:
+        if not isinstance(example, torch.Tensor):
+            raise MultiDnnError(f"Tucker needs a single-tensor block input, got {type(example).__name__}")
+        return decompose_model(block, rank_rule=rank_rule, input_shape=tuple(example.shape))[0]
+
+    return decompose
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import profile_model
+
+    if args.model in DEFAULT_MODELS:
+        setup = setup_model(args.model, frames=1)
+        result = profile_model(setup.pm, input_shape=tuple(setup.inputs[0].shape))
+    else:
+        result = profile_model(args.model)
+    text = json.dumps(result.to_dict(), indent=1)
+    _emit(text, args.json)
+    return 0
+
+
+def _cmd_decompose(args: argparse.Namespace) -> int:
+    from .tucker import decompose_report
+
+    _emit(json.dumps(decompose_report(args.model, rank_rule=args.rank_rule), indent=1), args.json)
+    return 0
+
+
+def _emit(text: str, path: Path | None) -> None:
+    if path is None:
+        print(text)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
+    from .report import write_report
+
+    paths = write_report(read_manifest(args.manifest), args.out or Path(args.manifest).parent, args.device_key)
+    print(f"wrote {paths.markdown}, {paths.json}, {paths.png}")
+    return 0
+
+
+def _cmd_build_defaults(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
+    from .report import write_report
+
+    path = None
+    for model in args.models:
+        path = _build(args, model, ["heaviest"], args.kinds)
+    if path is not None:
+        paths = write_report(read_manifest(path), Path(args.out))
+        print(f"report: {paths.markdown}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, kinds: bool = True) -> None:
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output dir (manifest.json inside)")
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="scene frames for evaluation")
+    parser.add_argument("--calibration", type=int, default=DEFAULT_CALIBRATION,
+                        help="scene frames for int8 calibration and fine-tuning")
+    parser.add_argument("--importance", choices=("l1", "l2", "taylor"), default="l2")
+    parser.add_argument("--finetune-steps", type=int, default=200, help="distillation steps of '+ft' kinds")
+    parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads when measuring")
+    parser.add_argument("--max-drop", type=float, default=1.0, help="accuracy floor: baseline minus this")
+    parser.add_argument("--rank-rule", default="macs", help="Tucker rank rule of 'tucker' kinds")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per latency figure (median)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    from .variants import DEFAULT_KINDS
+
+    parser = argparse.ArgumentParser(prog="multidnn-compress", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("profile", help="per-block params / MACs / bytes of a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--json", type=Path, default=None)
+    p = sub.add_parser("decompose", help="Tucker-2 decomposition report of a torchvision model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--rank-rule", default="macs")
+    p.add_argument("--json", type=Path, default=None)
+    p = sub.add_parser("prune", help="structured pruning of blocks (saved as safetensors variants)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--block", action="append", default=None, help="block name or 'heaviest' (repeatable)")
+    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--unstructured", action="store_true", help="magnitude (zeroing) pruning instead")
+    _common(p)
+    p = sub.add_parser("quantize", help="ORT static int8 of blocks (QDQ ONNX)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--block", action="append", default=None)
+    _common(p)
+    p = sub.add_parser("build", help="build variant kinds (combinations) for blocks")
+    p.add_argument("--model", required=True)
+    p.add_argument("--block", action="append", default=None)
+    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="comma-separated variant kinds")
+    _common(p)
+    p = sub.add_parser("build-defaults", help="default variants of the default models' heaviest blocks")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS))
+    _common(p)
+    p = sub.add_parser("report", help="Markdown + JSON + PNG report of a manifest")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--device-key", default="cpu")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``multidnn-compress``; returns the exit status (2 on a user-facing error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "profile":
+            return _cmd_profile(args)
+        if args.command == "decompose":
+            return _cmd_decompose(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "build-defaults":
+            args.kinds = [k for k in args.kinds.split(",") if k]
+            return _cmd_build_defaults(args)
+        blocks = args.block or ["heaviest"]
+        if args.command == "prune":
+            kinds = [f"{'unstructured' if args.unstructured else 'prune'}{round(args.ratio * 100)}"]
+        elif args.command == "quantize":
+            kinds = ["int8"]
+        else:
+            kinds = [k for k in args.kinds.split(",") if k]
+        from .variants import parse_kind
+
+        for kind in kinds:
+            parse_kind(kind)
+        _build(args, args.model, blocks, kinds)
+        return 0
+    except (MultiDnnError, KeyError, ImportError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"multidnn-compress {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
