@@ -1,6 +1,9 @@
 """Launch the perception container: detector, tracker and classifier in ONE process on ONE BlockExecutor.
 
-    ros2 launch multidnn_sched perception.launch.py params_file:=/path/to/perception.yaml use_sim_time:=true
+    ros2 launch multidnn_sched perception.launch.py params_file:=/path/to/perception.yaml use_sim_time:=true \
+        image_topic:=/camera/image_raw baseline:=false
+
+Outputs: ``detections``, ``tracks``, ``classified`` (vision_msgs/Detection2DArray) and ``/diagnostics``.
 """
 
 import os
@@ -8,6 +11,7 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -16,19 +20,45 @@ def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory("multidnn_sched"), "config", "perception.yaml")
     params_file = LaunchConfiguration("params_file")
     use_sim_time = LaunchConfiguration("use_sim_time")
+    image_topic = LaunchConfiguration("image_topic")
+    baseline = LaunchConfiguration("baseline")
+
+    def container(extra_args: list[str], condition: object) -> Node:
+        return Node(
+            package="multidnn_sched",
+            executable="perception_container",
+            name="perception_container",
+            output="screen",
+            emulate_tty=True,
+            arguments=extra_args,
+            parameters=[params_file, {"use_sim_time": use_sim_time}],
+            remappings=[("image", image_topic)],
+            condition=condition,
+        )
+
     return LaunchDescription(
         [
-            DeclareLaunchArgument("params_file", default_value=default_params,
-                                  description="YAML file with the container's and the nodes' parameters"),
-            DeclareLaunchArgument("use_sim_time", default_value="false",
-                                  description="use /clock (true when replaying a bag with --clock)"),
-            Node(
-                package="multidnn_sched",
-                executable="perception_container",
-                name="perception_container",
-                output="screen",
-                emulate_tty=True,
-                parameters=[params_file, {"use_sim_time": use_sim_time}],
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=default_params,
+                description="YAML file with the container's and the nodes' parameters",
             ),
+            DeclareLaunchArgument(
+                "use_sim_time",
+                default_value="false",
+                description="use /clock (true when replaying a bag with --clock)",
+            ),
+            DeclareLaunchArgument(
+                "image_topic",
+                default_value="/camera/image_raw",
+                description="sensor_msgs/Image input of every node",
+            ),
+            DeclareLaunchArgument(
+                "baseline",
+                default_value="false",
+                description="true: each model whole in its node callback (comparison)",
+            ),
+            container([], UnlessCondition(baseline)),
+            container(["--baseline"], IfCondition(baseline)),
         ]
     )

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# `make demo`: generate the default scene bag if missing, replay it in baseline and blocks+swap modes,
-# print a comparison table and, as the last line, the path of the report's JSON.
+# `make demo`: generate the default scene bag if missing, replay it in baseline and blocks+swap modes at 15 Hz,
+# print a comparison table and, as the LAST line, the path of the report's JSON.
+#   BAG=...        bag to replay (default data/default_scene, generated with seed 7, 300 frames, 15 Hz)
+#   REPORT=...     report directory (default runs/demo)
+#   VARIANTS=...   compression_tools manifest for blocks+swap (default data/variants/manifest.json if present)
+#   REPLAY_ARGS=.. extra multidnn-replay options (e.g. "--loop 3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f multidnn_sched/evaluation/replay.py ]; then
-  echo "make demo: the replay evaluation (ROS nodes + multidnn-replay) is not implemented yet." >&2
-  exit 2
+BIN=.venv/bin
+BAG=${BAG:-data/default_scene}
+REPORT=${REPORT:-runs/demo}
+VARIANTS=${VARIANTS:-data/variants/manifest.json}
+if [ ! -e "$BAG" ]; then
+  echo "make demo: generating the default scene bag in $BAG" >&2
+  "$BIN"/multidnn-scenes --seed 7 --frames 300 --rate 15 --out "$BAG" --no-progress >&2
 fi
-PY=.venv/bin
-BAG=data/default_scene
-[ -e "$BAG" ] || "$PY"/multidnn-scenes --seed 7 --frames 300 --out "$BAG"
-"$PY"/multidnn-replay "$BAG" --mode baseline,blocks+swap --report runs/demo
+extra=()
+if [ -f "$VARIANTS" ]; then
+  extra+=(--variants "$VARIANTS")
+else
+  echo "make demo: no variant manifest at $VARIANTS; blocks+swap can serialize but has nothing to swap" >&2
+fi
+# shellcheck disable=SC2086
+"$BIN"/multidnn-replay "$BAG" --mode baseline,blocks+swap --rate 15 --report "$REPORT" "${extra[@]}" ${REPLAY_ARGS:-}

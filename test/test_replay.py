@@ -35,14 +35,27 @@ from multidnn_sched.scenes.generator import GroundTruthObject, SceneConfig
 @pytest.fixture(scope="module")
 def small_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bags") / "small"
-    config = SceneConfig(width=320, height=240, min_size_px=30.0, max_size_px=60.0, min_objects=2, max_objects=3)
+    config = SceneConfig(
+        width=320, height=240, min_size_px=30.0, max_size_px=60.0, min_objects=2, max_objects=3
+    )
     write_scene_bag(path, config=config, seed=5, n_frames=8, progress=False)
     return path
 
 
 def test_parse_options_rejects_bad_values_with_reasons() -> None:
-    options = parse_options(["bag", "--mode", "baseline,blocks+swap", "--rate", "15", "--set", "workers=3",
-                             "--set", "policy.swap_enabled=false"])
+    options = parse_options(
+        [
+            "bag",
+            "--mode",
+            "baseline,blocks+swap",
+            "--rate",
+            "15",
+            "--set",
+            "workers=3",
+            "--set",
+            "policy.swap_enabled=false",
+        ]
+    )
     assert options.modes == ["baseline", "blocks+swap"] and options.rate_hz == 15.0
     assert options.container_params == {"workers": 3, "policy.swap_enabled": False}
     with pytest.raises(ConfigError, match="--mode"):
@@ -71,7 +84,9 @@ def test_load_bag_reads_images_and_ground_truth(small_bag: Path) -> None:
     assert bag.stamps_ns == sorted(bag.stamps_ns)
 
 
-def test_bag_missing_topic_fails_with_clear_message(small_bag: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bag_missing_topic_fails_with_clear_message(
+    small_bag: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(BagError, match="/camera/image_raw"):
         load_bag(small_bag, "/front/image", "/ground_truth/detections")
     assert main([str(small_bag), "--image-topic", "/front/image", "--no-progress"]) == 2
@@ -82,8 +97,15 @@ def test_bag_missing_topic_fails_with_clear_message(small_bag: Path, capsys: pyt
 
 def _output(stamp: int, t: float, boxes: list[list[float]], attrs: list[str] | None = None) -> Output:
     n = len(boxes)
-    return Output(stamp, t, np.array(boxes, np.float32).reshape(-1, 4), np.full(n, 0.9, np.float32),
-                  ["square"] * n, [str(i + 1) for i in range(n)], attrs or [""] * n)
+    return Output(
+        stamp,
+        t,
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.full(n, 0.9, np.float32),
+        ["square"] * n,
+        [str(i + 1) for i in range(n)],
+        attrs or [""] * n,
+    )
 
 
 def _made_up_run(mode: str, detector_delay_sec: float, answer_last: bool = True) -> ModeRun:
@@ -104,8 +126,9 @@ def _made_up_run(mode: str, detector_delay_sec: float, answer_last: bool = True)
 
 
 def _bag_with_gt() -> BagData:
-    obj = GroundTruthObject(track_id=1, class_id=1, attribute_id=0, box_xyxy=(10.0, 10.0, 50.0, 50.0),
-                            visible_fraction=1.0)
+    obj = GroundTruthObject(
+        track_id=1, class_id=1, attribute_id=0, box_xyxy=(10.0, 10.0, 50.0, 50.0), visible_fraction=1.0
+    )
     return BagData([b""] * 4, [1000, 1001, 1002, 1003], 1, [[obj] for _ in range(4)])
 
 
@@ -131,7 +154,9 @@ def test_accuracy_against_ground_truth_counts_unanswered_frames() -> None:
 def test_summary_without_ground_truth_uses_agreement_with_baseline() -> None:
     bag = BagData([b""] * 4, [1000, 1001, 1002, 1003], 1, None)
     runs = [_made_up_run("baseline", 0.2), _made_up_run("blocks+swap", 0.1)]
-    options = ReplayOptions(bag=Path("x"), modes=["baseline", "blocks+swap"], report_dir=Path("y"), rate_hz=15.0)
+    options = ReplayOptions(
+        bag=Path("x"), modes=["baseline", "blocks+swap"], report_dir=Path("y"), rate_hz=15.0
+    )
     report = summarize(runs, bag, options)
     swap = report["modes"]["blocks+swap"]["models"]
     assert "agreement with baseline" in swap["classifier"]["accuracy_metric"]
@@ -179,8 +204,13 @@ def tiny_models() -> dict[str, PartitionedModel]:
 
 
 def test_replay_end_to_end_writes_report_for_both_modes(small_bag: Path, tmp_path: Path) -> None:
-    options = ReplayOptions(bag=small_bag, modes=["baseline", "blocks+swap"], report_dir=tmp_path / "report",
-                            rate_hz=4.0, progress=False)
+    options = ReplayOptions(
+        bag=small_bag,
+        modes=["baseline", "blocks+swap"],
+        report_dir=tmp_path / "report",
+        rate_hz=4.0,
+        progress=False,
+    )
     path = run_replay(options, models=tiny_models())
     report = json.loads(path.read_text())
     assert set(report["modes"]) == {"baseline", "blocks+swap"}

@@ -40,7 +40,13 @@ from multidnn_sched.ros.params import (
     parse_overrides,
     validate,
 )
-from multidnn_sched.ros.runtime import BlockStatus, DecisionRecord, DirectRuntime, RuntimeSettings, RuntimeStatus
+from multidnn_sched.ros.runtime import (
+    BlockStatus,
+    DecisionRecord,
+    DirectRuntime,
+    RuntimeSettings,
+    RuntimeStatus,
+)
 from multidnn_sched.ros.stats import DropLog, InOrder, LatencyWindow, NodeStats, RateMeter, StampPairer
 from multidnn_sched.ros.tasks import CropTask, DetectorTask, PerceptionTasks, TrackOutput
 
@@ -140,8 +146,10 @@ def test_validate_detector_params(name: str, value: object, ok: bool) -> None:
 
 def test_parse_overrides_accepts_and_rejects_with_reason() -> None:
     parsed = parse_overrides("detector/backbone=int8, classifier/layer4=original")
-    assert [(o.model, o.block, o.value) for o in parsed] == [("detector", "backbone", "int8"),
-                                                            ("classifier", "layer4", "original")]
+    assert [(o.model, o.block, o.value) for o in parsed] == [
+        ("detector", "backbone", "int8"),
+        ("classifier", "layer4", "original"),
+    ]
     assert parse_overrides("") == []
     with pytest.raises(ConfigError, match="model/block=value"):
         parse_overrides("detector-backbone")
@@ -167,23 +175,30 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def test_config_yaml_documents_every_parameter_with_its_default() -> None:
     config = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
     sections: dict[str, tuple[ParamSpec, ...]] = {
-        "perception_container": CONTAINER_PARAMS, "detector": DETECTOR_PARAMS, "tracker": TRACKER_PARAMS,
+        "perception_container": CONTAINER_PARAMS,
+        "detector": DETECTOR_PARAMS,
+        "tracker": TRACKER_PARAMS,
         "classifier": CLASSIFIER_PARAMS,
     }
     for node, specs in sections.items():
         values = _flatten(config[node]["ros__parameters"])
         for spec in specs:
             assert spec.name in values, f"config/perception.yaml lacks {node}.{spec.name}"
-            assert values[spec.name] == spec.default, f"{node}.{spec.name}: {values[spec.name]} != {spec.default}"
-            assert type(values[spec.name]) is type(spec.default), f"{node}.{spec.name} has the wrong YAML type"
+            assert values[spec.name] == spec.default, (
+                f"{node}.{spec.name}: {values[spec.name]} != {spec.default}"
+            )
+            assert type(values[spec.name]) is type(spec.default), (
+                f"{node}.{spec.name} has the wrong YAML type"
+            )
         assert set(values) <= {s.name for s in specs} | {"use_sim_time"}, f"unknown keys in {node}"
 
 
 # ---------------------------------------------------------------------------------------- conversions
 
 
-def make_image(encoding: str = "rgb8", width: int = 32, height: int = 24, stamp_sec: int = 1,
-               pad: int = 0) -> Image:
+def make_image(
+    encoding: str = "rgb8", width: int = 32, height: int = 24, stamp_sec: int = 1, pad: int = 0
+) -> Image:
     channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2}.get(encoding, 3)
     msg = Image()
     msg.header.frame_id = "camera"
@@ -219,8 +234,15 @@ class FakeTracker:
     def update(self, detections: Detections, embeddings: np.ndarray) -> list[TrackOutput]:
         self.steps += 1
         assert embeddings.shape[0] in (0, len(detections))
-        return [TrackOutput(100 + i, tuple(float(v) for v in detections.boxes_xyxy[i]), float(detections.scores[i]),
-                            int(detections.labels[i])) for i in range(len(detections))]
+        return [
+            TrackOutput(
+                100 + i,
+                tuple(float(v) for v in detections.boxes_xyxy[i]),
+                float(detections.scores[i]),
+                int(detections.labels[i]),
+            )
+            for i in range(len(detections))
+        ]
 
 
 def fake_tasks() -> PerceptionTasks:
@@ -241,9 +263,11 @@ def fake_tasks() -> PerceptionTasks:
     return PerceptionTasks(
         detector=DetectorTask(lambda frame: float(frame.mean()), det_post, ("circle", "square")),
         embedder=CropTask(crops, lambda frame: np.zeros((1, 4), np.float32)),
-        classifier=CropTask(lambda frame, boxes: np.tile([[0.0, 3.0, 0.0, 0.0]], (len(crops(frame, boxes)), 1)),
-                            lambda frame: np.array([[0.0, 3.0, 0.0, 0.0]], np.float32),
-                            ("red", "green", "blue", "yellow")),
+        classifier=CropTask(
+            lambda frame, boxes: np.tile([[0.0, 3.0, 0.0, 0.0]], (len(crops(frame, boxes)), 1)),
+            lambda frame: np.array([[0.0, 3.0, 0.0, 0.0]], np.float32),
+            ("red", "green", "blue", "yellow"),
+        ),
         make_tracker=FakeTracker,
     )
 
@@ -253,8 +277,10 @@ class FakeRuntime(DirectRuntime):
 
     def __init__(self) -> None:
         super().__init__({"detector": lambda x: x, "embedder": lambda x: x, "classifier": lambda x: x})
-        self.variants: dict[tuple[str, str], str] = {("detector", "backbone"): "original",
-                                                     ("detector", "head"): "original"}
+        self.variants: dict[tuple[str, str], str] = {
+            ("detector", "backbone"): "original",
+            ("detector", "head"): "original",
+        }
         self.settings: list[RuntimeSettings] = []
         self.drop_next = 0
 
@@ -269,28 +295,34 @@ class FakeRuntime(DirectRuntime):
     def configure(self, settings: RuntimeSettings) -> None:
         self.settings.append(settings)
 
-    def set_override(self, model: str, block: str, mode: str | None = None, variant: str | None = None) -> None:
+    def set_override(
+        self, model: str, block: str, mode: str | None = None, variant: str | None = None
+    ) -> None:
         if variant is not None:
             self.variants[(model, block)] = "original" if variant == "auto" else variant
 
     def status(self) -> RuntimeStatus:
         blocks = [BlockStatus(m, b, 0.5, "parallel", v) for (m, b), v in self.variants.items()]
-        return RuntimeStatus(blocks, [DecisionRecord(1.0, "detector", "head", "serialize", "lag 3.0 ms > 1.0")])
+        return RuntimeStatus(
+            blocks, [DecisionRecord(1.0, "detector", "head", "serialize", "lag 3.0 ms > 1.0")]
+        )
 
 
 def test_diagnostics_builder_round_trip() -> None:
     stats = NodeStats("detector", "detector")
     stats.on_processed(250.0)
     stats.on_bad_input("bad_step")
-    array = build_diagnostic_array([stats.snapshot()], FakeRuntime().status(), Time(sec=3),
-                                   deadlines_ms={"detector": 100.0})
+    array = build_diagnostic_array(
+        [stats.snapshot()], FakeRuntime().status(), Time(sec=3), deadlines_ms={"detector": 100.0}
+    )
     table = diagnostics_to_dict(array)
     node = table["multidnn_sched/node/detector"]
     assert node["bad_inputs.bad_step"] == "1" and node["_level"] == "1"
     assert "deadline" in node["_message"]
     assert table["multidnn_sched/model/detector"]["backbone.variant"] == "original"
-    assert "serialize: lag 3.0 ms" in next(iter(v for k, v in table["multidnn_sched/decisions"].items()
-                                                if not k.startswith("_")))
+    assert "serialize: lag 3.0 ms" in next(
+        iter(v for k, v in table["multidnn_sched/decisions"].items() if not k.startswith("_"))
+    )
 
 
 # --------------------------------------------------------------------------------------------- ROS e2e
@@ -306,7 +338,9 @@ def ros_context() -> Iterator[Context]:
         rclpy.shutdown(context=context)
 
 
-def wait_for(done: Callable[[], bool], timeout_sec: float = 10.0, tick: Callable[[], None] | None = None) -> bool:
+def wait_for(
+    done: Callable[[], bool], timeout_sec: float = 10.0, tick: Callable[[], None] | None = None
+) -> bool:
     deadline = time.monotonic() + timeout_sec
     while not done() and time.monotonic() < deadline:
         if tick is not None:
@@ -322,13 +356,23 @@ class Harness:
         self.runtime = FakeRuntime()
         fast = [Parameter("diagnostics_period_sec", Parameter.Type.DOUBLE, 0.2)]
         all_overrides = {"perception_container": fast, **(overrides or {})}
-        self.container = PerceptionContainer(context=context, tasks=fake_tasks(), runtime=self.runtime,
-                                             parameter_overrides=all_overrides)
+        self.container = PerceptionContainer(
+            context=context, tasks=fake_tasks(), runtime=self.runtime, parameter_overrides=all_overrides
+        )
         self.probe = Node("probe", context=context)
-        self.received: dict[str, list[Any]] = {"detections": [], "tracks": [], "classified": [], "diag": [],
-                                               "classification": []}
-        for topic, kind in (("detections", Detection2DArray), ("tracks", Detection2DArray),
-                            ("classified", Detection2DArray), ("classification", Classification)):
+        self.received: dict[str, list[Any]] = {
+            "detections": [],
+            "tracks": [],
+            "classified": [],
+            "diag": [],
+            "classification": [],
+        }
+        for topic, kind in (
+            ("detections", Detection2DArray),
+            ("tracks", Detection2DArray),
+            ("classified", Detection2DArray),
+            ("classification", Classification),
+        ):
             self.probe.create_subscription(kind, topic, self.received[topic].append, 50)
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self.received["diag"].append, 50)
         self.images = self.probe.create_publisher(Image, "image", 10)
@@ -352,8 +396,9 @@ class Harness:
         self.probe.destroy_node()
 
 
-def publish_until(harness: Harness, topic: str, count: int, make: Callable[[int], Image],
-                  timeout_sec: float = 15.0) -> bool:
+def publish_until(
+    harness: Harness, topic: str, count: int, make: Callable[[int], Image], timeout_sec: float = 15.0
+) -> bool:
     sent = [0]
 
     def tick() -> None:
@@ -363,10 +408,14 @@ def publish_until(harness: Harness, topic: str, count: int, make: Callable[[int]
     return wait_for(lambda: len(harness.received[topic]) >= count, timeout_sec, tick)
 
 
-def test_images_flow_to_detections_tracks_and_classifications_with_source_headers(ros_context: Context) -> None:
+def test_images_flow_to_detections_tracks_and_classifications_with_source_headers(
+    ros_context: Context,
+) -> None:
     harness = Harness(ros_context)
     try:
-        assert publish_until(harness, "classified", 3, lambda i: make_image(stamp_sec=10 + i)), harness.received
+        assert publish_until(harness, "classified", 3, lambda i: make_image(stamp_sec=10 + i)), (
+            harness.received
+        )
         detections = harness.received["detections"][0]
         assert detections.header.frame_id == "camera" and detections.header.stamp.nanosec == 500
         assert [d.results[0].hypothesis.class_id for d in detections.detections] == ["circle", "square"]
@@ -394,31 +443,51 @@ def test_parameters_change_behaviour_and_out_of_range_is_rejected(ros_context: C
         assert publish_until(harness, "detections", count + 2, lambda i: make_image(stamp_sec=100 + i))
         assert len(harness.received["detections"][-1].detections) == 1  # the 0.4 box is gone
 
-        bad = harness.set_param("detector", "score_threshold",
-                                ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.5))
+        bad = harness.set_param(
+            "detector",
+            "score_threshold",
+            ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.5),
+        )
         assert not bad.successful and "score_threshold" in bad.reason, bad.reason
         assert harness.container.nodes["detector"].values["score_threshold"] == pytest.approx(0.5)
 
-        bad_override = harness.set_param("perception_container", "force_variant",
-                                         ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                        string_value="detector-backbone"))
+        bad_override = harness.set_param(
+            "perception_container",
+            "force_variant",
+            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="detector-backbone"),
+        )
         assert not bad_override.successful and "model/block=value" in bad_override.reason
 
-        forced = harness.set_param("perception_container", "force_variant",
-                                   ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                  string_value="detector/backbone=int8"))
+        forced = harness.set_param(
+            "perception_container",
+            "force_variant",
+            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="detector/backbone=int8"),
+        )
         assert forced.successful, forced.reason
-        assert wait_for(lambda: harness.latest_diag().get("multidnn_sched/model/detector", {})
-                        .get("backbone.variant") == "int8")
-        undone = harness.set_param("perception_container", "force_variant",
-                                   ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=""))
+        assert wait_for(
+            lambda: (
+                harness.latest_diag().get("multidnn_sched/model/detector", {}).get("backbone.variant")
+                == "int8"
+            )
+        )
+        undone = harness.set_param(
+            "perception_container",
+            "force_variant",
+            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=""),
+        )
         assert undone.successful and harness.runtime.variants[("detector", "backbone")] == "original"
 
-        alpha = harness.set_param("perception_container", "lag.ema_alpha",
-                                  ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))
+        alpha = harness.set_param(
+            "perception_container",
+            "lag.ema_alpha",
+            ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5),
+        )
         assert alpha.successful and harness.runtime.settings[-1].ema_alpha == pytest.approx(0.5)
-        floor = harness.set_param("perception_container", "policy.accuracy_floor",
-                                  ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0))
+        floor = harness.set_param(
+            "perception_container",
+            "policy.accuracy_floor",
+            ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0),
+        )
         assert not floor.successful and "accuracy_floor" in floor.reason
     finally:
         harness.close()
@@ -433,8 +502,9 @@ def test_parameters_change_behaviour_and_out_of_range_is_rejected(ros_context: C
         ("short_data", lambda i: _with(make_image(stamp_sec=200 + i), data=b"\x00" * 100)),
     ],
 )
-def test_bad_images_are_dropped_counted_and_nodes_keep_running(ros_context: Context, cause: str,
-                                                               make: Callable[[int], Image]) -> None:
+def test_bad_images_are_dropped_counted_and_nodes_keep_running(
+    ros_context: Context, cause: str, make: Callable[[int], Image]
+) -> None:
     harness = Harness(ros_context)
     try:
         sent = [0]
@@ -461,9 +531,13 @@ def _with(msg: Image, **fields: Any) -> Image:
 
 
 def test_runtime_drops_are_counted_and_full_frame_mode_publishes_classification(ros_context: Context) -> None:
-    overrides = {"classifier": [Parameter("mode", Parameter.Type.STRING, "full_frame")],
-                 "perception_container": [Parameter("nodes", Parameter.Type.STRING, "detector,classifier"),
-                                          Parameter("diagnostics_period_sec", Parameter.Type.DOUBLE, 0.2)]}
+    overrides = {
+        "classifier": [Parameter("mode", Parameter.Type.STRING, "full_frame")],
+        "perception_container": [
+            Parameter("nodes", Parameter.Type.STRING, "detector,classifier"),
+            Parameter("diagnostics_period_sec", Parameter.Type.DOUBLE, 0.2),
+        ],
+    }
     harness = Harness(ros_context, overrides)
     try:
         assert set(harness.container.nodes) == {"detector", "classifier"}
@@ -471,8 +545,65 @@ def test_runtime_drops_are_counted_and_full_frame_mode_publishes_classification(
         result = harness.received["classification"][-1]
         assert result.results[0].class_id == "green" and result.header.frame_id == "camera"
         harness.runtime.drop_next = 4
-        assert wait_for(lambda: int(harness.latest_diag().get("multidnn_sched/node/detector", {})
-                                    .get("dropped.runtime_queue_full", "0")) >= 1, 10.0,
-                        lambda: harness.images.publish(make_image(stamp_sec=500)))
+        assert wait_for(
+            lambda: (
+                int(
+                    harness.latest_diag()
+                    .get("multidnn_sched/node/detector", {})
+                    .get("dropped.runtime_queue_full", "0")
+                )
+                >= 1
+            ),
+            10.0,
+            lambda: harness.images.publish(make_image(stamp_sec=500)),
+        )
     finally:
         harness.close()
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+sys.path.insert(0, {test_dir!r})
+from test_ros_nodes import FakeRuntime, fake_tasks
+from multidnn_sched.ros.container import run
+print("starting", flush=True)
+code = run(["perception_container", "--baseline"], runtime_factory=lambda values, names: FakeRuntime(),
+           tasks=fake_tasks())
+print("exit", code, flush=True)
+sys.exit(code)
+"""
+
+
+def test_container_main_shuts_down_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_container.py"
+    script.write_text(CTRL_C_SCRIPT.format(test_dir=str(ROOT / "test")))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "running nodes" in line or not line:
+                break
+        assert any("running nodes" in line for line in lines), "".join(lines)
+        assert "baseline" in lines[-1]
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=10.0)
+        elapsed = time.monotonic() - sent
+        rest = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, rest
+    assert elapsed < 5.0, f"shutdown took {elapsed:.1f} s"
+    assert "exit 0" in rest and "terminate called" not in rest, rest

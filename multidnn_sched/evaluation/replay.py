@@ -184,13 +184,17 @@ def load_bag(path: Path, image_topic: str, gt_topic: str, max_frames: int | None
 
     info = bag_info(path)
     if image_topic not in info.topics:
-        raise BagError(f"{path}: expected image topic {image_topic!r}, bag has: "
-                       f"{', '.join(sorted(info.topics)) or 'none'}")
+        raise BagError(
+            f"{path}: expected image topic {image_topic!r}, bag has: "
+            f"{', '.join(sorted(info.topics)) or 'none'}"
+        )
     images: list[bytes] = []
     stamps: list[int] = []
     for raw in iter_raw_messages(path, image_topic):
         if raw.msgtype != "sensor_msgs/msg/Image":
-            raise BagError(f"{path}: expected {image_topic!r} of type sensor_msgs/msg/Image, got {raw.msgtype}")
+            raise BagError(
+                f"{path}: expected {image_topic!r} of type sensor_msgs/msg/Image, got {raw.msgtype}"
+            )
         images.append(raw.data)
         stamps.append(_read_stamp(raw.data))
         if max_frames is not None and len(images) >= max_frames:
@@ -202,7 +206,9 @@ def load_bag(path: Path, image_topic: str, gt_topic: str, max_frames: int | None
         by_stamp = {}
         for raw in iter_raw_messages(path, gt_topic):
             msg = deserialize_message(raw.data, Detection2DArray)
-            by_stamp[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg_to_ground_truth(msg)
+            by_stamp[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg_to_ground_truth(
+                msg
+            )
         ground_truth = [by_stamp.get(s, []) for s in stamps]
     period = int(np.median(np.diff(stamps))) if len(stamps) > 1 else 66_666_667
     if period <= 0:
@@ -235,14 +241,18 @@ def build_models(random_weights: bool) -> dict[str, Any]:
     from multidnn_sched.models import zoo
 
     if random_weights:
-        models = {"detector": zoo.build_detector(), "embedder": zoo.build_embedder(),
-                  "classifier": zoo.build_classifier()}
+        models = {
+            "detector": zoo.build_detector(),
+            "embedder": zoo.build_embedder(),
+            "classifier": zoo.build_classifier(),
+        }
         return {name: model.eval() for name, model in models.items()}
     return zoo.load_default_models().as_dict()
 
 
-def make_runtime_factory(mode: str, models: dict[str, Any], variants_manifest: Path | None
-                         ) -> Callable[[Any, Sequence[str]], Any]:
+def make_runtime_factory(
+    mode: str, models: dict[str, Any], variants_manifest: Path | None
+) -> Callable[[Any, Sequence[str]], Any]:
     """The container's runtime factory for ``mode`` (``baseline``: whole models in the callbacks)."""
     from multidnn_sched.ros.runtime import DirectRuntime
 
@@ -251,12 +261,13 @@ def make_runtime_factory(mode: str, models: dict[str, Any], variants_manifest: P
         if mode == "baseline":
             return DirectRuntime(chosen)
         from multidnn_sched.ros.shared_runtime import SharedRuntime, load_manifest_variants
+        from multidnn_sched.runtime.block import PartitionedModel
         from multidnn_sched.runtime.partition import partition_model
 
-        from multidnn_sched.runtime.block import PartitionedModel
-
-        parts = {name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
-                 for name, model in chosen.items()}
+        parts = {
+            name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
+            for name, model in chosen.items()
+        }
         variants = None
         if mode == "blocks+swap" and variants_manifest is not None:
             variants = load_manifest_variants(variants_manifest, parts)
@@ -267,8 +278,11 @@ def make_runtime_factory(mode: str, models: dict[str, Any], variants_manifest: P
 
 def mode_parameters(mode: str, options: ReplayOptions) -> dict[str, Any]:
     """Container parameter values for ``mode`` (``blocks``: swaps off; ``baseline``: no shared executor)."""
-    values: dict[str, Any] = {"baseline": mode == "baseline", "workers": options.workers,
-                              "diagnostics_period_sec": 1.0}
+    values: dict[str, Any] = {
+        "baseline": mode == "baseline",
+        "workers": options.workers,
+        "diagnostics_period_sec": 1.0,
+    }
     if mode == "blocks":
         values["policy.swap_enabled"] = False
     values.update(options.container_params)
@@ -303,8 +317,15 @@ class _Recorder:
             now = time.perf_counter()
             parsed = msg_to_detections(msg)
             attributes = [h[1][0] if len(h) > 1 else "" for h in parsed.hypotheses]
-            record = Output(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, now,
-                            parsed.boxes_xyxy, parsed.scores, parsed.class_ids, parsed.ids, attributes)
+            record = Output(
+                msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                now,
+                parsed.boxes_xyxy,
+                parsed.scores,
+                parsed.class_ids,
+                parsed.ids,
+                attributes,
+            )
             with self._lock:
                 self._run.outputs[topic].append(record)
 
@@ -334,12 +355,16 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
     container = None
     spinner = None
     try:
-        overrides = {"perception_container": [Parameter(k, value=v) for k, v in mode_parameters(mode, options).items()]}
+        overrides = {
+            "perception_container": [Parameter(k, value=v) for k, v in mode_parameters(mode, options).items()]
+        }
         for node in ("detector", "tracker", "classifier"):
             overrides[node] = [Parameter("use_sim_time", value=True)]
         container = PerceptionContainer(
-            context=context, runtime_factory=make_runtime_factory(mode, models, options.variants_manifest),
-            parameter_overrides=overrides)
+            context=context,
+            runtime_factory=make_runtime_factory(mode, models, options.variants_manifest),
+            parameter_overrides=overrides,
+        )
         player = Node("bag_player", context=context)
         recorder = _Recorder(player, run)
         image_pub = player.create_publisher(Image, options.image_topic, qos_profile_sensor_data)
@@ -351,7 +376,9 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
         span_ns = bag.period_ns * len(bag.images)
         deadline = time.perf_counter() + options.soak_minutes * 60.0 if options.soak_minutes else None
         total = None if deadline is not None else len(bag.images) * options.loops
-        bar = tqdm(total=total, desc=f"replay {mode}", unit="frame", disable=not options.progress, leave=False)
+        bar = tqdm(
+            total=total, desc=f"replay {mode}", unit="frame", disable=not options.progress, leave=False
+        )
         start = time.perf_counter()
         run.start_sec = start
         next_sample = start
@@ -390,13 +417,16 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
         _sample(run, container, run.wall_sec)
         for name, node in container.nodes.items():
             snap = node.stats.snapshot()
-            run.node_counters[name] = {"received": snap.received, "processed": snap.processed,
-                                       "dropped": snap.dropped, "drop_causes": snap.drop_causes,
-                                       "bad_inputs": snap.bad_inputs}
+            run.node_counters[name] = {
+                "received": snap.received,
+                "processed": snap.processed,
+                "dropped": snap.dropped,
+                "drop_causes": snap.drop_causes,
+                "bad_inputs": snap.bad_inputs,
+            }
         status = container.runtime.status()
         run.runtime_dropped = dict(status.dropped)
-        run.decisions = [(d.time_sec - start, d.model, d.block, d.action, d.reason)
-                         for d in status.decisions]
+        run.decisions = [(d.time_sec - start, d.model, d.block, d.action, d.reason) for d in status.decisions]
     finally:
         if spinner is not None:
             spinner.stop(timeout_sec=5.0)
@@ -443,24 +473,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multidnn-replay",
         description="Replay a scene bag through the perception container per mode and write a report "
-                    "(JSON, Markdown, PNG plots).")
+        "(JSON, Markdown, PNG plots).",
+    )
     parser.add_argument("bag", type=Path, help="rosbag2 directory or file (from multidnn-scenes)")
-    parser.add_argument("--mode", default="baseline,blocks+swap",
-                        help=f"comma-separated modes from {', '.join(MODES)} (default baseline,blocks+swap)")
+    parser.add_argument(
+        "--mode",
+        default="baseline,blocks+swap",
+        help=f"comma-separated modes from {', '.join(MODES)} (default baseline,blocks+swap)",
+    )
     parser.add_argument("--report", type=Path, default=Path("runs/replay"), help="report directory")
     parser.add_argument("--rate", type=float, default=None, help="publish rate in Hz (default: as recorded)")
     parser.add_argument("--loop", type=int, default=1, help="play the bag N times (soak; default 1)")
     parser.add_argument("--soak-minutes", type=float, default=None, help="play the bag repeatedly this long")
     parser.add_argument("--frames", type=int, default=None, help="use only the first N images")
     parser.add_argument("--image-topic", default="/camera/image_raw", help="image topic in the bag")
-    parser.add_argument("--gt-topic", default="/ground_truth/detections", help="ground-truth topic in the bag")
-    parser.add_argument("--variants", type=Path, default=None,
-                        help="compression_tools manifest.json whose variants blocks+swap may use")
+    parser.add_argument(
+        "--gt-topic", default="/ground_truth/detections", help="ground-truth topic in the bag"
+    )
+    parser.add_argument(
+        "--variants",
+        type=Path,
+        default=None,
+        help="compression_tools manifest.json whose variants blocks+swap may use",
+    )
     parser.add_argument("--workers", type=int, default=2, help="BlockExecutor worker threads (default 2)")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="random network weights (smoke tests; accuracy meaningless)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra container parameter, e.g. --set policy.swap_enabled=false (repeatable)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random network weights (smoke tests; accuracy meaningless)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra container parameter, e.g. --set policy.swap_enabled=false (repeatable)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -501,10 +549,21 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
             raise ConfigError(f"--set: expected NAME=VALUE, got {item!r}")
         extra[name.strip()] = _parse_value(value.strip())
     return ReplayOptions(
-        bag=args.bag, modes=modes, report_dir=args.report, rate_hz=args.rate, loops=args.loop,
-        soak_minutes=args.soak_minutes, max_frames=args.frames, image_topic=args.image_topic,
-        gt_topic=args.gt_topic, random_weights=args.random_weights, variants_manifest=args.variants,
-        workers=args.workers, progress=not args.no_progress, container_params=extra)
+        bag=args.bag,
+        modes=modes,
+        report_dir=args.report,
+        rate_hz=args.rate,
+        loops=args.loop,
+        soak_minutes=args.soak_minutes,
+        max_frames=args.frames,
+        image_topic=args.image_topic,
+        gt_topic=args.gt_topic,
+        random_weights=args.random_weights,
+        variants_manifest=args.variants,
+        workers=args.workers,
+        progress=not args.no_progress,
+        container_params=extra,
+    )
 
 
 def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> Path:
@@ -534,6 +593,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multidnn-replay: interrupted", file=sys.stderr)
         return 130
+    import json
+
+    from multidnn_sched.evaluation.replay_report import comparison_table
+
+    print(comparison_table(json.loads(path.read_text())))
     print(path)
     return 0
 

@@ -1,4 +1,4 @@
-"""Report of a ``multidnn-replay`` run: per-mode latency, accuracy, drops, memory; JSON, Markdown and PNG plots.
+"""Report of a ``multidnn-replay`` run: latency, accuracy, drops, memory per mode; JSON, Markdown, PNG.
 
 JSON shape (``report.json``)::
 
@@ -25,7 +25,7 @@ import numpy as np
 from multidnn_sched.evaluation.replay import STAGES, BagData, ModeRun, Output, ReplayOptions
 
 VISIBLE_IGNORE_BELOW = 0.5
-"""Ground-truth objects less visible than this are ignored by every metric (the metrics module's convention)."""
+"""GT objects less visible than this are ignored by every metric (the metrics module's convention)."""
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -123,42 +123,76 @@ def accuracy(run: ModeRun, bag: BagData, reference: ModeRun | None) -> dict[str,
 
     use_gt = bag.ground_truth is not None
     if not use_gt and (reference is None or reference is run):
-        return {node: {"accuracy": None, "accuracy_metric": "none (no ground truth, no baseline)"}
-                for node, _, _ in STAGES}
+        return {
+            node: {"accuracy": None, "accuracy_metric": "none (no ground truth, no baseline)"}
+            for node, _, _ in STAGES
+        }
     det = _by_stamp(run.outputs.get("detections", []))
     trk = _by_stamp(run.outputs.get("tracks", []))
     cls = _by_stamp(run.outputs.get("classified", []))
     preds, gts, tracking, classified = [], [], [], []
     for frame, stamp in enumerate(sorted(run.published)):
-        ref = _reference_from_gt(bag, run.frame_of_stamp[stamp]) if use_gt else _reference_from_run(reference, stamp)
+        ref = (
+            _reference_from_gt(bag, run.frame_of_stamp[stamp])
+            if use_gt
+            else _reference_from_run(reference, stamp)
+        )
         ignore = ref.get("ignore")
         d = det.get(stamp)
-        preds.append(FramePredictions(frame, d.boxes_xyxy if d else np.zeros((0, 4)), d.scores if d else np.zeros(0),
-                                      _labels(d.class_ids, CLASSES) if d else np.zeros(0, np.int64)))
+        preds.append(
+            FramePredictions(
+                frame,
+                d.boxes_xyxy if d else np.zeros((0, 4)),
+                d.scores if d else np.zeros(0),
+                _labels(d.class_ids, CLASSES) if d else np.zeros(0, np.int64),
+            )
+        )
         gts.append(FrameGroundTruth(frame, ref["boxes"], ref["labels"], ignore))
         t = trk.get(stamp)
-        tracking.append(TrackingFrame(
-            frame, ref["ids"], ref.get("track_boxes", ref["boxes"]),
-            np.array([int(i) for i in t.ids], np.int64) if t else np.zeros(0, np.int64),
-            t.boxes_xyxy if t else np.zeros((0, 4)), ignore))
+        tracking.append(
+            TrackingFrame(
+                frame,
+                ref["ids"],
+                ref.get("track_boxes", ref["boxes"]),
+                np.array([int(i) for i in t.ids], np.int64) if t else np.zeros(0, np.int64),
+                t.boxes_xyxy if t else np.zeros((0, 4)),
+                ignore,
+            )
+        )
         c = cls.get(stamp)
-        classified.append(ClassifiedFrame(
-            frame, c.boxes_xyxy if c else np.zeros((0, 4)),
-            _labels(c.attributes, ATTRIBUTES) if c else np.zeros(0, np.int64),
-            ref.get("cls_boxes", ref["boxes"]), ref["attributes"], ignore))
+        classified.append(
+            ClassifiedFrame(
+                frame,
+                c.boxes_xyxy if c else np.zeros((0, 4)),
+                _labels(c.attributes, ATTRIBUTES) if c else np.zeros(0, np.int64),
+                ref.get("cls_boxes", ref["boxes"]),
+                ref["attributes"],
+                ignore,
+            )
+        )
     suffix = "" if use_gt else " (agreement with baseline)"
     det_map = detection_map(preds, gts)
     mot = tracking_metrics(tracking)
     top1 = classification_accuracy(classified)
     idf1 = float(mot["idf1"])
     return {
-        "detector": {"accuracy": float(det_map["map50"]), "accuracy_metric": "mAP@0.5" + suffix,
-                     "map": float(det_map["map"])},
-        "tracker": {"accuracy": None if math.isnan(idf1) else idf1, "accuracy_metric": "IDF1" + suffix,
-                    "mota": _finite(mot["mota"]), "id_switches": int(mot["num_switches"])},
-        "classifier": {"accuracy": float(top1["top1"]) * float(top1["coverage"]),
-                       "accuracy_metric": "attribute top-1 x coverage" + suffix,
-                       "top1": float(top1["top1"]), "coverage": float(top1["coverage"])},
+        "detector": {
+            "accuracy": float(det_map["map50"]),
+            "accuracy_metric": "mAP@0.5" + suffix,
+            "map": float(det_map["map"]),
+        },
+        "tracker": {
+            "accuracy": None if math.isnan(idf1) else idf1,
+            "accuracy_metric": "IDF1" + suffix,
+            "mota": _finite(mot["mota"]),
+            "id_switches": int(mot["num_switches"]),
+        },
+        "classifier": {
+            "accuracy": float(top1["top1"]) * float(top1["coverage"]),
+            "accuracy_metric": "attribute top-1 x coverage" + suffix,
+            "top1": float(top1["top1"]),
+            "coverage": float(top1["coverage"]),
+        },
     }
 
 
@@ -178,8 +212,13 @@ def memory_and_messages(run: ModeRun) -> tuple[dict[str, Any], dict[str, Any]]:
     base = after_first[0] if after_first else None
     final = rss[-1] if rss else None
     growth = (final - base) / base * 100.0 if base and final else None
-    memory = {"start_mb": rss[0] if rss else None, "after_first_loop_mb": base, "end_mb": final,
-              "peak_mb": max(rss) if rss else None, "growth_after_first_loop_pct": growth}
+    memory = {
+        "start_mb": rss[0] if rss else None,
+        "after_first_loop_mb": base,
+        "end_mb": final,
+        "peak_mb": max(rss) if rss else None,
+        "growth_after_first_loop_pct": growth,
+    }
     published = len(run.published)
     messages: dict[str, Any] = {"published_images": published}
     for node, counters in run.node_counters.items():
@@ -199,8 +238,14 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
     """The report's JSON content (without plots)."""
     reference = next((r for r in runs if r.mode == "baseline"), None)
     rate = options.rate_hz or 1e9 / bag.period_ns
-    report: dict[str, Any] = {"bag": str(options.bag), "frames": len(bag.images), "rate_hz": rate,
-                              "ground_truth": bag.ground_truth is not None, "modes": {}, "comparison": {}}
+    report: dict[str, Any] = {
+        "bag": str(options.bag),
+        "frames": len(bag.images),
+        "rate_hz": rate,
+        "ground_truth": bag.ground_truth is not None,
+        "modes": {},
+        "comparison": {},
+    }
     for run in runs:
         latencies = stage_latencies(run)
         scores = accuracy(run, bag, reference)
@@ -211,10 +256,17 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
             entry.update(scores.get(node, {}))
             models[node] = entry
         report["modes"][run.mode] = {
-            "models": models, "wall_sec": run.wall_sec, "loops": run.loops, "published": len(run.published),
-            "rss": memory, "messages": messages, "runtime_dropped": run.runtime_dropped,
-            "decisions": [{"time_sec": t, "model": m, "block": b, "action": a, "reason": r}
-                          for t, m, b, a, r in run.decisions],
+            "models": models,
+            "wall_sec": run.wall_sec,
+            "loops": run.loops,
+            "published": len(run.published),
+            "rss": memory,
+            "messages": messages,
+            "runtime_dropped": run.runtime_dropped,
+            "decisions": [
+                {"time_sec": t, "model": m, "block": b, "action": a, "reason": r}
+                for t, m, b, a, r in run.decisions
+            ],
         }
     if reference is not None:
         base = report["modes"]["baseline"]["models"]
@@ -222,9 +274,11 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
             if mode == "baseline":
                 continue
             report["comparison"][mode] = {
-                node: {"p99_ratio": _ratio(m["p99_ms"], base[node]["p99_ms"]),
-                       "e2e_p99_ratio": _ratio(m["e2e_p99_ms"], base[node]["e2e_p99_ms"]),
-                       "accuracy_ratio": _ratio(m.get("accuracy"), base[node].get("accuracy"))}
+                node: {
+                    "p99_ratio": _ratio(m["p99_ms"], base[node]["p99_ms"]),
+                    "e2e_p99_ratio": _ratio(m["e2e_p99_ms"], base[node]["e2e_p99_ms"]),
+                    "accuracy_ratio": _ratio(m.get("accuracy"), base[node].get("accuracy")),
+                }
                 for node, m in entry["models"].items()
             }
     return report
@@ -246,35 +300,53 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The Markdown summary: one table per mode, then the ratios to the baseline."""
-    lines = [f"# Replay report: {report['bag']}", "",
-             f"{report['frames']} frames at {report['rate_hz']:.1f} Hz; ground truth: "
-             f"{'yes' if report['ground_truth'] else 'no (agreement with baseline)'}", ""]
-    lines += ["| mode | model | p50 ms | p99 ms | e2e p99 ms | answered | missing | accuracy | metric |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Replay report: {report['bag']}",
+        "",
+        f"{report['frames']} frames at {report['rate_hz']:.1f} Hz; ground truth: "
+        f"{'yes' if report['ground_truth'] else 'no (agreement with baseline)'}",
+        "",
+    ]
+    lines += [
+        "| mode | model | p50 ms | p99 ms | e2e p99 ms | answered | missing | accuracy | metric |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for mode, entry in report["modes"].items():
         for node, m in entry["models"].items():
-            lines.append(f"| {mode} | {node} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | "
-                         f"{_fmt(m['e2e_p99_ms'])} | {m['answered']} | {m['missing']} | "
-                         f"{_fmt(m.get('accuracy'), 3)} | {m.get('accuracy_metric', '')} |")
+            lines.append(
+                f"| {mode} | {node} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | "
+                f"{_fmt(m['e2e_p99_ms'])} | {m['answered']} | {m['missing']} | "
+                f"{_fmt(m.get('accuracy'), 3)} | {m.get('accuracy_metric', '')} |"
+            )
     if report["comparison"]:
-        lines += ["", "| mode | model | p99 / baseline | e2e p99 / baseline | accuracy / baseline |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| mode | model | p99 / baseline | e2e p99 / baseline | accuracy / baseline |",
+            "|---|---|---|---|---|",
+        ]
         for mode, table in report["comparison"].items():
             for node, r in table.items():
-                lines.append(f"| {mode} | {node} | {_fmt(r['p99_ratio'], 2)} | {_fmt(r['e2e_p99_ratio'], 2)} | "
-                             f"{_fmt(r['accuracy_ratio'], 3)} |")
-    lines += ["", "| mode | wall s | loops | RSS end MB | RSS growth after loop 1 % | decisions |",
-              "|---|---|---|---|---|---|"]
+                lines.append(
+                    f"| {mode} | {node} | {_fmt(r['p99_ratio'], 2)} | {_fmt(r['e2e_p99_ratio'], 2)} | "
+                    f"{_fmt(r['accuracy_ratio'], 3)} |"
+                )
+    lines += [
+        "",
+        "| mode | wall s | loops | RSS end MB | RSS growth after loop 1 % | decisions |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode, entry in report["modes"].items():
-        lines.append(f"| {mode} | {_fmt(entry['wall_sec'])} | {entry['loops']} | {_fmt(entry['rss']['end_mb'])} | "
-                     f"{_fmt(entry['rss']['growth_after_first_loop_pct'], 2)} | {len(entry['decisions'])} |")
+        lines.append(
+            f"| {mode} | {_fmt(entry['wall_sec'])} | {entry['loops']} | {_fmt(entry['rss']['end_mb'])} | "
+            f"{_fmt(entry['rss']['growth_after_first_loop_pct'], 2)} | {len(entry['decisions'])} |"
+        )
     if report.get("plots"):
         lines += [""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
 
 
 def plot(runs: Sequence[ModeRun], out_dir: Path) -> list[str]:
-    """Latency CDF per model and mode, per-block LAG over time, serialize / swap timeline. Returns file names."""
+    """Latency CDF per model and mode, per-block LAG over time, decision timeline; returns file names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,9 +390,13 @@ def plot(runs: Sequence[ModeRun], out_dir: Path) -> list[str]:
         for run in shared:
             for t, model, block, action, _ in run.decisions:
                 row = rows.setdefault(f"{run.mode}: {model}/{block}", len(rows))
-                colour = "tab:red" if "sequential" in action else "tab:blue" if "variant" in action else "tab:gray"
+                colour = (
+                    "tab:red" if "sequential" in action else "tab:blue" if "variant" in action else "tab:gray"
+                )
                 ax.scatter([t], [row], c=colour, s=18)
-                ax.annotate(action.split("=")[-1], (t, row), fontsize=6, xytext=(2, 3), textcoords="offset points")
+                ax.annotate(
+                    action.split("=")[-1], (t, row), fontsize=6, xytext=(2, 3), textcoords="offset points"
+                )
         ax.set_yticks(range(len(rows)), list(rows), fontsize=6)
         ax.set(title="decisions: red = serialize, blue = variant swap, grey = other", xlabel="time (s)")
         ax.grid(True, alpha=0.3)
@@ -354,7 +430,7 @@ def accuracy_plot(report: dict[str, Any], out_dir: Path) -> str:
 
 
 def write_report(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> Path:
-    """Write ``report.json``, ``report.md`` and the PNG plots into ``options.report_dir``; returns the JSON."""
+    """Write ``report.json``, ``report.md`` and PNG plots into ``options.report_dir``; returns the JSON."""
     out_dir = Path(options.report_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = summarize(runs, bag, options)
@@ -371,3 +447,20 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating,)):
         return float(value)
     raise TypeError(f"report.json: cannot serialize {type(value).__name__}")
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """A short plain-text table (mode, model, p50 / p99 ms, accuracy, ratios to baseline) for the terminal."""
+    header = (f"{'mode':<12} {'model':<11} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'p99/base':>9} "
+              f"{'acc/base':>9}")
+    lines = [header, "-" * len(header)]
+    for mode, entry in report["modes"].items():
+        ratios = report.get("comparison", {}).get(mode, {})
+        for node, m in entry["models"].items():
+            r = ratios.get(node, {})
+            lines.append(
+                f"{mode:<12} {node:<11} {_fmt(m['p50_ms']):>8} {_fmt(m['p99_ms']):>8} "
+                f"{_fmt(m.get('accuracy'), 3):>9} {_fmt(r.get('p99_ratio'), 2):>9} "
+                f"{_fmt(r.get('accuracy_ratio'), 3):>9}"
+            )
+    return "\n".join(lines)

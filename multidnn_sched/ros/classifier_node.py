@@ -43,20 +43,32 @@ class ClassifierNode(PerceptionNode):
         node_name: ROS node name.
     """
 
-    def __init__(self, runtime: ModelRuntime, task: CropTask, context: Context | None = None,
-                 parameter_overrides: list[Parameter] | None = None, node_name: str = "classifier") -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        task: CropTask,
+        context: Context | None = None,
+        parameter_overrides: list[Parameter] | None = None,
+        node_name: str = "classifier",
+    ) -> None:
         super().__init__(node_name, "classifier", CLASSIFIER_PARAMS, runtime, context, parameter_overrides)
         self._task = task
         self._pairer = StampPairer()
         self.full_frame = self.values["mode"] == "full_frame"
-        self.image_subscription = self.create_subscription(Image, "image", self._on_image, self.image_qos(),
-                                                           callback_group=self.callback_group)
+        self.image_subscription = self.create_subscription(
+            Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group
+        )
         if self.full_frame:
             self.publisher = self.create_publisher(Classification, "classification", OUTPUT_QOS_DEPTH)
         else:
             self.publisher = self.create_publisher(Detection2DArray, "classified", OUTPUT_QOS_DEPTH)
             self.tracks_subscription = self.create_subscription(
-                Detection2DArray, "tracks", self._on_tracks, OUTPUT_QOS_DEPTH, callback_group=self.callback_group)
+                Detection2DArray,
+                "tracks",
+                self._on_tracks,
+                OUTPUT_QOS_DEPTH,
+                callback_group=self.callback_group,
+            )
 
     def _on_image(self, msg: Image) -> None:
         if self.full_frame:
@@ -105,13 +117,17 @@ class ClassifierNode(PerceptionNode):
 
         def publish(logits: object) -> None:
             probs = softmax(logits)
-            labels = {int(i): (self._label(int(np.argmax(p))), float(np.max(p))) for i, p in zip(order, probs, strict=True)}
+            labels = {
+                int(i): (self._label(int(np.argmax(p))), float(np.max(p)))
+                for i, p in zip(order, probs, strict=True)
+            }
             self._publish_objects(header, tracks, labels, start_ms)
 
         self.run_model(self._task.preprocess(frame, parsed.boxes_xyxy[order]), publish)
 
-    def _publish_objects(self, header: Header, tracks: Detection2DArray, labels: dict[int, tuple[str, float]],
-                         start_ms: float) -> None:
+    def _publish_objects(
+        self, header: Header, tracks: Detection2DArray, labels: dict[int, tuple[str, float]], start_ms: float
+    ) -> None:
         out = Detection2DArray(header=header)
         for i, det in enumerate(tracks.detections):
             det.header = header

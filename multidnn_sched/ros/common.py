@@ -39,9 +39,12 @@ def stamp_ns(stamp: Time) -> int:
 
 def image_qos(reliability: str) -> QoSProfile:
     """REP-2003 sensor-data QoS (keep last 5, best effort), reliability overridable (``"reliable"``)."""
-    profile = QoSProfile(depth=qos_profile_sensor_data.depth, history=qos_profile_sensor_data.history,
-                         durability=qos_profile_sensor_data.durability,
-                         reliability=qos_profile_sensor_data.reliability)
+    profile = QoSProfile(
+        depth=qos_profile_sensor_data.depth,
+        history=qos_profile_sensor_data.history,
+        durability=qos_profile_sensor_data.durability,
+        reliability=qos_profile_sensor_data.reliability,
+    )
     if reliability == "reliable":
         profile.reliability = ReliabilityPolicy.RELIABLE
     return profile
@@ -95,18 +98,23 @@ class PerceptionNode(Node):
         except ImageConversionError as error:
             cause = str(getattr(error, "cause", "invalid"))
             if self.stats.on_bad_input(cause):
-                self.get_logger().warning(f"dropping malformed Image ({cause}): {error} "
-                                          "(logged once per cause; counted on /diagnostics)")
+                self.get_logger().warning(
+                    f"dropping malformed Image ({cause}): {error} "
+                    "(logged once per cause; counted on /diagnostics)"
+                )
             return None
 
     def drop(self, cause: str, detail: str = "") -> None:
         """Count a dropped frame and log the first one of each cause."""
         if self.stats.on_dropped(cause):
-            self.get_logger().info(f"dropped a frame ({cause}){': ' + detail if detail else ''} "
-                                   "(logged once per cause; counted on /diagnostics)")
+            self.get_logger().info(
+                f"dropped a frame ({cause}){': ' + detail if detail else ''} "
+                "(logged once per cause; counted on /diagnostics)"
+            )
 
-    def run_model(self, carry: Any, on_output: Callable[[Any], None],
-                  on_failure: Callable[[], None] | None = None) -> None:
+    def run_model(
+        self, carry: Any, on_output: Callable[[Any], None], on_failure: Callable[[], None] | None = None
+    ) -> None:
         """Submit ``carry`` to this node's model and call ``on_output(output)`` when it is done.
 
         Drops (queue policy), shutdown and model errors are counted, never raised into the executor; then
@@ -115,8 +123,9 @@ class PerceptionNode(Node):
         future = self.runtime.submit(self.model, carry)
         future.add_done_callback(lambda done: self._finish(done, on_output, on_failure))
 
-    def _finish(self, future: Future, on_output: Callable[[Any], None],
-                on_failure: Callable[[], None] | None) -> None:
+    def _finish(
+        self, future: Future, on_output: Callable[[Any], None], on_failure: Callable[[], None] | None
+    ) -> None:
         try:
             output = future.result()
         except FrameDroppedError:

@@ -22,7 +22,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.exceptions import CheckpointError, ConfigError
 from multidnn_sched.ros.classifier_node import ClassifierNode
 from multidnn_sched.ros.common import PerceptionNode
 from multidnn_sched.ros.detector_node import DetectorNode
@@ -131,16 +131,24 @@ class PerceptionContainer:
             self.nodes[name] = self._make_node(name, tasks, context, overrides.get(name))
         self.node.add_on_set_parameters_callback(self._on_set_parameters)
         self.diagnostics_publisher = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.diagnostics_timer = self.node.create_timer(float(self.values["diagnostics_period_sec"]),
-                                                        self.publish_diagnostics)
+        self.diagnostics_timer = self.node.create_timer(
+            float(self.values["diagnostics_period_sec"]), self.publish_diagnostics
+        )
 
-    def _make_node(self, name: str, tasks: PerceptionTasks, context: Context | None,
-                   overrides: list[Parameter] | None) -> PerceptionNode:
+    def _make_node(
+        self, name: str, tasks: PerceptionTasks, context: Context | None, overrides: list[Parameter] | None
+    ) -> PerceptionNode:
         if name == "detector":
             return DetectorNode(self.runtime, tasks.detector, context, overrides)
         if name == "tracker":
-            return TrackerNode(self.runtime, tasks.embedder, tasks.make_tracker, list(tasks.detector.class_names),
-                               context, overrides)
+            return TrackerNode(
+                self.runtime,
+                tasks.embedder,
+                tasks.make_tracker,
+                list(tasks.detector.class_names),
+                context,
+                overrides,
+            )
         return ClassifierNode(self.runtime, tasks.classifier, context, overrides)
 
     @property
@@ -184,8 +192,12 @@ class PerceptionContainer:
         """Publish one ``DiagnosticArray`` (nodes, models' blocks, recent decisions)."""
         deadlines = {m: float(self.values[f"models.{m}.deadline_ms"]) for m in MODEL_NAMES}
         array = build_diagnostic_array(
-            [node.stats.snapshot() for node in self.nodes.values()], self.runtime.status(),
-            self.node.get_clock().now().to_msg(), deadlines, hardware_id=self.node.get_name())
+            [node.stats.snapshot() for node in self.nodes.values()],
+            self.runtime.status(),
+            self.node.get_clock().now().to_msg(),
+            deadlines,
+            hardware_id=self.node.get_name(),
+        )
         self.diagnostics_publisher.publish(array)
 
     def add_to(self, executor: MultiThreadedExecutor) -> None:
@@ -203,7 +215,9 @@ class PerceptionContainer:
 class SpinThread:
     """A ``MultiThreadedExecutor`` spinning in a thread; :meth:`stop` shuts it down and joins the thread."""
 
-    def __init__(self, nodes: Sequence[Node], context: Context | None = None, num_threads: int = SPIN_THREADS) -> None:
+    def __init__(
+        self, nodes: Sequence[Node], context: Context | None = None, num_threads: int = SPIN_THREADS
+    ) -> None:
         self.executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
         for node in nodes:
             self.executor.add_node(node)
@@ -233,9 +247,18 @@ def _strip_flag(args: list[str], flag: str) -> tuple[list[str], bool]:
     return [a for a in args if a != flag], flag in args
 
 
-def run(args: list[str] | None = None, node_names: Sequence[str] | None = None,
-        container_name: str = "perception_container") -> int:
-    """Init rclpy, build the container, spin until Ctrl-C / external shutdown, tear down with joins."""
+def run(
+    args: list[str] | None = None,
+    node_names: Sequence[str] | None = None,
+    container_name: str = "perception_container",
+    runtime_factory: RuntimeFactory = default_runtime_factory,
+    tasks: PerceptionTasks | None = None,
+) -> int:
+    """Init rclpy, build the container, spin until Ctrl-C / external shutdown, tear down with joins.
+
+    Returns:
+        The process exit status: 0 after Ctrl-C or an external shutdown, 2 for a bad parameter / model file.
+    """
     import rclpy
 
     argv, baseline = _strip_flag(list(sys.argv if args is None else args), "--baseline")
@@ -247,16 +270,24 @@ def run(args: list[str] | None = None, node_names: Sequence[str] | None = None,
     container: PerceptionContainer | None = None
     spinner: SpinThread | None = None
     try:
-        container = PerceptionContainer(context=context, parameter_overrides=overrides, container_name=container_name,
-                                        baseline=True if baseline else None)
+        container = PerceptionContainer(
+            context=context,
+            tasks=tasks,
+            runtime_factory=runtime_factory,
+            parameter_overrides=overrides,
+            container_name=container_name,
+            baseline=True if baseline else None,
+        )
         container.node.get_logger().info(
-            f"running nodes {container.node_names} ({'baseline' if container.values['baseline'] else 'blocks'})")
+            f"running nodes {container.node_names} "
+            f"({'baseline' if container.values['baseline'] else 'blocks'})"
+        )
         spinner = SpinThread(container.all_nodes, context).start()
         while spinner.thread.is_alive():
             spinner.thread.join(timeout=0.2)
         return 0
-    except ConfigError as error:
-        print(f"perception_container: {error}", file=sys.stderr)
+    except (ConfigError, CheckpointError) as error:
+        print(f"{container_name}: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0

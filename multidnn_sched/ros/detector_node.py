@@ -28,13 +28,20 @@ class DetectorNode(PerceptionNode):
         node_name: ROS node name.
     """
 
-    def __init__(self, runtime: ModelRuntime, task: DetectorTask, context: Context | None = None,
-                 parameter_overrides: list[Parameter] | None = None, node_name: str = "detector") -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        task: DetectorTask,
+        context: Context | None = None,
+        parameter_overrides: list[Parameter] | None = None,
+        node_name: str = "detector",
+    ) -> None:
         super().__init__(node_name, "detector", DETECTOR_PARAMS, runtime, context, parameter_overrides)
         self._task = task
         self.publisher = self.create_publisher(Detection2DArray, "detections", OUTPUT_QOS_DEPTH)
-        self.subscription = self.create_subscription(Image, "image", self._on_image, self.image_qos(),
-                                                     callback_group=self.callback_group)
+        self.subscription = self.create_subscription(
+            Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group
+        )
 
     def _on_image(self, msg: Image) -> None:
         start_ms = now_ms()
@@ -47,10 +54,21 @@ class DetectorNode(PerceptionNode):
 
         def publish(output: object) -> None:
             detections = self._task.postprocess(
-                output, float(self.values["score_threshold"]), float(self.values["nms_iou_threshold"]),
-                (width, height), int(self.values["max_detections"]))
-            self.publisher.publish(detections_to_msg(header, detections.boxes_xyxy, detections.scores,
-                                                   detections.labels, self._task.class_names))
+                output,
+                float(self.values["score_threshold"]),
+                float(self.values["nms_iou_threshold"]),
+                (width, height),
+                int(self.values["max_detections"]),
+            )
+            self.publisher.publish(
+                detections_to_msg(
+                    header,
+                    detections.boxes_xyxy,
+                    detections.scores,
+                    detections.labels,
+                    self._task.class_names,
+                )
+            )
             self.stats.on_processed(now_ms() - start_ms)
 
         self.run_model(self._task.preprocess(frame), publish)

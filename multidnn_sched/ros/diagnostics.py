@@ -42,16 +42,29 @@ def node_status(snapshot: NodeSnapshot, deadline_ms: float | None, hardware_id: 
         KeyValue(key="dropped", value=str(snapshot.dropped)),
         KeyValue(key="bad_inputs", value=str(snapshot.bad_input_total)),
     ]
-    values += [KeyValue(key=f"dropped.{cause}", value=str(n)) for cause, n in sorted(snapshot.drop_causes.items())]
-    values += [KeyValue(key=f"bad_inputs.{cause}", value=str(n)) for cause, n in sorted(snapshot.bad_inputs.items())]
+    values += [
+        KeyValue(key=f"dropped.{cause}", value=str(n)) for cause, n in sorted(snapshot.drop_causes.items())
+    ]
+    values += [
+        KeyValue(key=f"bad_inputs.{cause}", value=str(n)) for cause, n in sorted(snapshot.bad_inputs.items())
+    ]
     problems = []
-    if deadline_ms is not None and snapshot.latency_p99_ms is not None and snapshot.latency_p99_ms > deadline_ms:
+    if (
+        deadline_ms is not None
+        and snapshot.latency_p99_ms is not None
+        and snapshot.latency_p99_ms > deadline_ms
+    ):
         problems.append(f"p99 {snapshot.latency_p99_ms:.1f} ms > deadline {deadline_ms:.1f} ms")
     if snapshot.bad_input_total:
         problems.append(f"{snapshot.bad_input_total} malformed inputs dropped")
     level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-    return DiagnosticStatus(level=level, name=f"{PREFIX}/node/{snapshot.node}", hardware_id=hardware_id,
-                            message="; ".join(problems) or "ok", values=values)
+    return DiagnosticStatus(
+        level=level,
+        name=f"{PREFIX}/node/{snapshot.node}",
+        hardware_id=hardware_id,
+        message="; ".join(problems) or "ok",
+        values=values,
+    )
 
 
 def model_statuses(status: RuntimeStatus, hardware_id: str) -> list[DiagnosticStatus]:
@@ -67,19 +80,35 @@ def model_statuses(status: RuntimeStatus, hardware_id: str) -> list[DiagnosticSt
     out = []
     for model, values in by_model.items():
         values.append(KeyValue(key="runtime_dropped", value=str(status.dropped.get(model, 0))))
-        swapped = [v.key.rsplit(".", 1)[0] for v in values if v.key.endswith(".variant") and v.value != "original"]
+        swapped = [
+            v.key.rsplit(".", 1)[0] for v in values if v.key.endswith(".variant") and v.value != "original"
+        ]
         message = f"swapped: {', '.join(swapped)}" if swapped else "ok"
-        out.append(DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{PREFIX}/model/{model}",
-                                    hardware_id=hardware_id, message=message, values=values))
+        out.append(
+            DiagnosticStatus(
+                level=DiagnosticStatus.OK,
+                name=f"{PREFIX}/model/{model}",
+                hardware_id=hardware_id,
+                message=message,
+                values=values,
+            )
+        )
     return out
 
 
 def decisions_status(status: RuntimeStatus, hardware_id: str) -> DiagnosticStatus:
     """The last :data:`DECISIONS_SHOWN` decisions with their reasons."""
     recent = status.decisions[-DECISIONS_SHOWN:]
-    values = [KeyValue(key=f"{d.time_sec:.3f} {d.model}/{d.block}", value=f"{d.action}: {d.reason}") for d in recent]
-    return DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{PREFIX}/decisions", hardware_id=hardware_id,
-                            message=f"{len(status.decisions)} recent decisions", values=values)
+    values = [
+        KeyValue(key=f"{d.time_sec:.3f} {d.model}/{d.block}", value=f"{d.action}: {d.reason}") for d in recent
+    ]
+    return DiagnosticStatus(
+        level=DiagnosticStatus.OK,
+        name=f"{PREFIX}/decisions",
+        hardware_id=hardware_id,
+        message=f"{len(status.decisions)} recent decisions",
+        values=values,
+    )
 
 
 def build_diagnostic_array(
@@ -100,12 +129,13 @@ def build_diagnostic_array(
 
 
 def diagnostics_to_dict(array: DiagnosticArray) -> dict[str, dict[str, str]]:
-    """``{status name: {key: value}}`` (plus ``"_message"`` and ``"_level"``), for tests and the replay tool."""
+    """``{status name: {key: value}}`` plus ``"_message"`` and ``"_level"`` (tests, replay tool)."""
     out: dict[str, dict[str, str]] = {}
     for status in array.status:
         entry = {kv.key: kv.value for kv in status.values}
         entry["_message"] = status.message
-        entry["_level"] = str(int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
-                              else int(status.level))
+        entry["_level"] = str(
+            int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level)
+        )
         out[status.name] = entry
     return out

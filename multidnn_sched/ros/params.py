@@ -52,14 +52,20 @@ class ParamSpec:
 
 
 def _image_qos_spec() -> ParamSpec:
-    return ParamSpec("image_reliability", "best_effort",
-                     "image QoS reliability (REP-2003 sensor data)",
-                     choices=RELIABILITIES, read_only=True)
+    return ParamSpec(
+        "image_reliability",
+        "best_effort",
+        "image QoS reliability (REP-2003 sensor data)",
+        choices=RELIABILITIES,
+        read_only=True,
+    )
 
 
 DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("score_threshold", 0.3, "minimum detection score kept", 0.0, 1.0),
-    ParamSpec("nms_iou_threshold", 0.5, "IoU above which a lower-scored same-class box is suppressed", 0.0, 1.0),
+    ParamSpec(
+        "nms_iou_threshold", 0.5, "IoU above which a lower-scored same-class box is suppressed", 0.0, 1.0
+    ),
     ParamSpec("max_detections", 50, "most detections published per image", 1, 1000),
     _image_qos_spec(),
 )
@@ -67,15 +73,22 @@ DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
 TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_age_frames", 30, "frames a track survives without a matching detection", 1, 1000),
     ParamSpec("min_hits", 2, "consecutive matched frames before a track is published", 1, 100),
-    ParamSpec("max_cosine_distance", 0.4, "appearance gate: largest embedding cosine distance matched", 0.0, 2.0),
+    ParamSpec(
+        "max_cosine_distance", 0.4, "appearance gate: largest embedding cosine distance matched", 0.0, 2.0
+    ),
     ParamSpec("appearance_weight", 0.5, "weight of appearance vs motion cost in the association", 0.0, 1.0),
     ParamSpec("max_iou_distance", 0.7, "motion gate: largest 1 - IoU matched", 0.0, 1.0),
     _image_qos_spec(),
 )
 
 CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("mode", "objects", "attribute per tracked object, or one label per image",
-              choices=("objects", "full_frame"), read_only=True),
+    ParamSpec(
+        "mode",
+        "objects",
+        "attribute per tracked object, or one label per image",
+        choices=("objects", "full_frame"),
+        read_only=True,
+    ),
     ParamSpec("max_objects", 32, "most objects classified per image (highest-scored first)", 1, 1024),
     _image_qos_spec(),
 )
@@ -83,32 +96,65 @@ CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
 
 def _model_specs(model: str, deadline_ms: float, priority: int) -> tuple[ParamSpec, ...]:
     return (
-        ParamSpec(f"models.{model}.deadline_ms", deadline_ms, f"latency target of the {model} per frame",
-                  1.0, 10000.0),
-        ParamSpec(f"models.{model}.priority", priority, f"scheduling priority of the {model} (higher first)", 0, 10),
-        ParamSpec(f"models.{model}.queue_depth", 2, f"frames queued for the {model} before the oldest is dropped",
-                  1, 64, read_only=True),
+        ParamSpec(
+            f"models.{model}.deadline_ms",
+            deadline_ms,
+            f"latency target of the {model} per frame",
+            1.0,
+            10000.0,
+        ),
+        ParamSpec(
+            f"models.{model}.priority", priority, f"scheduling priority of the {model} (higher first)", 0, 10
+        ),
+        ParamSpec(
+            f"models.{model}.queue_depth",
+            2,
+            f"frames queued for the {model} before the oldest is dropped",
+            1,
+            64,
+            read_only=True,
+        ),
     )
 
 
 CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("nodes", "detector,tracker,classifier", "comma-separated nodes this container runs",
-              read_only=True),
-    ParamSpec("baseline", False, "run each model whole in its node callback, no shared executor (comparison)",
-              read_only=True),
+    ParamSpec(
+        "nodes", "detector,tracker,classifier", "comma-separated nodes this container runs", read_only=True
+    ),
+    ParamSpec(
+        "baseline",
+        False,
+        "run each model whole in its node callback, no shared executor (comparison)",
+        read_only=True,
+    ),
     ParamSpec("workers", 2, "BlockExecutor worker threads", 1, 64, read_only=True),
     ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
     ParamSpec("lag.ema_alpha", 0.2, "EMA weight of the newest latency / LAG sample", 0.01, 1.0),
-    ParamSpec("policy.lag_serialize_ms", 1.0, "minimum predicted LAG for a block to be serialized", 0.0, 10000.0),
-    ParamSpec("policy.lag_serialize_ratio", 0.25, "minimum predicted LAG / solo latency to serialize", 0.0, 100.0),
-    ParamSpec("policy.hysteresis", 0.15, "a model is comfortable below deadline * (1 - hysteresis)", 0.0, 0.95),
+    ParamSpec(
+        "policy.lag_serialize_ms", 1.0, "minimum predicted LAG for a block to be serialized", 0.0, 10000.0
+    ),
+    ParamSpec(
+        "policy.lag_serialize_ratio", 0.25, "minimum predicted LAG / solo latency to serialize", 0.0, 100.0
+    ),
+    ParamSpec(
+        "policy.hysteresis", 0.15, "a model is comfortable below deadline * (1 - hysteresis)", 0.0, 0.95
+    ),
     ParamSpec("policy.min_dwell_sec", 2.0, "least time between two changes of one block", 0.0, 600.0),
-    ParamSpec("policy.settle_sec", 1.0, "after a change to a model, wait this long before the next", 0.0, 600.0),
-    ParamSpec("policy.accuracy_floor", 0.97, "lowest estimated accuracy (relative to uncompressed) swaps reach",
-              0.01, 1.0),
+    ParamSpec(
+        "policy.settle_sec", 1.0, "after a change to a model, wait this long before the next", 0.0, 600.0
+    ),
+    ParamSpec(
+        "policy.accuracy_floor",
+        0.97,
+        "lowest estimated accuracy (relative to uncompressed) swaps reach",
+        0.01,
+        1.0,
+    ),
     ParamSpec("policy.swap_enabled", True, "allow swapping blocks to lighter variants"),
     ParamSpec("policy.serialize_enabled", True, "allow serializing interfering blocks"),
-    ParamSpec("force_variant", "", "forced variants, 'model/block=variant,...' ('original' undoes a swap; '' none)"),
+    ParamSpec(
+        "force_variant", "", "forced variants, 'model/block=variant,...' ('original' undoes a swap; '' none)"
+    ),
     ParamSpec("force_mode", "", "forced modes, 'model/block=parallel|sequential,...' ('' none)"),
     *_model_specs("detector", 120.0, 5),
     *_model_specs("embedder", 60.0, 4),
@@ -174,7 +220,9 @@ def parse_overrides(text: str, modes_only: bool = False) -> list[Override]:
         model, slash, block = target.strip().partition("/")
         value = value.strip()
         if not sep or not slash or not model or not block.strip() or not value:
-            raise ConfigError(f"{what}: expected entries 'model/block=value' separated by commas, got {entry!r}")
+            raise ConfigError(
+                f"{what}: expected entries 'model/block=value' separated by commas, got {entry!r}"
+            )
         if model not in MODEL_NAMES:
             raise ConfigError(f"{what}: expected a model in {list(MODEL_NAMES)}, got {model!r} in {entry!r}")
         if modes_only and value not in BLOCK_MODES:
@@ -193,9 +241,15 @@ def make_descriptor(spec: ParamSpec) -> ParameterDescriptor:
         descriptor.floating_point_range = [
             FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)
         ]
-    elif (isinstance(spec.default, int) and not isinstance(spec.default, bool)
-          and spec.min_value is not None and spec.max_value is not None):
-        descriptor.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    elif (
+        isinstance(spec.default, int)
+        and not isinstance(spec.default, bool)
+        and spec.min_value is not None
+        and spec.max_value is not None
+    ):
+        descriptor.integer_range = [
+            IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)
+        ]
     return descriptor
 
 

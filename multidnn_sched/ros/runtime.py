@@ -110,7 +110,9 @@ class ModelRuntime(Protocol):
 
     def configure(self, settings: RuntimeSettings) -> None: ...
 
-    def set_override(self, model: str, block: str, mode: str | None = None, variant: str | None = None) -> None:
+    def set_override(
+        self, model: str, block: str, mode: str | None = None, variant: str | None = None
+    ) -> None:
         """Force a block's mode and / or variant (``None``: leave as is; ``"auto"``: back to the policy)."""
         ...
 
@@ -129,8 +131,9 @@ class DirectRuntime:
         clock: seconds, for decision timestamps.
     """
 
-    def __init__(self, models: Mapping[str, Callable[[Carry], Carry]],
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, models: Mapping[str, Callable[[Carry], Carry]], clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self._models = dict(models)
         self._clock = clock
         self._closed = False
@@ -169,10 +172,19 @@ class DirectRuntime:
     def configure(self, settings: RuntimeSettings) -> None:
         del settings  # the baseline has no scheduler
 
-    def set_override(self, model: str, block: str, mode: str | None = None, variant: str | None = None) -> None:
+    def set_override(
+        self, model: str, block: str, mode: str | None = None, variant: str | None = None
+    ) -> None:
         with self._lock:
-            self._decisions.append(DecisionRecord(self._clock(), model, block, "ignored",
-                                                  f"baseline runs models whole (mode={mode}, variant={variant})"))
+            self._decisions.append(
+                DecisionRecord(
+                    self._clock(),
+                    model,
+                    block,
+                    "ignored",
+                    f"baseline runs models whole (mode={mode}, variant={variant})",
+                )
+            )
             del self._decisions[:-DECISION_LOG_SIZE]
 
     def shutdown(self, timeout_sec: float = 5.0) -> bool:

@@ -1,6 +1,6 @@
 """The shared ``BlockExecutor`` behind the :class:`~multidnn_sched.ros.runtime.ModelRuntime` interface.
 
-Every model the container runs is cut into blocks (``partition_model``) and registered on ONE executor with its
+Every model the container runs is cut into blocks (``partition_model``) and registered on ONE executor with
 deadline, priority and queue depth from the container's parameters; the nodes' ``submit`` calls go straight to
 it. Live parameter changes (policy, EMA alpha, deadlines, priorities) are pushed with :meth:`configure`.
 """
@@ -18,7 +18,13 @@ from torch import nn
 
 from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError
 from multidnn_sched.ros.params import ParamValue
-from multidnn_sched.ros.runtime import DECISION_LOG_SIZE, BlockStatus, DecisionRecord, RuntimeSettings, RuntimeStatus
+from multidnn_sched.ros.runtime import (
+    DECISION_LOG_SIZE,
+    BlockStatus,
+    DecisionRecord,
+    RuntimeSettings,
+    RuntimeStatus,
+)
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
@@ -72,8 +78,13 @@ class SharedRuntime:
         settings = settings_from_values(values)
         self._clock = clock
         self.executor = BlockExecutor(
-            "cpu", Policy(settings.policy), schedule=schedule, num_workers=int(values["workers"]), clock=clock,
-            lag_alpha=settings.ema_alpha, decision_interval_sec=DECISION_INTERVAL_SEC,
+            "cpu",
+            Policy(settings.policy),
+            schedule=schedule,
+            num_workers=int(values["workers"]),
+            clock=clock,
+            lag_alpha=settings.ema_alpha,
+            decision_interval_sec=DECISION_INTERVAL_SEC,
         )
         if example_inputs is None:
             example_inputs = {k: v for k, v in default_example_inputs().items() if k in models}
@@ -84,9 +95,12 @@ class SharedRuntime:
                 pm = PartitionedModel(name, pm.blocks, pm.family)
             self.partitioned[name] = pm
             self.executor.register_model(
-                pm, deadline_ms=settings.deadlines_ms.get(name, 100.0), priority=settings.priorities.get(name, 0),
+                pm,
+                deadline_ms=settings.deadlines_ms.get(name, 100.0),
+                priority=settings.priorities.get(name, 0),
                 queue_depth=int(values.get(f"models.{name}.queue_depth", 2)),
-                accuracy=1.0, example_input=example_inputs.get(name),
+                accuracy=1.0,
+                example_input=example_inputs.get(name),
             )
         for (model_name, block), block_variants in (variants or {}).items():
             for variant in block_variants:
@@ -108,10 +122,14 @@ class SharedRuntime:
 
     def status(self) -> RuntimeStatus:
         stats = self.executor.stats()
-        blocks = [BlockStatus(b.model, b.block, b.lag_ms if b.samples else None, b.mode, b.variant)
-                  for b in stats.blocks.values()]
-        decisions = [DecisionRecord(d.time_sec, d.model, d.block, f"{d.kind}={d.value}", d.reason)
-                     for d in self.executor.decisions[-DECISION_LOG_SIZE:]]
+        blocks = [
+            BlockStatus(b.model, b.block, b.lag_ms if b.samples else None, b.mode, b.variant)
+            for b in stats.blocks.values()
+        ]
+        decisions = [
+            DecisionRecord(d.time_sec, d.model, d.block, f"{d.kind}={d.value}", d.reason)
+            for d in self.executor.decisions[-DECISION_LOG_SIZE:]
+        ]
         return RuntimeStatus(blocks, decisions, {name: m.dropped for name, m in stats.models.items()})
 
     def configure(self, settings: RuntimeSettings) -> None:
@@ -120,15 +138,20 @@ class SharedRuntime:
             self.executor.policy.config = PolicyConfig(**vars(settings.policy))
         self.executor.set_lag_alpha(settings.ema_alpha)
         for name in self.partitioned:
-            self.executor.configure_model(name, deadline_ms=settings.deadlines_ms.get(name),
-                                          priority=settings.priorities.get(name))
+            self.executor.configure_model(
+                name, deadline_ms=settings.deadlines_ms.get(name), priority=settings.priorities.get(name)
+            )
 
-    def set_override(self, model: str, block: str, mode: str | None = None, variant: str | None = None) -> None:
-        """Force a block's mode / variant; ``"auto"`` hands the block back to the policy (variant: original)."""
+    def set_override(
+        self, model: str, block: str, mode: str | None = None, variant: str | None = None
+    ) -> None:
+        """Force a block's mode / variant; ``"auto"`` hands it back to the policy (variant: original)."""
         if model not in self.partitioned:
             raise ConfigError(f"expected a model in {sorted(self.partitioned)}, got {model!r}")
         if block not in self.partitioned[model].block_names:
-            raise ConfigError(f"model {model!r} has no block {block!r}; blocks: {self.partitioned[model].block_names}")
+            raise ConfigError(
+                f"model {model!r} has no block {block!r}; blocks: {self.partitioned[model].block_names}"
+            )
         if mode == "auto" or variant == "auto":
             if variant == "auto":
                 self.executor.set_override(model, block, variant=ORIGINAL)
@@ -140,8 +163,9 @@ class SharedRuntime:
         return self.executor.shutdown(timeout_sec)
 
 
-def load_manifest_variants(manifest_path: Path, models: Mapping[str, PartitionedModel]
-                           ) -> dict[tuple[str, str], list[BlockVariant]]:
+def load_manifest_variants(
+    manifest_path: Path, models: Mapping[str, PartitionedModel]
+) -> dict[tuple[str, str], list[BlockVariant]]:
     """Pre-load every usable variant listed in a ``compression_tools`` manifest (sha256-checked).
 
     Raises:
@@ -167,9 +191,20 @@ def load_manifest_variants(manifest_path: Path, models: Mapping[str, Partitioned
         else:
             module = load_variant(path, pm.block(record.block).module).eval()
         baseline = manifest.models.get(record.model)
-        relative = (record.accuracy / baseline.accuracy
-                    if record.accuracy is not None and baseline is not None and baseline.accuracy else None)
-        out.setdefault((record.model, record.block), []).append(BlockVariant(
-            record.name, module, record.kind, record.solo_latency_ms.get("cpu"), relative, record.macs,
-            record.params))
+        relative = (
+            record.accuracy / baseline.accuracy
+            if record.accuracy is not None and baseline is not None and baseline.accuracy
+            else None
+        )
+        out.setdefault((record.model, record.block), []).append(
+            BlockVariant(
+                record.name,
+                module,
+                record.kind,
+                record.solo_latency_ms.get("cpu"),
+                relative,
+                record.macs,
+                record.params,
+            )
+        )
     return out

@@ -51,7 +51,9 @@ class LatencyWindow:
 class RateMeter:
     """Events per second over a sliding window, with an injectable clock (seconds)."""
 
-    def __init__(self, window_sec: float = RATE_WINDOW_SEC, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_sec: float = RATE_WINDOW_SEC, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if window_sec <= 0.0:
             raise ValueError(f"expected window_sec > 0, got {window_sec}")
         self._window_sec = window_sec
@@ -106,7 +108,8 @@ class NodeSnapshot:
         received: input messages received.
         processed: outputs published.
         dropped: frames dropped after reception (queue full, runtime drop, no matching image...).
-        bad_inputs: malformed inputs by cause (``unknown_encoding``, ``bad_step``, ``zero_size``, ``short_data``).
+        bad_inputs: malformed inputs by cause (``unknown_encoding``, ``bad_step``, ``zero_size``,
+            ``short_data``).
         rate_hz: output rate over the last :data:`RATE_WINDOW_SEC` seconds.
         latency_p50_ms: median input-to-output latency (``None``: no sample yet).
         latency_p99_ms: 99th percentile of the same.

@@ -102,26 +102,37 @@ def default_tasks() -> PerceptionTasks:
     from multidnn_sched.scenes.generator import ATTRIBUTES, CLASSES
 
     def postprocess(output: Carry, score: float, nms: float, size: tuple[int, int], top_k: int) -> Detections:
-        return detector_postprocess(output, score_threshold=score, nms_iou_threshold=nms, image_size=size,
-                                    max_detections=top_k)
+        return detector_postprocess(
+            output, score_threshold=score, nms_iou_threshold=nms, image_size=size, max_detections=top_k
+        )
 
     def whole(frame: np.ndarray, size_hw: tuple[int, int]) -> Carry:
         h, w = frame.shape[:2]
-        return crop_batch(frame, np.array([[0.0, 0.0, float(w), float(h)]], np.float32), size_hw, pad_fraction=0.0)
+        return crop_batch(
+            frame, np.array([[0.0, 0.0, float(w), float(h)]], np.float32), size_hw, pad_fraction=0.0
+        )
 
     return PerceptionTasks(
         detector=DetectorTask(detector_preprocess, postprocess, CLASSES),
-        embedder=CropTask(lambda frame, boxes: crop_batch(frame, boxes, EMBEDDER_INPUT_HW),
-                          lambda frame: whole(frame, EMBEDDER_INPUT_HW)),
-        classifier=CropTask(lambda frame, boxes: crop_batch(frame, boxes, CLASSIFIER_INPUT_HW),
-                            lambda frame: whole(frame, CLASSIFIER_INPUT_HW), ATTRIBUTES),
+        embedder=CropTask(
+            lambda frame, boxes: crop_batch(frame, boxes, EMBEDDER_INPUT_HW),
+            lambda frame: whole(frame, EMBEDDER_INPUT_HW),
+        ),
+        classifier=CropTask(
+            lambda frame, boxes: crop_batch(frame, boxes, CLASSIFIER_INPUT_HW),
+            lambda frame: whole(frame, CLASSIFIER_INPUT_HW),
+            ATTRIBUTES,
+        ),
         make_tracker=make_default_tracker,
     )
 
 
 TRACKER_CONFIG_FIELDS: dict[str, str] = {
-    "max_age_frames": "max_age", "min_hits": "n_init", "max_cosine_distance": "max_cosine_distance",
-    "max_iou_distance": "max_iou_distance", "appearance_weight": "appearance_weight",
+    "max_age_frames": "max_age",
+    "min_hits": "n_init",
+    "max_cosine_distance": "max_cosine_distance",
+    "max_iou_distance": "max_iou_distance",
+    "appearance_weight": "appearance_weight",
 }
 """Tracker node parameter -> ``TrackerConfig`` field."""
 
@@ -130,7 +141,9 @@ def make_default_tracker(params: dict[str, Any]) -> TrackerLike:
     """The models package's DeepSORT tracker behind :class:`TrackerLike`."""
     from multidnn_sched.models.tracker import Tracker, TrackerConfig
 
-    config = TrackerConfig(**{field: params[name] for name, field in TRACKER_CONFIG_FIELDS.items() if name in params})
+    config = TrackerConfig(
+        **{field: params[name] for name, field in TRACKER_CONFIG_FIELDS.items() if name in params}
+    )
     return _DeepSortAdapter(Tracker(config))
 
 
@@ -141,5 +154,7 @@ class _DeepSortAdapter:
     def update(self, detections: Detections, embeddings: np.ndarray) -> list[TrackOutput]:
         features = embeddings if len(detections) else None
         tracks = self._tracker.update(detections.boxes_xyxy, detections.scores, detections.labels, features)
-        return [TrackOutput(int(t.track_id), tuple(float(v) for v in t.box_xyxy), float(t.score), int(t.label))
-                for t in tracks]
+        return [
+            TrackOutput(int(t.track_id), tuple(float(v) for v in t.box_xyxy), float(t.score), int(t.label))
+            for t in tracks
+        ]

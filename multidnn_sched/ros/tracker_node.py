@@ -23,7 +23,13 @@ from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import InOrder, StampPairer
 from multidnn_sched.ros.tasks import CropTask, TrackerFactory, TrackerLike
 
-TRACKER_SETTINGS = ("max_age_frames", "min_hits", "max_cosine_distance", "max_iou_distance", "appearance_weight")
+TRACKER_SETTINGS = (
+    "max_age_frames",
+    "min_hits",
+    "max_cosine_distance",
+    "max_iou_distance",
+    "appearance_weight",
+)
 """Parameters handed to the tracker factory (a change restarts the tracker state)."""
 
 
@@ -40,9 +46,16 @@ class TrackerNode(PerceptionNode):
         node_name: ROS node name.
     """
 
-    def __init__(self, runtime: ModelRuntime, task: CropTask, make_tracker: TrackerFactory,
-                 class_names: list[str] | tuple[str, ...], context: Context | None = None,
-                 parameter_overrides: list[Parameter] | None = None, node_name: str = "tracker") -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        task: CropTask,
+        make_tracker: TrackerFactory,
+        class_names: list[str] | tuple[str, ...],
+        context: Context | None = None,
+        parameter_overrides: list[Parameter] | None = None,
+        node_name: str = "tracker",
+    ) -> None:
         super().__init__(node_name, "embedder", TRACKER_PARAMS, runtime, context, parameter_overrides)
         self._task = task
         self._make_tracker = make_tracker
@@ -53,10 +66,16 @@ class TrackerNode(PerceptionNode):
         self._pairer = StampPairer()
         self._last_stamp_ns = -1
         self.publisher = self.create_publisher(Detection2DArray, "tracks", OUTPUT_QOS_DEPTH)
-        self.image_subscription = self.create_subscription(Image, "image", self._on_image, self.image_qos(),
-                                                           callback_group=self.callback_group)
+        self.image_subscription = self.create_subscription(
+            Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group
+        )
         self.detections_subscription = self.create_subscription(
-            Detection2DArray, "detections", self._on_detections, OUTPUT_QOS_DEPTH, callback_group=self.callback_group)
+            Detection2DArray,
+            "detections",
+            self._on_detections,
+            OUTPUT_QOS_DEPTH,
+            callback_group=self.callback_group,
+        )
 
     def _tracker_settings(self) -> dict[str, ParamValue]:
         return {name: self.values[name] for name in TRACKER_SETTINGS}
@@ -101,8 +120,11 @@ class TrackerNode(PerceptionNode):
             boxes = np.array([t.box_xyxy for t in tracks], np.float32).reshape(-1, 4)
             scores = np.array([t.score for t in tracks], np.float32)
             track_labels = np.array([t.label for t in tracks], np.int64)
-            self.publisher.publish(detections_to_msg(header, boxes, scores, track_labels, self._class_names,
-                                                   [str(t.track_id) for t in tracks]))
+            self.publisher.publish(
+                detections_to_msg(
+                    header, boxes, scores, track_labels, self._class_names, [str(t.track_id) for t in tracks]
+                )
+            )
             self.stats.on_processed(now_ms() - start_ms)
 
         if len(detections) == 0:
