@@ -197,7 +197,7 @@ def test_priority_orders_late_models() -> None:
 def test_equal_priority_most_negative_relative_slack_first() -> None:
     policy = Policy(cfg(max_changes=2))
     models = [model("a", 55.0), model("b", 80.0)]
-    blocks = [block("a", "a1", lag_ms=5.0), block("b", "b1", lag_ms=5.0)]
+    blocks = [block("a", "a1", lag_ms=5.0), block("b", "b1", lag_ms=10.0)]
     assert [d.model for d in policy.decide(obs(models, blocks), now_sec=0.0)] == ["b", "a"]
 
 
@@ -213,3 +213,17 @@ def test_bad_config_rejected() -> None:
         PolicyConfig(accuracy_floor=1.5)
     with pytest.raises(ValueError, match="hysteresis"):
         PolicyConfig(hysteresis=1.0)
+
+
+def test_overloaded_model_swaps_instead_of_serializing() -> None:
+    policy = Policy(cfg(serialize_min_cover=0.25))
+    options = (ORIG_10, VariantOption("int8", 4.0, 0.99))
+    # overshoot 150 ms, summed LAG 6 ms < 0.25 * 150: interference cannot explain it -> swap
+    blocks = [block("det", "b1", lag_ms=6.0, options=options)]
+    decisions = policy.decide(obs([model("det", 200.0)], blocks), now_sec=0.0)
+    assert [(d.kind, d.value) for d in decisions] == [("variant", "int8")]
+    assert "model LAG 6.0 ms" in decisions[0].reason
+    # small overshoot explained by LAG -> serialize
+    policy2 = Policy(cfg(serialize_min_cover=0.25))
+    decisions2 = policy2.decide(obs([model("det", 60.0)], blocks), now_sec=0.0)
+    assert [(d.kind, d.value) for d in decisions2] == [("mode", SEQUENTIAL)]

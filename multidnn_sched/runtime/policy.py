@@ -17,7 +17,10 @@ Decision flow of one :meth:`Policy.decide` call (at most ``max_changes`` decisio
    (most negative first).
 2. Serialize: a late model's parallel block whose LAG is at least ``lag_serialize_ms`` and
    ``lag_serialize_ratio * solo`` goes sequential (largest LAG first). It costs no accuracy, so it comes first:
-   a model that still has such a block does not swap.
+   a model that still has such a block does not swap — provided interference can explain the lateness: the
+   sum of the model's positive parallel-block LAGs must be at least ``serialize_min_cover`` times its overshoot
+   (latency − deadline). Otherwise the model is overloaded, not disturbed; serializing would only cut the
+   device's throughput (one block with all threads is less efficient than two with one each), so it swaps.
 3. Swap: otherwise the late model's block with the best latency gain per accuracy cost is swapped to a
    lighter variant, never pushing the model's estimated accuracy below ``accuracy_floor``. The estimate is the
    product over blocks of each active variant's *relative accuracy* (model accuracy with only that block
@@ -152,6 +155,7 @@ class PolicyConfig:
             comfortable before anything is relaxed.
         settle_sec: after a change to a model, wait this long before its next change.
         accuracy_floor: lowest allowed estimated accuracy relative to the original model.
+        serialize_min_cover: serialize only if the model's summed LAG >= this x its overshoot.
         swap_enabled: allow variant swaps.
         serialize_enabled: allow parallel -> sequential changes.
         max_changes: most decisions one :meth:`Policy.decide` call returns.
@@ -164,6 +168,7 @@ class PolicyConfig:
     min_dwell_sec: float = 2.0
     settle_sec: float = 1.0
     accuracy_floor: float = 0.97
+    serialize_min_cover: float = 0.25
     swap_enabled: bool = True
     serialize_enabled: bool = True
     max_changes: int = 1
@@ -270,8 +275,11 @@ class Policy:
         cfg = self.config
         latency = float(model.latency_ms)  # type: ignore[arg-type]
         head = f"{model.name} late: latency {latency:.1f} ms > deadline {model.deadline_ms:.1f} ms"
-        if cfg.serialize_enabled:
-            lagging = [b for b in blocks if b.mode == PARALLEL and not b.locked and self._high_lag(b)]
+        parallel = [b for b in blocks if b.mode == PARALLEL]
+        interference_ms = sum(max(b.lag_ms, 0.0) for b in parallel)
+        overshoot_ms = latency - model.deadline_ms
+        if cfg.serialize_enabled and interference_ms >= cfg.serialize_min_cover * overshoot_ms:
+            lagging = [b for b in parallel if not b.locked and self._high_lag(b)]
             if lagging:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
                 if not ready:
@@ -280,11 +288,11 @@ class Policy:
                 self._state.lag_at_serialize_ms[(block.model, block.block)] = block.lag_ms
                 reason = (
                     f"{head}; block {block.block} LAG {block.lag_ms:.1f} ms over solo "
-                    f"{block.solo_ms:.1f} ms -> sequential (no accuracy cost)"
+                    f"{block.solo_ms:.1f} ms (model LAG {interference_ms:.1f} ms) -> sequential (no accuracy cost)"
                 )
                 return Decision(model.name, block.block, "mode", SEQUENTIAL, reason)
         if cfg.swap_enabled:
-            return self._swap(model, blocks, now_sec, head)
+            return self._swap(model, blocks, now_sec, f"{head} (model LAG {interference_ms:.1f} ms)")
         return None
 
     def _swap(
@@ -319,7 +327,7 @@ class Policy:
             return None
         _, gain_ms, block, opt, new_accuracy = best
         reason = (
-            f"{head}; no block left to serialize; swap {block.block} {block.variant} -> {opt.name}: "
+            f"{head}; nothing to serialize; swap {block.block} {block.variant} -> {opt.name}: "
             f"gain {gain_ms:.1f} ms, est. accuracy {accuracy:.3f} -> {new_accuracy:.3f} "
             f"(floor {cfg.accuracy_floor:.3f}), best gain/cost"
         )
