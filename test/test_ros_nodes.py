@@ -298,6 +298,8 @@ class FakeRuntime(DirectRuntime):
     def set_override(
         self, model: str, block: str, mode: str | None = None, variant: str | None = None
     ) -> None:
+        if (model, block) not in self.variants:
+            raise ConfigError(f"model {model!r} has no block {block!r}")
         if variant is not None:
             self.variants[(model, block)] = "original" if variant == "auto" else variant
 
@@ -470,6 +472,13 @@ def test_parameters_change_behaviour_and_out_of_range_is_rejected(ros_context: C
                 == "int8"
             )
         )
+        unknown_block = harness.set_param(
+            "perception_container",
+            "force_variant",
+            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="detector/nope=int8"),
+        )
+        assert not unknown_block.successful and "nope" in unknown_block.reason
+        assert harness.runtime.variants[("detector", "backbone")] == "int8"  # the accepted state is kept
         undone = harness.set_param(
             "perception_container",
             "force_variant",

@@ -22,7 +22,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from multidnn_sched.exceptions import CheckpointError, ConfigError
+from multidnn_sched.exceptions import CheckpointError, ConfigError, MultiDnnError
 from multidnn_sched.ros.classifier_node import ClassifierNode
 from multidnn_sched.ros.common import PerceptionNode
 from multidnn_sched.ros.detector_node import DetectorNode
@@ -165,11 +165,15 @@ class PerceptionContainer:
             settings = settings_from_values(candidate)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
-        self.values = candidate
-        self.runtime.configure(settings)
         for p in params:
             if p.name in self._overrides:
-                self._apply_overrides(p.name, str(p.value))
+                try:
+                    self._apply_overrides(p.name, str(p.value))
+                except (MultiDnnError, KeyError, ValueError) as error:
+                    self._apply_overrides(p.name, str(self.values[p.name]))  # back to the accepted state
+                    return SetParametersResult(successful=False, reason=f"{p.name}: {error}")
+        self.values = candidate
+        self.runtime.configure(settings)
         return result
 
     def _apply_overrides(self, name: str, text: str) -> None:
