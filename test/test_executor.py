@@ -455,3 +455,18 @@ def test_profiling_keeps_all_threads_only_when_they_pay(
     finally:
         torch.set_num_threads(before)
         assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_cancelled_pending_frame_is_skipped(executor: BlockExecutor) -> None:
+    log: list[str] = []
+    slow = Sleep(0.2)
+    executor.register_model(PartitionedModel("m", [Block("s", slow), Block("t", Sleep(0.0, log=log, tag="ran"))]),
+                            deadline_ms=100.0, queue_depth=2)
+    running = executor.submit("m", torch.zeros(1))
+    assert slow.started.wait(5.0)
+    cancelled = executor.submit("m", torch.zeros(1))
+    assert cancelled.cancel()
+    last = executor.submit("m", torch.zeros(1))
+    running.result(timeout=10)
+    last.result(timeout=10)
+    assert cancelled.cancelled() and log == ["ran", "ran"]

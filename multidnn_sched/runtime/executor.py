@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -730,5 +730,7 @@ class BlockExecutor:
 
 
 def _fail(frame: _Frame, error: BaseException) -> None:
-    if not frame.future.done():
+    try:
         frame.future.set_exception(error)
+    except InvalidStateError:  # cancelled or already resolved by the caller meanwhile
+        pass
