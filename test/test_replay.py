@@ -226,3 +226,16 @@ def test_replay_end_to_end_writes_report_for_both_modes(small_bag: Path, tmp_pat
     for name in report["plots"]:
         assert (path.parent / name).stat().st_size > 1000, name
     assert "| baseline | detector |" in (path.parent / "report.md").read_text()
+
+
+def test_loop_replays_with_increasing_stamps_and_reports_memory(small_bag: Path, tmp_path: Path) -> None:
+    options = ReplayOptions(bag=small_bag, modes=["blocks"], report_dir=tmp_path / "soak", rate_hz=8.0, loops=2,
+                            progress=False)
+    report = json.loads(run_replay(options, models=tiny_models()).read_text())
+    entry = report["modes"]["blocks"]
+    assert entry["loops"] == 2 and entry["published"] == 16
+    assert entry["models"]["tracker"]["answered"] >= 12
+    assert entry["rss"]["end_mb"] > 0 and entry["rss"]["growth_after_first_loop_pct"] is not None
+    detector = entry["messages"]["detector"]
+    assert detector["received"] + entry["messages"]["detector_lost_in_transport"] == 16
+    assert entry["messages"]["detector_unaccounted"] == 0
