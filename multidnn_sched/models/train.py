@@ -53,6 +53,10 @@ from multidnn_sched.scenes.generator import SceneConfig, SceneGenerator
 EVALUATION_SEED: int = 1234
 """Seed of the acceptance sequence; never used for training."""
 
+TRAIN_THREADS: int = 1
+"""Default intra-op threads for training. Measured on the shared 2-core CI box under load ~9 (detector,
+batch 8 x 128x160, forward + backward): 1 thread 4.0-4.5 s/step, 2 threads 8.5-12.5 s/step."""
+
 MIN_TRAIN_VISIBLE_FRACTION: float = 0.3
 """Objects less visible than this are left out of the training targets (evaluation ignores < 0.5)."""
 
@@ -454,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--detector-crop", default="128x160", help="detector training crop HxW (native scale)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=TRAIN_THREADS,
+        help="torch intra-op threads (1: best on a shared 2-core CPU, see TRAIN_THREADS)",
+    )
     parser.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
     parser.add_argument(
         "--init-from", type=Path, default=None, help="weights dir to fine-tune from (same names)"
@@ -464,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``multidnn-train``; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     try:
         seeds = _parse_seeds(args.train_seeds)
         if args.steps is None and args.minutes is None:
