@@ -229,8 +229,9 @@ def test_replay_end_to_end_writes_report_for_both_modes(small_bag: Path, tmp_pat
 
 
 def test_loop_replays_with_increasing_stamps_and_reports_memory(small_bag: Path, tmp_path: Path) -> None:
-    options = ReplayOptions(bag=small_bag, modes=["blocks"], report_dir=tmp_path / "soak", rate_hz=8.0, loops=2,
-                            progress=False)
+    options = ReplayOptions(
+        bag=small_bag, modes=["blocks"], report_dir=tmp_path / "soak", rate_hz=8.0, loops=2, progress=False
+    )
     report = json.loads(run_replay(options, models=tiny_models()).read_text())
     entry = report["modes"]["blocks"]
     assert entry["loops"] == 2 and entry["published"] == 16
@@ -239,3 +240,37 @@ def test_loop_replays_with_increasing_stamps_and_reports_memory(small_bag: Path,
     detector = entry["messages"]["detector"]
     assert detector["received"] + entry["messages"]["detector_lost_in_transport"] == 16
     assert entry["messages"]["detector_unaccounted"] == 0
+
+
+def test_shared_runtime_preloads_manifest_variants_and_forced_variant_runs(tmp_path: Path) -> None:
+    from compression_tools.manifest import Manifest, ModelBaseline, VariantRecord, save_variant, sha256_file
+    from compression_tools.manifest import write_manifest as write_variant_manifest
+
+    from multidnn_sched.ros.container import CONTAINER_PARAMS
+    from multidnn_sched.ros.shared_runtime import SharedRuntime
+
+    models = tiny_models()
+    head = models["detector"].block("head").module
+    lighter = _FixedHeat()
+    lighter.load_state_dict(head.state_dict())
+    lighter.heat[0, 1, 5, 5] = -10.0  # the variant loses one of the two peaks: visible in its output
+    file = save_variant(lighter, head, tmp_path / "head_light.safetensors")
+    record = VariantRecord("detector", "head", "light", "prune", "torch-safetensors", file.name, sha256_file(file),
+                           accuracy=0.9, solo_latency_ms={"cpu": 0.1})
+    manifest = write_variant_manifest(
+        Manifest(variants=[record], models={"detector": ModelBaseline(accuracy=0.95)}), tmp_path / "manifest.json"
+    )
+    values = {spec.name: spec.default for spec in CONTAINER_PARAMS}
+    runtime = SharedRuntime(models, values, example_inputs={}, variants_manifest=manifest, profile=False)
+    try:
+        x = torch.zeros(1, 3, *DETECTOR_INPUT_HW)
+        before = runtime.submit("detector", x).result(timeout=30)[0]
+        runtime.set_override("detector", "head", variant="light")
+        after = runtime.submit("detector", x).result(timeout=30)[0]
+        assert float(before.max()) == pytest.approx(5.0) and float(after[0, 1, 5, 5]) == pytest.approx(-10.0)
+        variants = {(b.model, b.block): b.variant for b in runtime.status().blocks}
+        assert variants[("detector", "head")] == "light"
+        with pytest.raises(ConfigError, match="no block"):
+            runtime.set_override("detector", "tail", variant="light")
+    finally:
+        assert runtime.shutdown(5.0)

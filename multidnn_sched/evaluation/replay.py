@@ -260,7 +260,7 @@ def make_runtime_factory(
         chosen = {name: models[name] for name in names}
         if mode == "baseline":
             return DirectRuntime(chosen)
-        from multidnn_sched.ros.shared_runtime import SharedRuntime, load_manifest_variants
+        from multidnn_sched.ros.shared_runtime import SharedRuntime
         from multidnn_sched.runtime.block import PartitionedModel
         from multidnn_sched.runtime.partition import partition_model
 
@@ -268,10 +268,8 @@ def make_runtime_factory(
             name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
             for name, model in chosen.items()
         }
-        variants = None
-        if mode == "blocks+swap" and variants_manifest is not None:
-            variants = load_manifest_variants(variants_manifest, parts)
-        return SharedRuntime(parts, values, variants=variants)
+        manifest = variants_manifest if mode == "blocks+swap" else None
+        return SharedRuntime(parts, values, variants_manifest=manifest)
 
     return factory
 

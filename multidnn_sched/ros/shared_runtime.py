@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ from multidnn_sched.ros.runtime import (
     RuntimeSettings,
     RuntimeStatus,
 )
-from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
+from multidnn_sched.runtime.block import Carry, PartitionedModel
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
 from multidnn_sched.runtime.policy import ORIGINAL, Policy, PolicyConfig
@@ -57,7 +56,9 @@ class SharedRuntime:
         values: the container's parameter values (``workers``, ``lag.*``, ``policy.*``, ``models.*``).
         example_inputs: per-model sample carry for solo profiling (``None``: :func:`default_example_inputs`
             for the default model names; models without one are not profiled).
-        variants: per ``(model, block)`` pre-loaded variants to register.
+        variants_manifest: ``compression_tools`` manifest whose usable variants are pre-loaded
+            (sha256-checked) and attached to the blocks; the manifest's per-model accuracy is the reference of
+            the variants' accuracies (``None``: parameter ``variants_manifest``; empty: no variants).
         schedule: the executor's schedule (``"policy"``; ``"parallel"`` for the ``blocks`` mode without swap).
         profile: profile solo latencies at start-up.
         clock: seconds clock of the executor.
@@ -68,7 +69,7 @@ class SharedRuntime:
         models: Mapping[str, nn.Module | PartitionedModel],
         values: Mapping[str, ParamValue],
         example_inputs: ExampleInputs | None = None,
-        variants: Mapping[tuple[str, str], list[BlockVariant]] | None = None,
+        variants_manifest: Path | None = None,
         schedule: str = "policy",
         profile: bool = True,
         clock: Callable[[], float] = time.perf_counter,
@@ -88,23 +89,26 @@ class SharedRuntime:
         )
         if example_inputs is None:
             example_inputs = {k: v for k, v in default_example_inputs().items() if k in models}
+        if variants_manifest is None and str(values.get("variants_manifest", "")):
+            variants_manifest = Path(str(values["variants_manifest"]))
         self.partitioned: dict[str, PartitionedModel] = {}
+        accuracies: dict[str, float] = {}
         for name, model in models.items():
             pm = model if isinstance(model, PartitionedModel) else partition_model(model, name)
             if pm.name != name:
                 pm = PartitionedModel(name, pm.blocks, pm.family)
             self.partitioned[name] = pm
+            if variants_manifest is not None:
+                accuracies[name] = _attach_manifest_variants(variants_manifest, pm)
+        for name, pm in self.partitioned.items():
             self.executor.register_model(
                 pm,
                 deadline_ms=settings.deadlines_ms.get(name, 100.0),
                 priority=settings.priorities.get(name, 0),
                 queue_depth=int(values.get(f"models.{name}.queue_depth", 2)),
-                accuracy=1.0,
+                accuracy=accuracies.get(name, 1.0),
                 example_input=example_inputs.get(name),
             )
-        for (model_name, block), block_variants in (variants or {}).items():
-            for variant in block_variants:
-                self.executor.register_variant(model_name, block, variant)
         if profile:
             with torch.inference_mode():
                 for name in self.partitioned:
@@ -163,48 +167,15 @@ class SharedRuntime:
         return self.executor.shutdown(timeout_sec)
 
 
-def load_manifest_variants(
-    manifest_path: Path, models: Mapping[str, PartitionedModel]
-) -> dict[tuple[str, str], list[BlockVariant]]:
-    """Pre-load every usable variant listed in a ``compression_tools`` manifest (sha256-checked).
+def _attach_manifest_variants(manifest_path: Path, pm: PartitionedModel) -> float:
+    """Pre-load ``pm``'s usable variants from a manifest into its blocks; returns its reference accuracy.
 
     Raises:
-        CheckpointError: a listed file is missing or fails its sha256 check.
+        CheckpointError: unreadable manifest, missing file or sha256 mismatch (the message names the file).
     """
-    from compression_tools.manifest import load_variant, read_manifest, verify_file
+    from compression_tools.manifest import read_manifest
+    from multidnn_sched.runtime.variant_loader import attach_variants, load_variants
 
-    manifest = read_manifest(manifest_path)
-    out: dict[tuple[str, str], list[BlockVariant]] = {}
-    for record in manifest.variants:
-        if record.kind == "original" or not record.usable or record.model not in models:
-            continue
-        pm = models[record.model]
-        if record.block not in pm.block_names:
-            continue
-        path = manifest_path.parent / record.file
-        verify_file(path, record.sha256)
-        module: Any
-        if record.format == "onnx":
-            from compression_tools.quantize import OrtBlock
-
-            module = OrtBlock(path)
-        else:
-            module = load_variant(path, pm.block(record.block).module).eval()
-        baseline = manifest.models.get(record.model)
-        relative = (
-            record.accuracy / baseline.accuracy
-            if record.accuracy is not None and baseline is not None and baseline.accuracy
-            else None
-        )
-        out.setdefault((record.model, record.block), []).append(
-            BlockVariant(
-                record.name,
-                module,
-                record.kind,
-                record.solo_latency_ms.get("cpu"),
-                relative,
-                record.macs,
-                record.params,
-            )
-        )
-    return out
+    attach_variants(pm, load_variants(manifest_path, pm))
+    baseline = read_manifest(manifest_path).models.get(pm.name)
+    return baseline.accuracy if baseline is not None and baseline.accuracy else 1.0
