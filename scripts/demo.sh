@@ -3,17 +3,22 @@
 # print a comparison table and, as the LAST line, the path of the report's JSON.
 #   BAG=...        bag to replay (default data/default_scene, generated with seed 7, 300 frames, 15 Hz)
 #   REPORT=...     report directory (default runs/demo)
-#   VARIANTS=...   compression_tools manifest for blocks+swap (default data/variants/manifest.json if present)
+#   VARIANTS=...   compression_tools manifest for blocks+swap (default runs/variants/manifest.json; built with
+#                  `multidnn-compress build-defaults` when missing, unless BUILD_VARIANTS=0)
 #   REPLAY_ARGS=.. extra multidnn-replay options (e.g. "--loop 3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 BAG=${BAG:-data/default_scene}
 REPORT=${REPORT:-runs/demo}
-VARIANTS=${VARIANTS:-data/variants/manifest.json}
+VARIANTS=${VARIANTS:-runs/variants/manifest.json}
 if [ ! -e "$BAG" ]; then
   echo "make demo: generating the default scene bag in $BAG" >&2
   "$BIN"/multidnn-scenes --seed 7 --frames 300 --rate 15 --out "$BAG" --no-progress >&2
+fi
+if [ ! -f "$VARIANTS" ] && [ "${BUILD_VARIANTS:-1}" != 0 ]; then
+  echo "make demo: building block variants into $(dirname "$VARIANTS")" >&2
+  "$BIN"/multidnn-compress build-defaults --out "$(dirname "$VARIANTS")" --quiet >&2
 fi
 extra=()
 if [ -f "$VARIANTS" ]; then

@@ -245,7 +245,6 @@ def test_loop_replays_with_increasing_stamps_and_reports_memory(small_bag: Path,
 def test_shared_runtime_preloads_manifest_variants_and_forced_variant_runs(tmp_path: Path) -> None:
     from compression_tools.manifest import Manifest, ModelBaseline, VariantRecord, save_variant, sha256_file
     from compression_tools.manifest import write_manifest as write_variant_manifest
-
     from multidnn_sched.ros.container import CONTAINER_PARAMS
     from multidnn_sched.ros.shared_runtime import SharedRuntime
 
@@ -255,10 +254,20 @@ def test_shared_runtime_preloads_manifest_variants_and_forced_variant_runs(tmp_p
     lighter.load_state_dict(head.state_dict())
     lighter.heat[0, 1, 5, 5] = -10.0  # the variant loses one of the two peaks: visible in its output
     file = save_variant(lighter, head, tmp_path / "head_light.safetensors")
-    record = VariantRecord("detector", "head", "light", "prune", "torch-safetensors", file.name, sha256_file(file),
-                           accuracy=0.9, solo_latency_ms={"cpu": 0.1})
+    record = VariantRecord(
+        "detector",
+        "head",
+        "light",
+        "prune",
+        "torch-safetensors",
+        file.name,
+        sha256_file(file),
+        accuracy=0.9,
+        solo_latency_ms={"cpu": 0.1},
+    )
     manifest = write_variant_manifest(
-        Manifest(variants=[record], models={"detector": ModelBaseline(accuracy=0.95)}), tmp_path / "manifest.json"
+        Manifest(variants=[record], models={"detector": ModelBaseline(accuracy=0.95)}),
+        tmp_path / "manifest.json",
     )
     values = {spec.name: spec.default for spec in CONTAINER_PARAMS}
     runtime = SharedRuntime(models, values, example_inputs={}, variants_manifest=manifest, profile=False)
