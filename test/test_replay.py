@@ -58,6 +58,11 @@ def test_parse_options_rejects_bad_values_with_reasons() -> None:
     )
     assert options.modes == ["baseline", "blocks+swap"] and options.rate_hz == 15.0
     assert options.container_params == {"workers": 3, "policy.swap_enabled": False}
+    assert parse_options(["bag", "--set", "detector:score_threshold=0.4"]).node_params == {
+        "detector": {"score_threshold": 0.4}
+    }
+    with pytest.raises(ConfigError, match="NODE"):
+        parse_options(["bag", "--set", "segmenter:x=1"])
     with pytest.raises(ConfigError, match="--mode"):
         parse_options(["bag", "--mode", "turbo"])
     with pytest.raises(ConfigError, match="--rate"):

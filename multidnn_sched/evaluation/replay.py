@@ -150,6 +150,7 @@ class ReplayOptions:
         workers: BlockExecutor workers.
         progress: show a progress bar.
         container_params: extra container parameter values (name -> value).
+        node_params: extra perception-node parameter values (node -> name -> value).
     """
 
     bag: Path
@@ -166,6 +167,7 @@ class ReplayOptions:
     workers: int = 2
     progress: bool = True
     container_params: dict[str, Any] = field(default_factory=dict)
+    node_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # -------------------------------------------------------------------------------------------------- bag
@@ -357,7 +359,10 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
             "perception_container": [Parameter(k, value=v) for k, v in mode_parameters(mode, options).items()]
         }
         for node in ("detector", "tracker", "classifier"):
-            overrides[node] = [Parameter("use_sim_time", value=True)]
+            extra = options.node_params.get(node, {})
+            overrides[node] = [Parameter("use_sim_time", value=True)] + [
+                Parameter(name, value=value) for name, value in extra.items()
+            ]
         container = PerceptionContainer(
             context=context,
             runtime_factory=make_runtime_factory(mode, models, options.variants_manifest),
@@ -505,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra container parameter, e.g. --set policy.swap_enabled=false (repeatable)",
+        help="extra parameter: container 'policy.swap_enabled=false' or node 'detector:score_threshold=0.4' "
+        "(repeatable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -540,12 +546,19 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         raise ConfigError(f"--loop: expected >= 1, got {args.loop}")
     if args.soak_minutes is not None and args.soak_minutes <= 0:
         raise ConfigError(f"--soak-minutes: expected > 0, got {args.soak_minutes}")
-    extra = {}
+    extra: dict[str, Any] = {}
+    node_params: dict[str, dict[str, Any]] = {}
     for item in args.set:
         name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--set: expected NAME=VALUE, got {item!r}")
-        extra[name.strip()] = _parse_value(value.strip())
+        if not sep or not name.strip():
+            raise ConfigError(f"--set: expected NAME=VALUE or NODE:NAME=VALUE, got {item!r}")
+        node, colon, param = name.strip().partition(":")
+        if colon:
+            if node not in ("detector", "tracker", "classifier") or not param:
+                raise ConfigError(f"--set: expected NODE in detector, tracker, classifier in {item!r}")
+            node_params.setdefault(node, {})[param] = _parse_value(value.strip())
+        else:
+            extra[name.strip()] = _parse_value(value.strip())
     return ReplayOptions(
         bag=args.bag,
         modes=modes,
@@ -561,6 +574,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         workers=args.workers,
         progress=not args.no_progress,
         container_params=extra,
+        node_params=node_params,
     )
 
 
