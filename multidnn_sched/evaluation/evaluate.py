@@ -7,6 +7,7 @@ ground-truth object). Ground truth less than ``MIN_VISIBLE_FRACTION`` visible is
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,17 +47,25 @@ class LabelledFrame:
 
 
 def bag_frames(path: Path, max_frames: int | None = None) -> Iterator[LabelledFrame]:
-    """Frames of a bag written by ``multidnn-scenes``; raises ``BagError`` if it has no ground truth."""
+    """Frames of a bag written by ``multidnn-scenes``.
+
+    Raises:
+        BagError: unreadable / truncated bag, no image topic, no ground-truth topic, or no image message.
+    """
     from multidnn_sched.scenes.bag import iter_bag_frames
 
-    for count, frame in enumerate(iter_bag_frames(path)):
+    count = 0
+    for frame in iter_bag_frames(path):
         if max_frames is not None and count >= max_frames:
             return
         if frame.objects is None:
             raise BagError(
-                f"{path}: bag has no ground-truth topic; evaluation needs one (write it with multidnn-scenes)"
+                f"{path}: bag has no ground-truth topic; evaluation needs one (write the bag with multidnn-scenes)"
             )
+        count += 1
         yield LabelledFrame(frame.image, frame.objects)
+    if count == 0:
+        raise BagError(f"{path}: bag holds no image message to evaluate")
 
 
 def generated_frames(
@@ -155,9 +164,13 @@ def evaluate(
     profile: bool = True,
 ) -> dict[str, Any]:
     """Load the default models, evaluate ``frames``, optionally add solo cost figures under ``"models"``."""
+    iterator = iter(frames)
+    first = next(iterator, None)  # read (and validate) the input before the slower model loading
+    if first is None:
+        raise BagError("no frames to evaluate: the input holds no image message")
     models = load_default_models(device, weights_dir)
     start = time.perf_counter()
-    report = evaluate_frames(frames, PerceptionPipeline(models, device=device))
+    report = evaluate_frames(itertools.chain([first], iterator), PerceptionPipeline(models, device=device))
     report["wall_time_sec"] = round(time.perf_counter() - start, 1)
     if profile:
         report["models"] = model_costs(models)
