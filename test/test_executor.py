@@ -470,3 +470,34 @@ def test_cancelled_pending_frame_is_skipped(executor: BlockExecutor) -> None:
     running.result(timeout=10)
     last.result(timeout=10)
     assert cancelled.cancelled() and log == ["ran", "ran"]
+
+
+class StreamlessGpu(Device):
+    """A device that schedules like CUDA (parallel blocks never wait for each other) but runs on the CPU."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+    def stream_for(self, model: str) -> None:
+        return None
+
+
+def test_gpu_like_device_never_grants_parallel_blocks_the_whole_device() -> None:
+    tracker = {"now": 0, "max": 0}
+    ex = BlockExecutor(StreamlessGpu("cpu"), schedule="parallel", decision_interval_sec=None,
+                       reprofile_idle_sec=None)
+    try:
+        for name in ("a", "b", "c"):
+            blocks = [Block(f"s{i}", Sleep(0.03, tracker)) for i in range(2)]
+            ex.register_model(PartitionedModel(name, blocks), deadline_ms=500.0, example_input=torch.zeros(1))
+        solo = ex.profile_solo(repeats=1, warmup=0)
+        assert len(solo) == 6 and all(ms >= 25.0 for ms in solo.values())
+        assert tracker["max"] == 1  # profiling runs each block alone
+        futures = [ex.submit(name, torch.zeros(1)) for name in ("a", "b", "c")]
+        for fut in futures:
+            fut.result(timeout=10)
+        assert tracker["max"] == 3  # three streams' worth of parallel blocks at once
+        assert all(b.threads_alone is None for b in ex.stats().blocks.values())
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)

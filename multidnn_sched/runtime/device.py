@@ -135,7 +135,7 @@ class Device:
         self.torch_device = torch.device(spec)
         if self.torch_device.type not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {spec!r}")
-        if self.is_cuda and not torch.cuda.is_available():
+        if self.torch_device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {spec!r} asked for but torch.cuda.is_available() is False")
         self.cpu_threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
         if self.cpu_threads < 1:

@@ -421,7 +421,8 @@ class BlockExecutor:
         model, blocks = job.model, job.model.pm.blocks
         name = model.pm.name
         if job.block_index == 0:
-            job.carry = self.device.to_device(job.carry)
+            with self.device.stream_context(name):  # copy on the model's stream: ordered before its blocks
+                job.carry = self.device.to_device(job.carry)
         while job.block_index < len(blocks):
             if self._stopping:
                 raise ExecutorShutdownError(f"BlockExecutor shut down while {name!r} frame was between blocks")
@@ -434,7 +435,8 @@ class BlockExecutor:
             block = blocks[job.block_index]
             exclusive = model.modes[job.block_index] == SEQUENTIAL
             best_threads = self._alone_threads.get((name, block.name))
-            granted = self._gate.acquire(exclusive, job.key, greedy=best_threads is None or best_threads > 1)
+            greedy = not self.device.is_cuda and (best_threads is None or best_threads > 1)
+            granted = self._gate.acquire(exclusive, job.key, greedy=greedy)
             try:
                 self.device.set_threads(granted if best_threads is None else min(granted, best_threads))
                 with self.device.stream_context(name):
@@ -660,7 +662,7 @@ class BlockExecutor:
                     counts = sorted({1, granted}) if not self.device.is_cuda else [granted]
                     out, by_count = self._time(name, block.module, carry, repeats, warmup, counts)
                     threads = max(counts)
-                    if threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
+                    if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
                         threads = 1
                     if not self.device.is_cuda:
                         self._alone_threads[key] = threads
