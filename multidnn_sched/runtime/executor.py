@@ -29,7 +29,6 @@ import heapq
 import itertools
 import logging
 import math
-import statistics
 import threading
 import time
 from collections import deque
@@ -43,7 +42,7 @@ import torch
 from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameDroppedError
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.device import Device, SlotGate
-from multidnn_sched.runtime.lag import LagTracker
+from multidnn_sched.runtime.lag import LagTracker, profile_model
 from multidnn_sched.runtime.policy import (
     MODES,
     ORIGINAL,
@@ -59,11 +58,6 @@ from multidnn_sched.runtime.policy import (
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
-MULTI_THREAD_MAX_RATIO = 0.9
-"""At profiling a CPU block keeps all intra-op threads only if they cut its solo latency to <= 0.9x one thread's.
-Measured here with the machine shared (load average ~9 on 2 cores): the default detector ran 0.31-0.43 s with
-1 thread but 1.1-4.0 s with 2 (OpenMP spin-waiting threads descheduled; with OMP_WAIT_POLICY=PASSIVE 2 threads
-were no faster than 1). On an idle machine large convolution blocks gain ~1.7x from 2 threads and keep them."""
 QUEUE_ORDERS = ("edf", "fifo")
 LOGGER_NAME = "multidnn_sched.executor"
 
@@ -626,82 +620,33 @@ class BlockExecutor:
         keyed ``(model, block, variant)``. Variants that raise or whose output signature differs from the
         original's are disabled. Each block runs under the exclusive slot, behind every queued frame.
 
-        On CPU each original block is timed with 1 and with all intra-op threads (interleaved); it keeps all
-        threads when alone only if they pay (see :data:`MULTI_THREAD_MAX_RATIO`), and its solo latency is
-        the faster of the two. The caller's thread is left with all threads."""
+        On CPU each block keeps all intra-op threads only if they pay (see :func:`lag.profile_model`); the
+        caller's thread is left with all threads."""
         names = [model_name] if model_name is not None else list(self._models)
         measured: dict[tuple[str, str, str], float] = {}
         try:
             for name in names:
-                self._profile_model(name, example_input, repeats, warmup, measured)
+                model = self._model(name)
+                carry = example_input if example_input is not None else model.example_input
+                if carry is None:
+                    raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
+                if example_input is not None and model.example_input is None:
+                    model.example_input = example_input
+                profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
+                                         repeats=repeats, warmup=warmup)
+                for block_name, profile in profiles.items():
+                    if profile.threads_alone is not None:
+                        self._alone_threads[(name, block_name)] = profile.threads_alone
+                    for variant, solo_ms in profile.solo_ms.items():
+                        measured[(name, block_name, variant)] = solo_ms
+                model.last_profile_sec = self._clock()
         finally:
             self.device.set_threads(self.device.cpu_threads)  # the caller's thread back to all threads
         with self._stats_lock:
             self._solo_ms.update(measured)
-        for (name, block_name, _variant), _ in measured.items():
+        for name, block_name, _variant in measured:
             self._on_variant_change(name, block_name, self._registry.active((name, block_name))[0])
         return measured
-
-    def _profile_model(
-        self, name: str, example_input: Carry | None, repeats: int, warmup: int,
-        measured: dict[tuple[str, str, str], float],
-    ) -> None:
-        model = self._model(name)
-        carry = example_input if example_input is not None else model.example_input
-        if carry is None:
-            raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
-        if example_input is not None and model.example_input is None:
-            model.example_input = example_input
-        carry = self.device.to_device(carry)
-        with torch.inference_mode(), self.device.stream_context(name):
-            for block in model.pm.blocks:
-                key = (name, block.name)
-                granted = self._gate.acquire(True, math.inf)
-                try:
-                    in_sig = carry_signature(carry)
-                    counts = sorted({1, granted}) if not self.device.is_cuda else [granted]
-                    out, by_count = self._time(name, block.module, carry, repeats, warmup, counts)
-                    threads = max(counts)
-                    if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
-                        threads = 1
-                    if not self.device.is_cuda:
-                        self._alone_threads[key] = threads
-                    solo = by_count[threads]
-                    self._registry.record_original(key, in_sig, carry_signature(out))
-                    measured[(name, block.name, ORIGINAL)] = solo
-                    for variant in self._registry.usable_variants(key):
-                        try:
-                            v_out, v_by = self._time(name, variant.module, carry, repeats, warmup, [threads])
-                            v_solo = v_by[threads]
-                            problem = self._registry.check_output(key, in_sig, v_out)
-                        except Exception as exc:  # noqa: BLE001 - a broken variant is disabled, not fatal
-                            problem = f"raised {type(exc).__name__}: {exc}"
-                        if problem is not None:
-                            self._registry.disable(key, variant.name, f"at profiling: {problem}")
-                            continue
-                        variant.solo_latency_ms = v_solo
-                        measured[(name, block.name, variant.name)] = v_solo
-                finally:
-                    self._gate.release(granted)
-                carry = out
-        model.last_profile_sec = self._clock()
-
-    def _time(
-        self, model: str, module: Any, carry: Carry, repeats: int, warmup: int, thread_counts: list[int]
-    ) -> tuple[Carry, dict[int, float]]:
-        """Median latency (ms) of ``module(carry)`` per intra-op thread count, the counts interleaved."""
-        times: dict[int, list[float]] = {n: [] for n in thread_counts}
-        out: Carry = None
-        for i in range(warmup + max(1, repeats)):
-            for threads in thread_counts:
-                self.device.set_threads(threads)
-                timer = self.device.timer(model)
-                timer.start()
-                out = module(carry)
-                elapsed_ms = timer.stop()
-                if i >= warmup:
-                    times[threads].append(elapsed_ms)
-        return out, {n: statistics.median(ts) for n, ts in times.items()}
 
     # -- statistics ----------------------------------------------------------------------------------------
 

@@ -7,18 +7,36 @@ For every block ``b`` the tracker keeps
 * ``ema_observed_ms``: an exponential moving average of the latency observed in service;
 * ``lag_ms``: an EMA of ``observed - solo`` with the same ``alpha`` — the *predicted LAG* the policy reads.
 
-The EMA update is ``ema <- alpha * x + (1 - alpha) * ema``; the first sample initialises it. The module is
+The EMA update is ``ema <- alpha * x + (1 - alpha) * ema``; the first sample initialises it. The tracker is
 pure: no threads, the clock is injected (only used to stamp updates), so it is unit-tested with numbers.
+
+:func:`profile_model` measures the solo latencies: every block (and usable variant) alone on the device.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from multidnn_sched.runtime.block import Carry, PartitionedModel
+from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.policy import ORIGINAL
+from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 BlockKey = tuple[str, str]
 """``(model_name, block_name)``."""
+
+MULTI_THREAD_MAX_RATIO = 0.9
+"""At profiling a CPU block keeps all intra-op threads only if they cut its solo latency to <= 0.9x one thread's.
+Measured here with the machine shared (load average ~9 on 2 cores): the default detector ran 0.31-0.43 s with
+1 thread but 1.1-4.0 s with 2 (OpenMP spin-waiting threads descheduled; with OMP_WAIT_POLICY=PASSIVE 2 threads
+were no faster than 1). On an idle machine large convolution blocks gain ~1.7x from 2 threads and keep them."""
 
 
 @dataclass
@@ -114,3 +132,80 @@ class LagTracker:
     def snapshot(self) -> dict[Hashable, BlockTiming]:
         """Copies of all blocks' figures, keyed as they were updated."""
         return {key: replace(t) for key, t in self._timings.items()}
+
+
+@dataclass
+class BlockProfile:
+    """Solo figures of one block from :func:`profile_model`.
+
+    Attributes:
+        solo_ms: median solo latency per implementation (``"original"`` and every valid variant).
+        threads_alone: CPU intra-op threads the block runs with when it has the device (``None`` on CUDA).
+    """
+
+    solo_ms: dict[str, float]
+    threads_alone: int | None
+
+
+def profile_model(
+    pm: PartitionedModel, carry: Carry, device: Device, gate: SlotGate, registry: VariantRegistry, *,
+    repeats: int = 5, warmup: int = 2,
+) -> dict[str, BlockProfile]:
+    """Time every block of ``pm`` (registered in ``registry`` under ``pm.name``) alone, keyed by block name.
+
+    Each block runs under the gate's exclusive slot with key +inf (behind every queued frame), on the model's
+    stream on CUDA. On CPU the original is timed with 1 and with all granted threads, interleaved; it keeps all
+    threads only if they cut its median to <= :data:`MULTI_THREAD_MAX_RATIO` x one thread's, and its solo
+    latency is that of the kept count. Variants are timed with the kept count; one that raises or whose output
+    signature differs from the original's is disabled. The original's output signature is recorded. Leaves
+    the calling thread's intra-op thread count changed (the caller restores it).
+    """
+    profiles: dict[str, BlockProfile] = {}
+    carry = device.to_device(carry)
+    with torch.inference_mode(), device.stream_context(pm.name):
+        for block in pm.blocks:
+            key = (pm.name, block.name)
+            granted = gate.acquire(True, math.inf)
+            try:
+                in_sig = carry_signature(carry)
+                counts = [granted] if device.is_cuda else sorted({1, granted})
+                out, by_count = _time(pm.name, block.module, carry, device, counts, repeats, warmup)
+                threads = max(counts)
+                if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
+                    threads = 1
+                registry.record_original(key, in_sig, carry_signature(out))
+                profile = BlockProfile({ORIGINAL: by_count[threads]}, None if device.is_cuda else threads)
+                for variant in registry.usable_variants(key):
+                    try:
+                        v_out, v_by = _time(pm.name, variant.module, carry, device, [threads], repeats, warmup)
+                        problem = registry.check_output(key, in_sig, v_out)
+                    except Exception as exc:  # noqa: BLE001 - a broken variant is disabled, not fatal
+                        problem = f"raised {type(exc).__name__}: {exc}"
+                    if problem is not None:
+                        registry.disable(key, variant.name, f"at profiling: {problem}")
+                        continue
+                    variant.solo_latency_ms = v_by[threads]
+                    profile.solo_ms[variant.name] = v_by[threads]
+                profiles[block.name] = profile
+            finally:
+                gate.release(granted)
+            carry = out
+    return profiles
+
+
+def _time(
+    model: str, module: Any, carry: Carry, device: Device, thread_counts: list[int], repeats: int, warmup: int
+) -> tuple[Carry, dict[int, float]]:
+    """Median latency (ms) of ``module(carry)`` per intra-op thread count, the counts interleaved."""
+    times: dict[int, list[float]] = {n: [] for n in thread_counts}
+    out: Carry = None
+    for i in range(warmup + max(1, repeats)):
+        for threads in thread_counts:
+            device.set_threads(threads)
+            timer = device.timer(model)
+            timer.start()
+            out = module(carry)
+            elapsed_ms = timer.stop()
+            if i >= warmup:
+                times[threads].append(elapsed_ms)
+    return out, {n: statistics.median(ts) for n, ts in times.items()}
