@@ -273,7 +273,7 @@ def _common(parser: argparse.ArgumentParser, kinds: bool = True) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads when measuring")
     parser.add_argument("--max-drop", type=float, default=1.0, help="accuracy floor: baseline minus this")
     parser.add_argument("--rank-rule", default="macs", help="Tucker rank rule of 'tucker' kinds")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per latency figure (median)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per latency figure (20th percentile)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

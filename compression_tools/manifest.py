@@ -50,7 +50,7 @@ class VariantRecord:
         params: parameter count (non-zero count for unstructured pruning).
         macs: multiply-accumulates per inference at the profiled input shape (``None``: not counted).
         settings: how it was made (ratio, importance, calibration frames, thread count...).
-        solo_latency_ms: median solo latency per device key (``"cpu"``, ``"cuda:NVIDIA H100"``...).
+        solo_latency_ms: solo latency (20th percentile of timed runs) per device key (``"cpu"``, ``"cuda:..."``).
         accuracy: task metric (or fidelity, see ``accuracy_metric``) of the model with only this block swapped.
         accuracy_metric: what ``accuracy`` measures, e.g. ``"top1_agreement_pct"``, ``"mAP50"``.
         usable: ``False`` when the variant must not be swapped in (accuracy below the floor, failed check).

@@ -172,7 +172,8 @@ def write_report(manifest: Manifest, out_dir: Path, device_key: str = "cpu") -> 
     baselines = "".join(f"- {name}: {b.accuracy_metric} {b.accuracy} on {b.eval_frames} frames\n"
                         for name, b in manifest.models.items() if b.accuracy is not None)
     paths.markdown.write_text(
-        f"# Compression report\n\nDevice key: `{device_key}`; latency = median solo latency of the block; "
+        f"# Compression report\n\nDevice key: `{device_key}`; latency = solo latency of the block (20th "
+        f"percentile of timed runs); "
         f"speed-up and size against the original block (PyTorch fp32 eager); accuracy floor: baseline − "
         f"{manifest.max_accuracy_drop} points.\n\n{baselines}\n{markdown_table(rows, metric)}\n![Pareto]"
         f"({paths.png.name})\n", encoding="utf-8")
