@@ -105,15 +105,16 @@ class ExecutorStats:
     decisions: int
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (``q`` in [0, 100]) as numpy's default; ``None`` for no values."""
+def percentile(values: list[float], q: float, *, ordered: bool = False) -> float | None:
+    """Linear-interpolated percentile (``q`` in [0, 100]) as numpy's default; ``None`` for no values.
+    ``ordered=True``: ``values`` is already sorted ascending."""
     if not values:
         return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
+    ordered_values = values if ordered else sorted(values)
+    pos = (len(ordered_values) - 1) * q / 100.0
     low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    high = min(low + 1, len(ordered_values) - 1)
+    return ordered_values[low] + (ordered_values[high] - ordered_values[low]) * (pos - low)
 
 
 @dataclass
@@ -653,14 +654,15 @@ class BlockExecutor:
     def stats(self) -> ExecutorStats:
         """A snapshot of per-model counters/latencies and per-block LAG figures and settings."""
         models: dict[str, ModelStats] = {}
-        with self._cond:
+        with self._cond:  # copy only; percentiles are computed outside the lock the workers need
             for name, model in self._models.items():
                 s = model.stats
-                samples = list(model.latencies)
-                models[name] = ModelStats(
-                    name, s.deadline_ms, s.priority, s.submitted, s.frames_done, s.dropped, s.failed,
-                    s.deadline_misses, samples, percentile(samples, 50.0), percentile(samples, 99.0),
-                )
+                models[name] = ModelStats(name, s.deadline_ms, s.priority, s.submitted, s.frames_done, s.dropped,
+                                          s.failed, s.deadline_misses, list(model.latencies))
+        for summary in models.values():
+            ordered = sorted(summary.latency_ms)
+            summary.p50_ms = percentile(ordered, 50.0, ordered=True)
+            summary.p99_ms = percentile(ordered, 99.0, ordered=True)
         blocks: dict[tuple[str, str], BlockStats] = {}
         with self._stats_lock:
             for name, model in self._models.items():
