@@ -13,7 +13,8 @@ Thread model (details and defaults in docs/runtime.md):
   without re-queueing; at each block boundary a worker hands its job back if a more urgent one waits for a
   worker. Before each block the worker asks the device's :class:`SlotGate` for a slot — exclusive for a
   ``sequential`` block, shared for a ``parallel`` one — in key order, sets its intra-op thread count to the
-  slots granted (CPU) or makes the model's stream current (CUDA), reads the block's active variant once (a
+  slots granted, capped by the count profiling chose for the block (CPU), or makes the model's stream current
+  (CUDA), reads the block's active variant once (a
   swap is a reference switch, never a torn block), runs and times it, and feeds the latency to the LAG tracker.
 * A decision thread calls the policy every ``decision_interval_sec`` and applies its decisions; the next
   block boundary sees them. It also re-profiles solo latencies after ``reprofile_idle_sec`` of idleness.
