@@ -501,3 +501,22 @@ def test_gpu_like_device_never_grants_parallel_blocks_the_whole_device() -> None
         assert all(b.threads_alone is None for b in ex.stats().blocks.values())
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_policy_round_serializes_lagging_block_of_late_model() -> None:
+    clock = FakeClock()
+    ex = BlockExecutor(clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        tick = Tick(clock, 5.0)
+        ex.register_model(PartitionedModel("m", [Block("t", tick), Block("u", nn.Identity())]), deadline_ms=10.0,
+                          example_input=torch.zeros(1))
+        ex.profile_solo(repeats=2, warmup=0)
+        tick.ms = 12.0  # interference: 7 ms LAG, the frame misses its 10 ms deadline
+        for _ in range(6):
+            ex.submit("m", torch.zeros(1), arrival_time=clock()).result(timeout=10)
+        applied = ex.decide_now()
+        assert [(d.block, d.kind, d.value) for d in applied] == [("t", "mode", SEQUENTIAL)]
+        assert ex.stats().blocks[("m", "t")].mode == SEQUENTIAL
+        assert ex.stats().models["m"].deadline_misses == 6
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
