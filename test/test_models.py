@@ -11,6 +11,7 @@ from multidnn_sched.models.crops import crop_batch
 from multidnn_sched.models.detector import (
     DETECTOR_INPUT_HW,
     DETECTOR_STRIDE,
+    Detections,
     decode_boxes,
     detector_loss,
     detector_postprocess,
@@ -18,6 +19,7 @@ from multidnn_sched.models.detector import (
     detector_targets,
 )
 from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
+from multidnn_sched.models.saturation import run_saturation
 from multidnn_sched.models.train import Schedule
 from multidnn_sched.models.zoo import (
     NUM_ATTRIBUTES,
@@ -183,3 +185,26 @@ def test_pipeline_runs_one_frame_end_to_end(models: DefaultModels) -> None:
     result = pipeline(image)
     assert len(result.tracks) > 0
     assert all(0 <= t.attribute < NUM_ATTRIBUTES for t in result.tracks)
+
+
+def test_tracker_inputs_threshold_and_class_agnostic_nms(models: DefaultModels) -> None:
+    pipeline = PerceptionPipeline(models, track_score_threshold=0.4, track_nms_iou_threshold=0.6)
+    dets = Detections(
+        np.array([[0, 0, 40, 40], [1, 1, 41, 41], [100, 100, 140, 140], [200, 200, 240, 240]], np.float32),
+        np.array([0.9, 0.8, 0.7, 0.2], np.float32),
+        np.array([1, 3, 2, 0], np.int64),
+    )
+    kept = pipeline.tracker_inputs(dets)
+    assert kept.labels.tolist() == [1, 2]  # same place, other class: suppressed; low score: dropped
+
+
+def test_saturation_accounting(models: DefaultModels) -> None:
+    images = [np.zeros((120, 160, 3), np.uint8) for _ in range(4)]
+    report = run_saturation(models, images, rate_hz=1000.0)
+    assert report.frames_offered == 4
+    det = report.stages["detector"]
+    assert det["offered"] == 4 and det["processed"] + det["dropped"] == 4
+    for name in ("tracker", "classifier"):
+        stage = report.stages[name]
+        assert stage["processed"] + stage["dropped"] == stage["offered"] <= 4
+    assert report.keeps_up == all(s["processed"] == 4 for s in report.stages.values())

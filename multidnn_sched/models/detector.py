@@ -208,9 +208,8 @@ def detector_postprocess(
         )
     heatmap_logits = heatmap_logits.detach().float().cpu()
     box_ltrb = box_ltrb.detach().float().cpu()
-    _, num_classes, h, w = heatmap_logits.shape
-    stride_x = DETECTOR_INPUT_HW[1] / w if w else 1.0
-    stride = DETECTOR_STRIDE if abs(stride_x - DETECTOR_STRIDE) < 1e-6 else stride_x
+    _, _, h, w = heatmap_logits.shape
+    stride = DETECTOR_STRIDE  # input size = output size * stride, whatever the input was
     heat = torch.sigmoid(heatmap_logits)
     peaks = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
     keep = peaks & (heat >= score_threshold)
@@ -218,7 +217,7 @@ def detector_postprocess(
     if cls_idx.numel() == 0:
         return Detections.empty()
     scores = heat[0, cls_idx, ys, xs]
-    boxes = decode_boxes(box_ltrb, int(round(stride)))[0, :, ys, xs].T
+    boxes = decode_boxes(box_ltrb, stride)[0, :, ys, xs].T
     input_w, input_h = w * stride, h * stride
     image_w, image_h = image_size
     scale = torch.tensor([image_w / input_w, image_h / input_h, image_w / input_w, image_h / input_h])
@@ -226,7 +225,6 @@ def detector_postprocess(
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_h)
     keep_idx = batched_nms(boxes, scores, cls_idx, nms_iou_threshold)[:max_detections]
-    del num_classes
     return Detections(
         boxes_xyxy=boxes[keep_idx].numpy().astype(np.float32),
         scores=scores[keep_idx].numpy().astype(np.float32),

@@ -148,11 +148,9 @@ def run_saturation(
         while (item := slots["tracker"].get()) is not None:
             index, stamp, det = item
             start = clock()
-            keep = det.scores >= pipeline.track_score_threshold
-            embeddings = pipeline.embed(images[index], det.boxes_xyxy[keep])
-            tracks = pipeline.tracker.update(
-                det.boxes_xyxy[keep], det.scores[keep], det.labels[keep], embeddings
-            )
+            inputs = pipeline.tracker_inputs(det)
+            embeddings = pipeline.embed(images[index], inputs.boxes_xyxy)
+            tracks = pipeline.tracker.update(inputs.boxes_xyxy, inputs.scores, inputs.labels, embeddings)
             _record(reports["tracker"], start, stamp)
             slots["classifier"].put((index, stamp, tracks))
         slots["classifier"].close()

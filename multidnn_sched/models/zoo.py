@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torchvision.ops import nms
 
 from multidnn_sched.models.checkpoints import WEIGHTS_DIR, load_checkpoint
 from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW, AttributeClassifier
@@ -113,6 +114,8 @@ class PerceptionPipeline:
         nms_iou_threshold: per-class NMS IoU.
         device: torch device the models live on.
         max_detections: keep at most this many detections per frame (highest scores).
+        track_nms_iou_threshold: class-agnostic NMS IoU applied to the tracker's input (one object detected
+            as two classes at one place must not start two tracks).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class PerceptionPipeline:
         nms_iou_threshold: float = 0.5,
         device: str | torch.device = "cpu",
         max_detections: int = 100,
+        track_nms_iou_threshold: float = 0.6,
     ) -> None:
         self.models = models if models is not None else load_default_models(device)
         self.tracker = Tracker(tracker_config)
@@ -132,6 +136,7 @@ class PerceptionPipeline:
         self.nms_iou_threshold = nms_iou_threshold
         self.device = torch.device(device)
         self.max_detections = max_detections
+        self.track_nms_iou_threshold = track_nms_iou_threshold
 
     def reset(self) -> None:
         """Start a new sequence (forget tracks)."""
@@ -164,17 +169,28 @@ class PerceptionPipeline:
         scores, ids = probs.max(dim=1)
         return ids.numpy().astype(np.int64), scores.numpy().astype(np.float32)
 
+    def tracker_inputs(self, detections: Detections) -> Detections:
+        """Detections handed to the tracker: score >= ``track_score_threshold``, class-agnostic NMS."""
+        keep = np.flatnonzero(detections.scores >= self.track_score_threshold)
+        if keep.size > 1:
+            order = nms(
+                torch.from_numpy(detections.boxes_xyxy[keep]),
+                torch.from_numpy(detections.scores[keep]),
+                self.track_nms_iou_threshold,
+            )
+            keep = keep[order.numpy()]
+        return Detections(detections.boxes_xyxy[keep], detections.scores[keep], detections.labels[keep])
+
     def __call__(self, image_rgb_uint8: np.ndarray) -> FrameResult:
         """Process one frame (frames of one sequence must come in order)."""
         latency: dict[str, float] = {}
         t0 = time.perf_counter()
         detections = self.detect(image_rgb_uint8)
         t1 = time.perf_counter()
-        keep = detections.scores >= self.track_score_threshold
-        boxes = detections.boxes_xyxy[keep]
-        embeddings = self.embed(image_rgb_uint8, boxes)
+        inputs = self.tracker_inputs(detections)
+        embeddings = self.embed(image_rgb_uint8, inputs.boxes_xyxy)
         t2 = time.perf_counter()
-        tracks = self.tracker.update(boxes, detections.scores[keep], detections.labels[keep], embeddings)
+        tracks = self.tracker.update(inputs.boxes_xyxy, inputs.scores, inputs.labels, embeddings)
         t3 = time.perf_counter()
         track_boxes = np.array([t.box_xyxy for t in tracks], np.float32).reshape(-1, 4)
         attributes, attribute_scores = self.classify(image_rgb_uint8, track_boxes)
