@@ -91,7 +91,8 @@ def test_sequential_lock_serialises_models() -> None:
     # With the global lock one of the two models waits for the other on every frame.
     worst = max(max(r.latencies_ms) for r in runs.values())
     assert worst >= 75.0
-    assert all(len(r.completed) == 3 for r in runs.values())
+    for r in runs.values():
+        assert sorted(r.completed + r.dropped) == [0, 1, 2] and r.completed
 
 
 def test_ratios_and_table() -> None:
