@@ -110,3 +110,11 @@ def test_profile_model_dict_and_bytes_match_safetensors(tmp_path) -> None:
 def test_unknown_model_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no_such_net"):
         profile_model("no_such_net")
+
+
+def test_profile_model_by_name_uses_the_partitioner() -> None:
+    result = profile_model("resnet18").to_dict()
+    assert result["family"] == "resnet"
+    assert len(result["blocks"]) > 1
+    assert sum(b["macs"] for b in result["blocks"]) == result["macs"]
+    assert sum(b["params"] for b in result["blocks"]) == result["params"] == 11_689_512
