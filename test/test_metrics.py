@@ -193,6 +193,12 @@ def test_tracking_ignored_gt_and_its_hypothesis_are_dropped() -> None:
     assert result["idf1"] == pytest.approx(8 / 12)
 
 
+def test_tracking_without_gt_is_undefined_not_minus_infinity() -> None:
+    result = tracking_metrics([_tf(0, [], [], [1], [A0])])
+    assert np.isnan(result["mota"])
+    assert result["num_false_positives"] == 1
+
+
 def test_tracking_matches_motmetrics_directly() -> None:
     import motmetrics as mm
 

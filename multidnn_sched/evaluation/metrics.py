@@ -338,6 +338,8 @@ def tracking_metrics(frames: Sequence[TrackingFrame], iou_threshold: float = MAT
         value = row[key]
         result[key] = int(value) if key.startswith("num_") or key.startswith("mostly") else float(value)
     result["motp"] = 1.0 - float(row["motp"]) if not np.isnan(row["motp"]) else float("nan")
+    if result["num_objects"] == 0:
+        result["mota"] = float("nan")  # motmetrics gives -inf with false positives and no GT
     return result
 
 
