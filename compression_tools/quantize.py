@@ -223,18 +223,20 @@ class OrtBlock(nn.Module):
 
     Args:
         onnx_path: the ``.onnx`` file (from :func:`export_onnx` / :func:`quantize_block_ort_int8`).
-        intra_op_threads: ORT intra-op threads of the first session.
+        intra_op_threads: ORT intra-op threads; ``None`` (default): follow the calling thread's torch intra-op
+            thread count at every call — the BlockExecutor sets that per block (1 when sharing the CPU, all cores
+            when exclusive), so an ORT variant obeys the same thread budget as the torch block it replaces.
 
     Raises:
         CheckpointError: the file cannot be loaded or has no carry layout.
     """
 
-    def __init__(self, onnx_path: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, onnx_path: Path, intra_op_threads: int | None = None) -> None:
         super().__init__()
         self.onnx_path = Path(onnx_path)
         self._sessions: dict[int, Any] = {}
         self.intra_op_threads = intra_op_threads
-        session = self._session(intra_op_threads)
+        session = self._session(1 if intra_op_threads is None else intra_op_threads)
         meta = session.get_modelmeta().custom_metadata_map
         if CARRY_METADATA_KEY not in meta:
             raise CheckpointError(f"ONNX file {self.onnx_path} lacks the {CARRY_METADATA_KEY!r} metadata entry")
@@ -252,6 +254,8 @@ class OrtBlock(nn.Module):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            # No busy-waiting between kernels: on a shared CPU spinning threads steal cores from other blocks.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 self._sessions[threads] = ort.InferenceSession(str(self.onnx_path), sess_options=options,
                                                                providers=["CPUExecutionProvider"])
@@ -271,7 +275,8 @@ class OrtBlock(nn.Module):
                                f"{len(tensors)}")
         feeds = {name: t.detach().cpu().float().contiguous().numpy()
                  for name, t in zip(self._in_names, tensors, strict=True)}
-        outputs = self._session(self.intra_op_threads).run(None, feeds)
+        threads = self.intra_op_threads if self.intra_op_threads is not None else torch.get_num_threads()
+        outputs = self._session(threads).run(None, feeds)
         return unflatten_carry(self._out_layout, [torch.from_numpy(o) for o in outputs])
 
     def extra_repr(self) -> str:

@@ -89,3 +89,23 @@ def test_ort_block_refuses_threads_below_one(tmp_path: Path) -> None:
     path = export_onnx(_block(), torch.rand(1, 16, 8, 8), tmp_path / "f.onnx")
     with pytest.raises(ConfigError, match="intra_op_threads"):
         OrtBlock(path, intra_op_threads=0)
+
+
+def test_ort_block_follows_the_calling_threads_torch_thread_count(tmp_path: Path) -> None:
+    """Default OrtBlock: the executor's per-block thread budget (torch.set_num_threads) also governs ORT."""
+    import threading
+
+    path = export_onnx(_block(), torch.rand(1, 16, 8, 8), tmp_path / "f.onnx")
+    ort_block = OrtBlock(path)
+    seen: list[set[int]] = []
+
+    def run(threads: int) -> None:
+        torch.set_num_threads(threads)
+        ort_block(torch.rand(1, 16, 8, 8))
+        seen.append(set(ort_block._sessions))
+
+    for threads in (1, 2):
+        worker = threading.Thread(target=run, args=(threads,))
+        worker.start()
+        worker.join()
+    assert seen == [{1}, {1, 2}]

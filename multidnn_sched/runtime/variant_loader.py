@@ -20,7 +20,7 @@ from multidnn_sched.runtime.block import BlockVariant, PartitionedModel
 _log = logging.getLogger(__name__)
 
 
-def _ready_module(record: VariantRecord, path: Path, pm: PartitionedModel, intra_op_threads: int,
+def _ready_module(record: VariantRecord, path: Path, pm: PartitionedModel, intra_op_threads: int | None,
                   device: str) -> Any:
     if record.format == "torch-safetensors":
         return load_variant(path, pm.block(record.block).module).to(device)
@@ -39,7 +39,7 @@ def load_variants(
     manifest_path: Path,
     partitioned_model: PartitionedModel,
     *,
-    intra_op_threads: int = 1,
+    intra_op_threads: int | None = None,
     device: str = "cpu",
     include_unusable: bool = False,
     device_key: str | None = None,
@@ -50,8 +50,8 @@ def load_variants(
         manifest_path: ``manifest.json`` written by ``multidnn-compress``; files are relative to its directory.
         partitioned_model: the model whose blocks the variants replace (records of other models are ignored;
             torch variants are rebuilt on top of its original blocks).
-        intra_op_threads: ORT intra-op threads of ONNX variants (the executor may change it per variant with
-            ``module.set_intra_op_threads(n)``).
+        intra_op_threads: ORT intra-op threads of ONNX variants; ``None`` (default): follow the calling
+            thread's torch thread count, which the executor sets per block.
         device: torch device for torch variants; TensorRT variants are loaded only when it is ``"cuda..."``.
         include_unusable: also return variants the manifest marks unusable (with ``usable=False``, not loaded:
             ``module`` is ``None``).
