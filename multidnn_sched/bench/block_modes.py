@@ -29,7 +29,8 @@ from multidnn_sched.runtime.policy import Policy, PolicyConfig
 
 log = logging.getLogger("multidnn_sched.bench")
 
-DEFAULT_VARIANTS_MANIFEST = Path(__file__).resolve().parents[1] / "models" / "variants" / "manifest.json"
+DEFAULT_VARIANTS_MANIFEST = Path("runs/variants/manifest.json")
+"""Where ``multidnn-compress build-defaults`` writes the default variants (also what ``make demo`` uses)."""
 
 
 def build_executor(

@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=None, help="seconds per mode (default: the workload's)")
     parser.add_argument("--json", default="runs/bench/bench.json", help="output JSON (PNG written beside it)")
     parser.add_argument("--variants", default=None,
-                        help="variant manifest for blocks+swap (default: the shipped default variants)")
+                        help="variant manifest for blocks+swap (default: runs/variants/manifest.json, "
+                        "built by `multidnn-compress build-defaults`)")
     parser.add_argument("--random-init", action="store_true",
                         help="use randomly initialised models (no shipped weights needed; accuracy meaningless)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log scheduling decisions")
