@@ -5,6 +5,7 @@ Every ROS test uses a private ``Context`` and joins the spinning thread before i
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -51,6 +52,8 @@ from multidnn_sched.ros.stats import DropLog, InOrder, LatencyWindow, NodeStats,
 from multidnn_sched.ros.tasks import CropTask, DetectorTask, PerceptionTasks, TrackOutput
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_DOMAIN_ID = 101 + os.getpid() % 100
+"""A DDS domain of this test process: engineers' and CI's test runs on one machine must not cross-talk."""
 
 # ------------------------------------------------------------------------------------------- pure state
 
@@ -333,7 +336,7 @@ def test_diagnostics_builder_round_trip() -> None:
 @pytest.fixture()
 def ros_context() -> Iterator[Context]:
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=TEST_DOMAIN_ID)  # other processes' tests must not see our topics
     try:
         yield context
     finally:
@@ -574,12 +577,12 @@ CTRL_C_SCRIPT = """
 import sys, time
 sys.path.insert(0, {test_dir!r})
 from test_ros_nodes import FakeRuntime, fake_tasks
-from multidnn_sched.ros.container import run
+from multidnn_sched.ros.container import exit_after_teardown, run
 print("starting", flush=True)
 code = run(["perception_container", "--baseline"], runtime_factory=lambda values, names: FakeRuntime(),
            tasks=fake_tasks())
 print("exit", code, flush=True)
-sys.exit(code)
+exit_after_teardown(code)
 """
 
 
@@ -590,8 +593,10 @@ def test_container_main_shuts_down_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
 
     script = tmp_path / "run_container.py"
     script.write_text(CTRL_C_SCRIPT.format(test_dir=str(ROOT / "test")))
+    env = {**os.environ, "ROS_DOMAIN_ID": str(TEST_DOMAIN_ID)}
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env=env,
     )
     try:
         lines: list[str] = []

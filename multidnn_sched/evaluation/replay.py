@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import struct
 import sys
 import threading
@@ -151,6 +152,7 @@ class ReplayOptions:
         progress: show a progress bar.
         container_params: extra container parameter values (name -> value).
         node_params: extra perception-node parameter values (node -> name -> value).
+        domain_id: DDS domain of the replay (``None``: :func:`private_domain_id`).
     """
 
     bag: Path
@@ -168,6 +170,7 @@ class ReplayOptions:
     progress: bool = True
     container_params: dict[str, Any] = field(default_factory=dict)
     node_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    domain_id: int | None = None
 
 
 # -------------------------------------------------------------------------------------------------- bag
@@ -289,6 +292,16 @@ def mode_parameters(mode: str, options: ReplayOptions) -> dict[str, Any]:
     return values
 
 
+PRIVATE_DOMAIN_BASE = 101
+"""Replays run on a DDS domain of their own (101..200, from the process id) unless ``--domain-id`` is given:
+several replays (or tests) on one machine must not see each other's images."""
+
+
+def private_domain_id() -> int:
+    """A DDS domain id for this process only (``PRIVATE_DOMAIN_BASE + pid % 100``)."""
+    return PRIVATE_DOMAIN_BASE + os.getpid() % 100
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -351,7 +364,11 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
 
     run = ModeRun(mode)
     context = Context()
-    rclpy.init(args=["--ros-args", "-r", f"image:={options.image_topic}"], context=context)
+    rclpy.init(
+        args=["--ros-args", "-r", f"image:={options.image_topic}"],
+        context=context,
+        domain_id=options.domain_id if options.domain_id is not None else private_domain_id(),
+    )
     container = None
     spinner = None
     try:
@@ -513,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra parameter: container 'policy.swap_enabled=false' or node 'detector:score_threshold=0.4' "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--domain-id",
+        type=int,
+        default=None,
+        help="DDS domain (default: a private one from the process id; ROS_DOMAIN_ID is ignored)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -575,6 +598,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         progress=not args.no_progress,
         container_params=extra,
         node_params=node_params,
+        domain_id=args.domain_id,
     )
 
 

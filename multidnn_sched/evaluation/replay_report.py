@@ -109,6 +109,7 @@ def accuracy(run: ModeRun, bag: BagData, reference: ModeRun | None) -> dict[str,
 
     Detector: mAP@0.5; tracker: IDF1 (MOTA reported too); classifier: attribute top-1 x coverage (correct
     attributes / scorable objects, so unanswered frames count as wrong). ``None`` when neither exists.
+    Computed over the first pass through the bag (a soak's later loops only add latency and memory figures).
     """
     from multidnn_sched.evaluation.metrics import (
         ClassifiedFrame,
@@ -131,7 +132,7 @@ def accuracy(run: ModeRun, bag: BagData, reference: ModeRun | None) -> dict[str,
     trk = _by_stamp(run.outputs.get("tracks", []))
     cls = _by_stamp(run.outputs.get("classified", []))
     preds, gts, tracking, classified = [], [], [], []
-    for frame, stamp in enumerate(sorted(run.published)):
+    for frame, stamp in enumerate(sorted(run.published)[: len(bag.images)]):  # first loop only (soak: cost)
         ref = (
             _reference_from_gt(bag, run.frame_of_stamp[stamp])
             if use_gt
@@ -451,8 +452,10 @@ def _json_default(value: Any) -> Any:
 
 def comparison_table(report: dict[str, Any]) -> str:
     """A short plain-text table (mode, model, p50 / p99 ms, accuracy, ratios to baseline) for the terminal."""
-    header = (f"{'mode':<12} {'model':<11} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'p99/base':>9} "
-              f"{'acc/base':>9}")
+    header = (
+        f"{'mode':<12} {'model':<11} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'p99/base':>9} "
+        f"{'acc/base':>9}"
+    )
     lines = [header, "-" * len(header)]
     for mode, entry in report["modes"].items():
         ratios = report.get("comparison", {}).get(mode, {})

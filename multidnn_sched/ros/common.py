@@ -79,6 +79,8 @@ class PerceptionNode(Node):
         self.values: dict[str, ParamValue] = declare_parameters(self, self._specs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.callback_group = MutuallyExclusiveCallbackGroup()
+        self.closing = False
+        """Set before the runtime shuts down: late results are then counted as ``shutdown``, not published."""
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         result = check_parameters(self._specs, params)
@@ -126,6 +128,9 @@ class PerceptionNode(Node):
     def _finish(
         self, future: Future, on_output: Callable[[Any], None], on_failure: Callable[[], None] | None
     ) -> None:
+        if self.closing:
+            self.drop("shutdown")
+            return
         try:
             output = future.result()
         except FrameDroppedError:
