@@ -144,16 +144,32 @@ def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7) -> Model
     return ModelSetup(partition_model(model, name), inputs, None, "top1_agreement_pct", False)
 
 
-def heaviest_block(pm: PartitionedModel, example: Carry) -> str:
-    """Name of the block with the most MACs on ``example``."""
+def block_macs(pm: PartitionedModel, example: Carry) -> dict[str, int]:
+    """MACs of every block on ``example``, in block order."""
     from .profile import count_macs
 
-    best, best_macs, carry = pm.blocks[0].name, -1, example
+    macs: dict[str, int] = {}
+    carry = example
     for block in pm.blocks:
-        macs, carry = count_macs(block.module, carry)
-        if macs > best_macs:
-            best, best_macs = block.name, macs
-    return best
+        macs[block.name], carry = count_macs(block.module, carry)
+    return macs
+
+
+def heaviest_block(pm: PartitionedModel, example: Carry) -> str:
+    """Name of the block with the most MACs on ``example``."""
+    macs = block_macs(pm, example)
+    return max(macs, key=lambda name: macs[name])
+
+
+SIGNIFICANT_BLOCK_MAC_FRACTION = 0.05
+"""``build-defaults`` gives an int8 variant to every block with at least this share of its model's MACs (the
+heaviest block gets every default kind): the policy can then shed load block by block, not only at one block."""
+
+
+def significant_blocks(pm: PartitionedModel, example: Carry, exclude: Sequence[str] = ()) -> list[str]:
+    macs = block_macs(pm, example)
+    total = sum(macs.values()) or 1
+    return [n for n, m in macs.items() if m >= SIGNIFICANT_BLOCK_MAC_FRACTION * total and n not in exclude]
 
 
 def _merge(out_dir: Path, setup: ModelSetup, records: list[Any], max_drop: float) -> Path:
@@ -174,7 +190,10 @@ def _merge(out_dir: Path, setup: ModelSetup, records: list[Any], max_drop: float
     return write_manifest(manifest, path)
 
 
-def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: Sequence[str]) -> Path:
+def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: Sequence[str],
+           extra_kinds: Sequence[str] = ()) -> Path:
+    """Build ``kinds`` for ``blocks`` (names or ``"heaviest"``) of ``model``; with ``extra_kinds``, also build
+    those for every other significant block (see :data:`SIGNIFICANT_BLOCK_MAC_FRACTION`)."""
     from .variants import BuildOptions, build_block_variants
 
     setup = setup_model(model, args.frames)
@@ -188,6 +207,11 @@ def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: S
     torch.manual_seed(0)
     records = build_block_variants(setup.pm, names, setup.inputs, kinds, args.out, setup.accuracy_fn, setup.metric,
                                    options, calibration_count=args.calibration)
+    others = significant_blocks(setup.pm, setup.inputs[0], exclude=names) if extra_kinds else []
+    if others:
+        extra = build_block_variants(setup.pm, others, setup.inputs, extra_kinds, args.out, setup.accuracy_fn,
+                                     setup.metric, options, calibration_count=args.calibration)
+        records += extra
     path = _merge(Path(args.out), setup, records, args.max_drop)
     for r in records:
         accuracy = "n/a" if r.accuracy is None else f"{r.accuracy:.2f}"
@@ -256,7 +280,7 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
 
     path = None
     for model in args.models:
-        path = _build(args, model, ["heaviest"], args.kinds)
+        path = _build(args, model, ["heaviest"], args.kinds, args.other_kinds)
     if path is not None:
         paths = write_report(read_manifest(path), Path(args.out))
         print(f"report: {paths.markdown}")
@@ -305,9 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", action="append", default=None)
     p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="comma-separated variant kinds")
     _common(p)
-    p = sub.add_parser("build-defaults", help="default variants of the default models' heaviest blocks")
+    p = sub.add_parser("build-defaults", help="default variants of the default models' blocks")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS))
+    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="variant kinds of each model's heaviest block")
+    p.add_argument("--other-kinds", default="int8",
+                   help="variant kinds of every other block with >= 5%% of the model's MACs ('' for none)")
     _common(p)
     p = sub.add_parser("report", help="Markdown + JSON + PNG report of a manifest")
     p.add_argument("--manifest", type=Path, required=True)
@@ -329,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args)
         if args.command == "build-defaults":
             args.kinds = [k for k in args.kinds.split(",") if k]
+            args.other_kinds = [k for k in args.other_kinds.split(",") if k]
             return _cmd_build_defaults(args)
         blocks = args.block or ["heaviest"]
         if args.command == "prune":
