@@ -89,14 +89,15 @@ def test_drop_log_reports_first_of_each_cause() -> None:
 
 
 def test_stamp_pairer_pairs_either_order_and_evicts() -> None:
-    pairer = StampPairer(capacity=2)
+    evicted: list[int] = []
+    pairer = StampPairer(capacity=2, on_evict=evicted.append)
     assert pairer.add_image(1, "img1") is None
     assert pairer.add_detections(1, "det1") == "img1"
     assert pairer.add_detections(2, "det2") is None
     assert pairer.add_image(2, "img2") == "det2"
     for stamp in (3, 4, 5):
         pairer.add_detections(stamp, f"det{stamp}")
-    assert pairer.evicted_detections == 1
+    assert pairer.evicted_detections == 1 and evicted == [3]
     assert pairer.add_image(3, "img3") is None  # det3 was evicted
     assert pairer.sizes() == (1, 2)
 
@@ -595,7 +596,11 @@ def test_container_main_shuts_down_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
     script.write_text(CTRL_C_SCRIPT.format(test_dir=str(ROOT / "test")))
     env = {**os.environ, "ROS_DOMAIN_ID": str(TEST_DOMAIN_ID)}
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
         env=env,
     )
     try:

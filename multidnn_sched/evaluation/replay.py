@@ -153,6 +153,7 @@ class ReplayOptions:
         container_params: extra container parameter values (name -> value).
         node_params: extra perception-node parameter values (node -> name -> value).
         domain_id: DDS domain of the replay (``None``: :func:`private_domain_id`).
+        mmap_threshold_bytes: glibc ``M_MMAP_THRESHOLD`` to pin (0: leave glibc's dynamic threshold).
     """
 
     bag: Path
@@ -171,6 +172,7 @@ class ReplayOptions:
     container_params: dict[str, Any] = field(default_factory=dict)
     node_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     domain_id: int | None = None
+    mmap_threshold_bytes: int = 0
 
 
 # -------------------------------------------------------------------------------------------------- bag
@@ -300,6 +302,22 @@ several replays (or tests) on one machine must not see each other's images."""
 def private_domain_id() -> int:
     """A DDS domain id for this process only (``PRIVATE_DOMAIN_BASE + pid % 100``)."""
     return PRIVATE_DOMAIN_BASE + os.getpid() % 100
+
+
+def pin_mmap_threshold(threshold_bytes: int) -> None:
+    """Pin glibc's ``M_MMAP_THRESHOLD``: allocations at least this large are mmapped and unmapped on free.
+
+    glibc raises the threshold dynamically (up to 32 MiB) after freeing mmapped chunks; frame-sized buffers
+    (0.9 MB images) then come from per-thread heap arenas and fragment them. No-op outside glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    m_mmap_threshold = -3
+    ctypes.CDLL(name).mallopt(m_mmap_threshold, int(threshold_bytes))
 
 
 def _rss_mb() -> float:
@@ -536,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="DDS domain (default: a private one from the process id; ROS_DOMAIN_ID is ignored)",
     )
+    parser.add_argument(
+        "--mmap-threshold-bytes",
+        type=int,
+        default=0,
+        help="pin glibc's M_MMAP_THRESHOLD (e.g. 131072) so frame-sized buffers are unmapped on "
+        "free (soak memory); 0: glibc default",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -599,6 +624,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         container_params=extra,
         node_params=node_params,
         domain_id=args.domain_id,
+        mmap_threshold_bytes=args.mmap_threshold_bytes,
     )
 
 
@@ -611,6 +637,8 @@ def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> 
     """
     from multidnn_sched.evaluation.replay_report import write_report
 
+    if options.mmap_threshold_bytes:
+        pin_mmap_threshold(options.mmap_threshold_bytes)
     bag = load_bag(options.bag, options.image_topic, options.gt_topic, options.max_frames)
     if models is None:
         models = build_models(options.random_weights)

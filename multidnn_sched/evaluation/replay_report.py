@@ -213,7 +213,9 @@ def memory_and_messages(run: ModeRun) -> tuple[dict[str, Any], dict[str, Any]]:
     base = after_first[0] if after_first else None
     final = rss[-1] if rss else None
     growth = (final - base) / base * 100.0 if base and final else None
+    step = max(1, len(run.samples) // 200)
     memory = {
+        "samples_sec_mb": [(round(x.time_sec, 1), round(x.rss_mb, 1)) for x in run.samples[::step]],
         "start_mb": rss[0] if rss else None,
         "after_first_loop_mb": base,
         "end_mb": final,

@@ -53,7 +53,7 @@ class ClassifierNode(PerceptionNode):
     ) -> None:
         super().__init__(node_name, "classifier", CLASSIFIER_PARAMS, runtime, context, parameter_overrides)
         self._task = task
-        self._pairer = StampPairer()
+        self._pairer = StampPairer(on_evict=lambda stamp: self.drop("no_image", f"stamp {stamp} ns"))
         self.full_frame = self.values["mode"] == "full_frame"
         self.image_subscription = self.create_subscription(
             Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group

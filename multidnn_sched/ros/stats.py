@@ -185,13 +185,15 @@ class StampPairer:
     """Pairs an image with the detections computed from it, by header stamp (ns).
 
     There is no message_filters here. Both sides are kept in bounded caches (oldest evicted first); whichever
-    arrives second completes the pair. Evicted detections (their image never came) are counted.
+    arrives second completes the pair. Evicted detections (their image never came: the image subscription is
+    best effort, keep last 5) are counted and reported through ``on_evict(stamp_ns)``.
     """
 
-    def __init__(self, capacity: int = 30) -> None:
+    def __init__(self, capacity: int = 30, on_evict: Callable[[int], None] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"expected capacity >= 1, got {capacity}")
         self._capacity = capacity
+        self._on_evict = on_evict
         self._images: OrderedDict[int, object] = OrderedDict()
         self._detections: OrderedDict[int, object] = OrderedDict()
         self.evicted_detections = 0
@@ -215,10 +217,14 @@ class StampPairer:
             if image is not None:
                 return image
             self._detections[stamp_ns] = detections
+            evicted = []
             while len(self._detections) > self._capacity:
-                self._detections.popitem(last=False)
+                evicted.append(self._detections.popitem(last=False)[0])
                 self.evicted_detections += 1
-            return None
+        for stamp in evicted:
+            if self._on_evict is not None:
+                self._on_evict(stamp)
+        return None
 
     def sizes(self) -> tuple[int, int]:
         """(images waiting, detections waiting)."""

@@ -63,7 +63,7 @@ class TrackerNode(PerceptionNode):
         self._tracker_lock = threading.Lock()
         self._tracker: TrackerLike = make_tracker(self._tracker_settings())
         self._order = InOrder()
-        self._pairer = StampPairer()
+        self._pairer = StampPairer(on_evict=lambda stamp: self.drop("no_image", f"stamp {stamp} ns"))
         self._last_stamp_ns = -1
         self.publisher = self.create_publisher(Detection2DArray, "tracks", OUTPUT_QOS_DEPTH)
         self.image_subscription = self.create_subscription(
