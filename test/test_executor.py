@@ -181,7 +181,7 @@ def test_unknown_model_and_bad_registration_rejected(executor: BlockExecutor) ->
 @pytest.mark.parametrize(("schedule", "expected_max"), [("sequential", 1), ("parallel", 2)])
 def test_sequential_blocks_run_alone_parallel_blocks_overlap(schedule: str, expected_max: int) -> None:
     tracker = {"now": 0, "max": 0}
-    ex = BlockExecutor(schedule=schedule, cpu_threads=2, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=2, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         for name in ("a", "b"):
             blocks = [Block(f"s{i}", Sleep(0.03, tracker)) for i in range(3)]

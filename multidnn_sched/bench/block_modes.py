@@ -46,7 +46,8 @@ def build_executor(
     """Partition every model, register it (and, with ``swap``, its variants) and profile solo latencies."""
     config = policy_config or PolicyConfig()
     config.swap_enabled = swap
-    executor = BlockExecutor("cpu", Policy(config), clock=clock)
+    executor = BlockExecutor("cpu", Policy(config), clock=clock, num_workers=workload.executor.num_workers,
+                             queue_order=workload.executor.queue_order)
     try:
         for load in workload.models:
             pm = partition_model(models[load.name], load.name)

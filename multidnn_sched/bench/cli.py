@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from multidnn_sched.bench.report import ModelSummary, compute_ratios, format_table, mode_entry, plot_latency_cdfs
-from multidnn_sched.bench.static_modes import ModelRun, run_multiprocess, run_threads
+from multidnn_sched.bench.static_modes import ModelRun, run_multiprocess, run_single_thread, run_threads
 from multidnn_sched.bench.tasks import (
     TaskInputs,
     build_model,
@@ -34,6 +35,8 @@ from multidnn_sched.bench.workload import Workload, load_workload
 from multidnn_sched.exceptions import MultiDnnError
 
 ALL_MODES: tuple[str, ...] = ("multiprocess", "threads", "sequential", "blocks", "blocks+swap")
+DEFAULT_THREADS = torch.get_num_threads()
+"""torch's default intra-op threads (= cores), what every baseline thread uses, as users' nodes do."""
 BACKEND = "PyTorch eager fp32 on CPU (original blocks in every mode; variants only in blocks+swap)"
 
 log = logging.getLogger("multidnn_sched.bench")
@@ -75,15 +78,26 @@ def run_mode(
         return runs, 0, []
     t0 = time.monotonic() + 0.5
     arrivals = workload.arrivals_sec(t0)
-    if mode in ("threads", "sequential"):
-        return run_threads(models, tasks, depths, arrivals, global_lock=(mode == "sequential")), 0, []
+    if mode == "threads":
+        return run_threads(models, tasks, depths, arrivals, global_lock=False, threads=DEFAULT_THREADS), 0, []
+    if mode == "sequential":
+        return run_single_thread(models, tasks, depths, arrivals, threads=DEFAULT_THREADS), 0, []
     from multidnn_sched.bench.block_modes import run_blocks
 
     return run_blocks(models, tasks, workload, swap=(mode == "blocks+swap"), variants_manifest=args.variants)
 
 
+def _warm_up(models: dict[str, torch.nn.Module], tasks: dict[str, TaskInputs]) -> None:
+    torch.set_num_threads(DEFAULT_THREADS)
+    with torch.inference_mode():
+        for name, model in models.items():
+            for x in tasks[name].inputs:
+                model(x)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    torch.set_num_threads(1)  # this thread only prepares inputs; see the warm-up note below
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -93,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         images, truth = render_truth_and_frames(workload.scene, workload.rate_hz)
         tasks = {m.name: build_task_inputs(m.name, images, truth) for m in workload.models}
         models = {m.name: build_model(m.name, random_init=args.random_init) for m in workload.models}
-        with torch.inference_mode():  # warm-up (allocator, kernels) outside every mode's timed region
-            for name, model in models.items():
-                for x in tasks[name].inputs[:3]:
-                    model(x)
+        # The main thread never runs multi-threaded torch work (it would keep an OpenMP team alive for the whole
+        # run, see executor.ONE_OPENMP_TEAM_NOTE); the warm-up (oneDNN primitives per input shape) runs in a
+        # short-lived thread.
+        warm = threading.Thread(target=_warm_up, args=(models, tasks), name="bench-warmup")
+        warm.start()
+        warm.join()
         deadlines = {m.name: m.deadline_ms for m in workload.models}
         modes: dict[str, Any] = {}
         all_runs: dict[str, dict[str, ModelRun]] = {}

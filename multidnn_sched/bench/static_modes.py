@@ -2,8 +2,11 @@
 
 * ``multiprocess`` — one OS process per model (one ROS node per process).
 * ``threads``      — one process, one thread per model running the whole model (a MultiThreadedExecutor).
-* ``sequential``   — one process, one thread per model, but a global lock around every forward
-  (a SingleThreadedExecutor: models never overlap).
+* ``sequential``   — one process, ONE thread serving every model, whole model after whole model, oldest
+  pending frame first (a SingleThreadedExecutor, i.e. a global lock: models never overlap). One thread rather
+  than a lock over three threads: measured here, three threads taking turns under a lock ran each forward
+  30-90 % slower (three OpenMP teams throttle libgomp's spin-wait; see executor.ONE_OPENMP_TEAM_NOTE), so the
+  single thread is the stronger — and the more faithful — baseline.
 
 Every mode runs the original models with PyTorch eager fp32 on the CPU with torch's default intra-op threads,
 gets the same frames at the same open-loop arrival instants (``time.monotonic``, shared by processes), and
@@ -110,6 +113,59 @@ def _newest_arrived(arrivals_sec: list[float], now: float, start: int) -> int:
     return i
 
 
+def run_single_thread(
+    models: dict[str, nn.Module],
+    tasks: dict[str, TaskInputs],
+    queue_depths: dict[str, int],
+    arrivals_sec: list[float],
+    *,
+    clock: Clock = time.monotonic,
+    threads: int | None = None,
+) -> dict[str, ModelRun]:
+    """``sequential``: one thread runs whole models one after another, the oldest pending frame first."""
+    results = {name: ModelRun(name) for name in models}
+
+    def serve() -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        n = len(arrivals_sec)
+        next_index = dict.fromkeys(models, 0)
+        with torch.inference_mode():
+            while any(i < n for i in next_index.values()):
+                now = clock()
+                choice: tuple[float, str, int] | None = None
+                for name in models:
+                    if next_index[name] >= n:
+                        continue
+                    newest = _newest_arrived(arrivals_sec, now, next_index[name])
+                    dropped, index = pending_to_run(next_index[name], newest, queue_depths[name])
+                    results[name].dropped.extend(dropped)
+                    if dropped:
+                        next_index[name] = dropped[-1] + 1
+                    if index is not None and (choice is None or arrivals_sec[index] < choice[0]):
+                        choice = (arrivals_sec[index], name, index)
+                if choice is None:
+                    upcoming = min(arrivals_sec[i] for i in next_index.values() if i < n)
+                    time.sleep(max(0.0, upcoming - now))
+                    continue
+                arrival, name, index = choice
+                run, task = results[name], tasks[name]
+                try:
+                    output = models[name](task.input_for(index))
+                except (RuntimeError, ValueError):
+                    run.failed.append(index)
+                else:
+                    run.latencies_ms.append((clock() - arrival) * 1e3)
+                    run.completed.append(index)
+                    run.outputs.setdefault(index % len(task.inputs), compact_output(name, output))
+                next_index[name] = index + 1
+
+    worker = threading.Thread(target=serve, name="bench-sequential")
+    worker.start()
+    worker.join()
+    return results
+
+
 def run_threads(
     models: dict[str, nn.Module],
     tasks: dict[str, TaskInputs],
@@ -117,18 +173,22 @@ def run_threads(
     arrivals_sec: list[float],
     *,
     global_lock: bool,
+    threads: int | None = None,
 ) -> dict[str, ModelRun]:
-    """``threads`` (global_lock False) or ``sequential`` (True): one thread per model in this process."""
+    """``threads``: one thread per model in this process, each with torch's default intra-op threads
+    (``global_lock``: the same threads taking turns under one lock)."""
     lock = threading.Lock() if global_lock else None
     results: dict[str, ModelRun] = {}
 
     def serve(name: str) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
         results[name] = run_model_loop(models[name], tasks[name], arrivals_sec, queue_depths[name], lock=lock)
 
-    threads = [threading.Thread(target=serve, args=(name,), name=f"bench-{name}") for name in models]
-    for t in threads:
+    workers = [threading.Thread(target=serve, args=(name,), name=f"bench-{name}") for name in models]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
     return results
 

@@ -54,6 +54,14 @@ class SceneSource:
 
 
 @dataclass
+class ExecutorSettings:
+    """BlockExecutor settings of the ``blocks`` modes (``executor:`` in the YAML)."""
+
+    num_workers: int | None = None
+    queue_order: str = "edf"
+
+
+@dataclass
 class Workload:
     name: str
     rate_hz: float
@@ -61,6 +69,7 @@ class Workload:
     warmup_sec: float
     scene: SceneSource
     models: list[ModelLoad] = field(default_factory=list)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     @property
     def n_frames(self) -> int:
@@ -104,6 +113,11 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
         models.append(ModelLoad(name, deadline, int(m.get("priority", 0)), depth))
     if not models:
         raise ConfigError(f"{where}: no models")
+    ex_raw = raw.get("executor", {}) or {}
+    unknown = set(ex_raw) - {"num_workers", "queue_order"}
+    if unknown:
+        raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
+    executor = ExecutorSettings(**ex_raw)
     workload = Workload(
         name=str(raw.get("name", path.stem)),
         rate_hz=float(_require(raw, "rate_hz", where)),
@@ -111,6 +125,7 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
         warmup_sec=float(raw.get("warmup_sec", 2.0)),
         scene=scene,
         models=models,
+        executor=executor,
     )
     if workload.rate_hz <= 0 or workload.duration_sec <= 0:
         raise ConfigError(f"{where}: rate_hz and duration_sec must be > 0")

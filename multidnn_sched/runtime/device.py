@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,12 +120,23 @@ class BlockTimer:
         return (self._clock() - self._t0) * 1000.0
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware): the default intra-op budget of an exclusive block.
+
+    Not ``torch.get_num_threads()``: that is the *calling thread's* setting, which callers lower on purpose
+    (e.g. to 1 in a main thread that must not own an OpenMP team)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class Device:
     """The device all blocks run on.
 
     Args:
         spec: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        cpu_threads: intra-op threads a sequential (or lone) block gets on CPU; default: torch's current
+        cpu_threads: intra-op threads a sequential (or lone) block gets on CPU; default: usable_cores(), not torch's current
             count at construction (the number of cores unless configured).
         clock: seconds clock for CPU timing.
     """
@@ -137,7 +149,7 @@ class Device:
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {spec!r}")
         if self.torch_device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {spec!r} asked for but torch.cuda.is_available() is False")
-        self.cpu_threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
+        self.cpu_threads = cpu_threads if cpu_threads is not None else usable_cores()
         if self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {self.cpu_threads!r}")
         self._clock = clock

@@ -59,6 +59,19 @@ from multidnn_sched.runtime.policy import (
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
+
+CPU_DEFAULT_WORKERS = 1
+"""Worker threads on CPU when ``num_workers`` is None (CUDA: one per model, one stream each).
+
+ONE_OPENMP_TEAM_NOTE — measured on the 2-core dev/CI machine (torch 2.14 CPU, libgomp): every Python thread
+that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has more OpenMP threads than
+cores, libgomp throttles its spin-wait and every parallel region pays a wake-up: the default detector,
+embedder and classifier took 61 / 19 / 56 ms per frame in a second thread vs 42 / 10 / 19 ms in one thread
+(whole-model lock over three threads: 75 / 19 / 37 ms). Two single-threaded workers side by side gained no
+throughput over one two-threaded worker (the convolutions scale ~1.9x on 2 cores). So on CPU one worker runs
+every block with all cores, and the scheduling power is in block-boundary preemption (EDF + priority), the
+drop policy and hot-swap; ``num_workers > 1`` (parallel blocks, one intra-op thread each) pays off on many-core
+CPUs and is the default on CUDA, where parallel blocks overlap on streams."""
 QUEUE_ORDERS = ("edf", "fifo")
 LOGGER_NAME = "multidnn_sched.executor"
 
@@ -228,6 +241,8 @@ class BlockExecutor:
         self._stopping = False
         self._last_activity_sec = clock()
         self._stop_event = threading.Event()
+        if num_workers is None and not self.device.is_cuda:
+            num_workers = CPU_DEFAULT_WORKERS
         self._fixed_workers = num_workers
         self._threads: list[threading.Thread] = []
         for _ in range(num_workers or 0):
@@ -626,24 +641,36 @@ class BlockExecutor:
         caller's thread is left with all threads."""
         names = [model_name] if model_name is not None else list(self._models)
         measured: dict[tuple[str, str, str], float] = {}
-        try:
-            for name in names:
-                model = self._model(name)
-                carry = example_input if example_input is not None else model.example_input
-                if carry is None:
-                    raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
-                if example_input is not None and model.example_input is None:
-                    model.example_input = example_input
-                profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
-                                         repeats=repeats, warmup=warmup)
-                for block_name, profile in profiles.items():
-                    if profile.threads_alone is not None:
-                        self._alone_threads[(name, block_name)] = profile.threads_alone
-                    for variant, solo_ms in profile.solo_ms.items():
-                        measured[(name, block_name, variant)] = solo_ms
-                model.last_profile_sec = self._clock()
-        finally:
-            self.device.set_threads(self.device.cpu_threads)  # the caller's thread back to all threads
+        outcome: list[BaseException] = []
+
+        def measure() -> None:
+            try:
+                for name in names:
+                    model = self._model(name)
+                    carry = example_input if example_input is not None else model.example_input
+                    if carry is None:
+                        raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
+                    if example_input is not None and model.example_input is None:
+                        model.example_input = example_input
+                    profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
+                                             repeats=repeats, warmup=warmup,
+                                             compare_threads=(self._fixed_workers or len(self._models)) > 1)
+                    for block_name, profile in profiles.items():
+                        if profile.threads_alone is not None:
+                            self._alone_threads[(name, block_name)] = profile.threads_alone
+                        for variant, solo_ms in profile.solo_ms.items():
+                            measured[(name, block_name, variant)] = solo_ms
+                    model.last_profile_sec = self._clock()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                outcome.append(exc)
+
+        # Measured in a short-lived thread: its OpenMP team dies with it (see ONE_OPENMP_TEAM_NOTE), so profiling
+        # never leaves a second multi-threaded team behind in the caller's (main or decision) thread.
+        profiler = threading.Thread(target=measure, name="blockexec-profile", daemon=True)
+        profiler.start()
+        profiler.join()
+        if outcome:
+            raise outcome[0]
         with self._stats_lock:
             self._solo_ms.update(measured)
         for name, block_name, _variant in measured:

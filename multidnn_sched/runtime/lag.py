@@ -149,7 +149,7 @@ class BlockProfile:
 
 def profile_model(
     pm: PartitionedModel, carry: Carry, device: Device, gate: SlotGate, registry: VariantRegistry, *,
-    repeats: int = 5, warmup: int = 2,
+    repeats: int = 5, warmup: int = 2, compare_threads: bool = True,
 ) -> dict[str, BlockProfile]:
     """Time every block of ``pm`` (registered in ``registry`` under ``pm.name``) alone, keyed by block name.
 
@@ -158,7 +158,8 @@ def profile_model(
     threads only if they cut its median to <= :data:`MULTI_THREAD_MAX_RATIO` x one thread's, and its solo
     latency is that of the kept count. Variants are timed with the kept count; one that raises or whose output
     signature differs from the original's is disabled. The original's output signature is recorded. Leaves
-    the calling thread's intra-op thread count changed (the caller restores it).
+    the calling thread's intra-op thread count changed (the caller restores it). ``compare_threads=False``
+    (one CPU worker: nobody to share cores with) times and keeps all granted threads only.
     """
     profiles: dict[str, BlockProfile] = {}
     carry = device.to_device(carry)
@@ -168,7 +169,7 @@ def profile_model(
             granted = gate.acquire(True, math.inf)
             try:
                 in_sig = carry_signature(carry)
-                counts = [granted] if device.is_cuda else sorted({1, granted})
+                counts = [granted] if device.is_cuda or not compare_threads else sorted({1, granted})
                 out, by_count = _time(pm.name, block.module, carry, device, counts, repeats, warmup)
                 threads = max(counts)
                 if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
