@@ -181,7 +181,8 @@ def test_unknown_model_and_bad_registration_rejected(executor: BlockExecutor) ->
 @pytest.mark.parametrize(("schedule", "expected_max"), [("sequential", 1), ("parallel", 2)])
 def test_sequential_blocks_run_alone_parallel_blocks_overlap(schedule: str, expected_max: int) -> None:
     tracker = {"now": 0, "max": 0}
-    ex = BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=2, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=2, decision_interval_sec=None,
+                       reprofile_idle_sec=None)
     try:
         for name in ("a", "b"):
             blocks = [Block(f"s{i}", Sleep(0.03, tracker)) for i in range(3)]
@@ -437,13 +438,16 @@ class ThreadTick(nn.Module):
         return x
 
 
-@pytest.mark.parametrize(("ms_by_threads", "expected_threads", "expected_solo_ms"),
-                         [({1: 10.0, 2: 4.0}, 2, 4.0), ({1: 10.0, 2: 9.5}, 1, 10.0)])
+@pytest.mark.parametrize(("ms_by_threads", "num_workers", "expected_threads", "expected_solo_ms"),
+                         [({1: 10.0, 2: 4.0}, 2, 2, 4.0), ({1: 10.0, 2: 9.5}, 2, 1, 10.0),
+                          ({1: 10.0, 2: 9.5}, 1, 2, 9.5)])
 def test_profiling_keeps_all_threads_only_when_they_pay(
-    ms_by_threads: dict[int, float], expected_threads: int, expected_solo_ms: float
+    ms_by_threads: dict[int, float], num_workers: int, expected_threads: int, expected_solo_ms: float
 ) -> None:
+    """With several workers a block keeps all cores only if they pay; a lone worker always uses every core."""
     clock = FakeClock()
-    ex = BlockExecutor(clock=clock, cpu_threads=2, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(clock=clock, cpu_threads=2, num_workers=num_workers, decision_interval_sec=None,
+                       reprofile_idle_sec=None)
     before = torch.get_num_threads()
     try:
         ex.register_model(PartitionedModel("m", [Block("t", ThreadTick(clock, ms_by_threads))]), deadline_ms=100.0,
@@ -518,5 +522,28 @@ def test_policy_round_serializes_lagging_block_of_late_model() -> None:
         assert [(d.block, d.kind, d.value) for d in applied] == [("t", "mode", SEQUENTIAL)]
         assert ex.stats().blocks[("m", "t")].mode == SEQUENTIAL
         assert ex.stats().models["m"].deadline_misses == 6
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_cpu_default_is_one_worker_and_profiling_runs_off_the_callers_thread() -> None:
+    """One OpenMP team per process on CPU (executor.ONE_OPENMP_TEAM_NOTE): one worker, profiling in its own
+    short-lived thread, so neither the caller nor the decision thread keeps a multi-threaded team."""
+    seen: list[str] = []
+
+    class WhereAmI(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(threading.current_thread().name)
+            return x
+
+    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        workers = [t for t in ex._threads if t.name.startswith("blockexec-worker")]
+        assert len(workers) == 1
+        ex.register_model(PartitionedModel("m", [Block("b", WhereAmI())]), deadline_ms=100.0,
+                          example_input=torch.zeros(1))
+        ex.profile_solo(repeats=1, warmup=0)
+        assert seen and all(name.startswith("blockexec-profile") for name in seen)
+        assert ex.device.cpu_threads >= 1
     finally:
         assert ex.shutdown(timeout_sec=5.0)
