@@ -136,8 +136,8 @@ class Device:
 
     Args:
         spec: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        cpu_threads: intra-op threads a sequential (or lone) block gets on CPU; default: usable_cores(), not torch's current
-            count at construction (the number of cores unless configured).
+        cpu_threads: intra-op threads a sequential (or lone) block gets on CPU; default: :func:`usable_cores`
+            (not the constructing thread's torch setting).
         clock: seconds clock for CPU timing.
     """
 
