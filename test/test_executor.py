@@ -547,3 +547,24 @@ def test_cpu_default_is_one_worker_and_profiling_runs_off_the_callers_thread() -
         assert ex.device.cpu_threads >= 1
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+@pytest.mark.parametrize("shed", [True, False])
+def test_frames_that_can_no_longer_meet_the_deadline_are_shed(shed: bool) -> None:
+    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None, shed_late_frames=shed)
+    try:
+        ex.register_model(PartitionedModel("m", [Block("s", Sleep(0.06))]), deadline_ms=100.0, queue_depth=2)
+        first = ex.submit("m", torch.zeros(1))
+        second = ex.submit("m", torch.zeros(1))  # waits ~60 ms, then needs ~60 ms more: 120 > 100
+        first.result(timeout=10)
+        if shed:
+            with pytest.raises(FrameDroppedError, match="could no longer meet"):
+                second.result(timeout=10)
+            assert ex.stats().models["m"].dropped == 1
+        else:
+            second.result(timeout=10)
+            assert ex.stats().models["m"].deadline_misses == 1
+        third = ex.submit("m", torch.zeros(1))  # a fresh frame can still make it: never shed
+        third.result(timeout=10)
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)

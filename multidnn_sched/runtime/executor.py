@@ -186,6 +186,10 @@ class BlockExecutor:
         reprofile_idle_sec: re-profile solo latencies after this long idle (needs an example input);
             ``None`` disables. At most once per ``reprofile_interval_sec`` per model.
         reprofile_interval_sec: minimum time between two profiles of one model.
+        shed_late_frames: a frame about to START whose wait so far plus its model's predicted run time (sum of
+            the blocks' EMA-observed latencies) already exceeds the deadline is dropped (``FrameDroppedError``,
+            counted in ``dropped``) instead of being computed late, leaving the device to frames that can still
+            make it. Only when the model could meet its deadline if started at once (never sheds everything).
         logger: defaults to ``logging.getLogger("multidnn_sched.executor")``.
     """
 
@@ -206,6 +210,7 @@ class BlockExecutor:
         max_latency_samples: int = 100_000,
         reprofile_idle_sec: float | None = 10.0,
         reprofile_interval_sec: float = 60.0,
+        shed_late_frames: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
         if schedule not in SCHEDULES:
@@ -223,6 +228,7 @@ class BlockExecutor:
         self.max_latency_samples = max_latency_samples
         self.reprofile_idle_sec = reprofile_idle_sec
         self.reprofile_interval_sec = reprofile_interval_sec
+        self.shed_late_frames = shed_late_frames
         self.log = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self._clock = clock
         self._gate = SlotGate(self.device.slots)
@@ -418,6 +424,9 @@ class BlockExecutor:
                 if self._stopping and not self._ready:
                     return
                 job = heapq.heappop(self._ready)
+            if job.block_index == 0 and self.shed_late_frames and self._hopeless(job):
+                self._shed(job)
+                continue
             try:
                 with torch.inference_mode():
                     done = self._run_job(job)
@@ -486,6 +495,36 @@ class BlockExecutor:
         self._registry.disable(key, variant, problem)
         self._on_variant_change(model, block.name, ORIGINAL)
         return block.module(carry), None
+
+    def _predicted_run_ms(self, model: _Model) -> float | None:
+        """Sum of the model's blocks' EMA-observed latencies (solo where not observed yet); None if unknown."""
+        total = 0.0
+        with self._stats_lock:
+            for block in model.pm.blocks:
+                timing = self._lag.timing((model.pm.name, block.name))
+                value = timing.ema_observed_ms if timing.ema_observed_ms is not None else timing.solo_ms
+                if value is None:
+                    return None
+                total += value
+        return total
+
+    def _hopeless(self, job: _Job) -> bool:
+        """True if a not-yet-started frame can no longer meet its deadline but a fresh one could."""
+        model = job.model
+        run_ms = self._predicted_run_ms(model)
+        if run_ms is None or run_ms >= model.deadline_ms:
+            return False
+        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
+        return waited_ms + run_ms > model.deadline_ms
+
+    def _shed(self, job: _Job) -> None:
+        model = job.model
+        with self._cond:
+            model.stats.dropped += 1
+            self._dispatch_next(model)
+        _fail(job.frame, FrameDroppedError(
+            f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
+        ))
 
     def _finish(self, job: _Job, result: Carry, error: BaseException | None) -> None:
         model = job.model
