@@ -45,7 +45,7 @@ def obs(models: list[ModelObservation], blocks: list[BlockObservation]) -> Obser
 
 
 def cfg(**kwargs: object) -> PolicyConfig:
-    base = {"min_dwell_sec": 2.0, "settle_sec": 1.0, "hysteresis": 0.2, "max_changes": 1}
+    base = {"min_dwell_sec": 2.0, "relax_dwell_sec": 2.0, "settle_sec": 1.0, "hysteresis": 0.2, "max_changes": 1}
     base.update(kwargs)
     return PolicyConfig(**base)  # type: ignore[arg-type]
 
@@ -227,3 +227,32 @@ def test_overloaded_model_swaps_instead_of_serializing() -> None:
     policy2 = Policy(cfg(serialize_min_cover=0.25))
     decisions2 = policy2.decide(obs([model("det", 60.0)], blocks), now_sec=0.0)
     assert [(d.kind, d.value) for d in decisions2] == [("mode", SEQUENTIAL)]
+
+
+def test_no_relax_while_another_model_is_not_comfortable() -> None:
+    """Models share the device: a comfortable model keeps its variant while another model is still late."""
+    options = (ORIG_10, VariantOption("v", 6.0, 0.99))
+    swapped = [block("a", "b1", variant="v", solo_ms=6.0, options=options)]
+    late_other = [block("b", "c1")]
+    both = [model("a", 10.0), model("b", 60.0)]
+    policy = Policy(cfg())
+    for t in (0.0, 3.0, 6.0, 9.0):
+        assert all(d.model != "a" for d in policy.decide(obs(both, swapped + late_other), now_sec=t))
+    relaxed = Policy(cfg(relax_needs_all_comfortable=False))
+    relaxed.decide(obs(both, swapped + late_other), now_sec=0.0)
+    decisions = relaxed.decide(obs(both, swapped + late_other), now_sec=3.0)
+    assert ("a", "b1", ORIGINAL) in [(d.model, d.block, d.value) for d in decisions]
+
+
+def test_late_model_is_helped_by_swapping_another_models_heavy_block() -> None:
+    """On one shared device the best gain/cost swap may be in another model (each kept above its floor)."""
+    light = [block("emb", "e1", solo_ms=2.0, options=(VariantOption(ORIGINAL, 2.0, 1.0),
+                                                      VariantOption("int8", 1.5, 0.99)))]
+    heavy = [block("det", "d1", solo_ms=30.0, options=(VariantOption(ORIGINAL, 30.0, 1.0),
+                                                       VariantOption("int8", 8.0, 0.995)))]
+    models = [model("emb", 80.0), model("det", 30.0)]  # emb late (deadline 50), det on time
+    decisions = Policy(cfg()).decide(obs(models, light + heavy), now_sec=0.0)
+    assert [(d.model, d.block, d.value) for d in decisions] == [("det", "d1", "int8")]
+    assert "emb late" in decisions[0].reason
+    own_only = Policy(cfg(shared_device_swaps=False)).decide(obs(models, light + heavy), now_sec=0.0)
+    assert [(d.model, d.block, d.value) for d in own_only] == [("emb", "e1", "int8")]

@@ -52,10 +52,9 @@ def build_executor(
         for load in workload.models:
             pm = partition_model(models[load.name], load.name)
             example = tasks[load.name].inputs[0]
-            if swap:
-                _attach_variants(pm, variants_manifest)
+            accuracy = _attach_variants(pm, variants_manifest) if swap else None
             executor.register_model(pm, deadline_ms=load.deadline_ms, priority=load.priority,
-                                    queue_depth=load.queue_depth, example_input=example)
+                                    queue_depth=load.queue_depth, accuracy=accuracy, example_input=example)
         executor.profile_solo()
     except BaseException:
         executor.shutdown(timeout_sec=5.0)
@@ -63,7 +62,10 @@ def build_executor(
     return executor
 
 
-def _attach_variants(pm: Any, manifest: str | Path | None) -> None:
+def _attach_variants(pm: Any, manifest: str | Path | None) -> float | None:
+    """Attach the manifest's variants of ``pm``; returns the model's baseline accuracy in the manifest (the
+    reference the variants' accuracies are relative to; without it the policy never swaps)."""
+    from compression_tools.manifest import read_manifest
     from multidnn_sched.runtime.variant_loader import attach_variants, load_variants
 
     path = Path(manifest) if manifest is not None else DEFAULT_VARIANTS_MANIFEST
@@ -71,7 +73,9 @@ def _attach_variants(pm: Any, manifest: str | Path | None) -> None:
         raise ConfigError(f"blocks+swap needs a variant manifest: {path} does not exist "
                           f"(build the default variants with `multidnn-compress build-defaults`)")
     attached = attach_variants(pm, load_variants(path, pm))
+    baseline = read_manifest(path).models.get(pm.name)
     log.info("model %s: %d variants attached from %s", pm.name, attached, path)
+    return baseline.accuracy if baseline is not None else None
 
 
 def run_blocks(

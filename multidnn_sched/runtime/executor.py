@@ -60,6 +60,10 @@ from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
 
+DROPPED_FRAME_LATENCY_FACTOR = 2.0
+"""A dropped or shed frame enters the policy's latency window as ``factor x deadline``: frames that never
+complete must look late to the policy (else shedding would hide an overload and nothing would be swapped)."""
+
 CPU_DEFAULT_WORKERS = 1
 """Worker threads on CPU when ``num_workers`` is None (CUDA: one per model, one stream each).
 
@@ -392,6 +396,7 @@ class BlockExecutor:
             elif len(model.pending) > model.queue_depth:
                 dropped = model.pending.popleft()
                 model.stats.dropped += 1
+                model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
         if dropped is not None:
             _fail(dropped, FrameDroppedError(
                 f"model {model_name!r}: frame dropped, pending queue full (depth {model.queue_depth}, newest wins)"
@@ -521,6 +526,7 @@ class BlockExecutor:
         model = job.model
         with self._cond:
             model.stats.dropped += 1
+            model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
             self._dispatch_next(model)
         _fail(job.frame, FrameDroppedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"

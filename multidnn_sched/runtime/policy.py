@@ -38,7 +38,7 @@ A block is changed at most once per ``min_dwell_sec``; after any change to a mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PARALLEL = "parallel"
 SEQUENTIAL = "sequential"
@@ -160,6 +160,12 @@ class PolicyConfig:
         serialize_enabled: allow parallel -> sequential changes.
         max_changes: most decisions one :meth:`Policy.decide` call returns.
         min_samples: a model needs this many latency samples before it drives any decision.
+        relax_dwell_sec: how long a model must stay comfortable before anything of it is relaxed.
+        relax_needs_all_comfortable: relax only while EVERY model is comfortable — models share the device,
+            so one model's swap-back lengthens the others' latency (without this, swaps flap across models).
+        shared_device_swaps: a late model may be helped by swapping a block of ANY model (best gain/cost over
+            all models, each kept above its own floor): on one shared device another model's heavy block delays
+            it as much as its own. ``False``: only the late model's own blocks.
     """
 
     lag_serialize_ms: float = 2.0
@@ -173,6 +179,9 @@ class PolicyConfig:
     serialize_enabled: bool = True
     max_changes: int = 1
     min_samples: int = 5
+    relax_dwell_sec: float = 5.0
+    relax_needs_all_comfortable: bool = True
+    shared_device_swaps: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hysteresis < 1.0:
@@ -252,14 +261,16 @@ class Policy:
                 return decisions
             if not self._model_settled(model.name, now_sec):
                 continue
-            decision = self._serialize_or_swap(model, blocks_of.get(model.name, []), now_sec)
+            decision = self._serialize_or_swap(model, blocks_of, now_sec)
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
+        if cfg.relax_needs_all_comfortable and len(comfortable) < len(informed):
+            return decisions
         for model in comfortable:
             if len(decisions) >= cfg.max_changes:
                 return decisions
             since = self._state.comfortable_since.get(model.name, now_sec)
-            if now_sec - since < cfg.min_dwell_sec or not self._model_settled(model.name, now_sec):
+            if now_sec - since < cfg.relax_dwell_sec or not self._model_settled(model.name, now_sec):
                 continue
             decision = self._relax(model, blocks_of.get(model.name, []), now_sec)
             if decision is not None:
@@ -270,9 +281,10 @@ class Policy:
     # -- steps ---------------------------------------------------------------------------------------------
 
     def _serialize_or_swap(
-        self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
+        self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float
     ) -> Decision | None:
         cfg = self.config
+        blocks = blocks_of.get(model.name, [])
         latency = float(model.latency_ms)  # type: ignore[arg-type]
         head = f"{model.name} late: latency {latency:.1f} ms > deadline {model.deadline_ms:.1f} ms"
         parallel = [b for b in blocks if b.mode == PARALLEL]
@@ -292,12 +304,36 @@ class Policy:
                 )
                 return Decision(model.name, block.block, "mode", SEQUENTIAL, reason)
         if cfg.swap_enabled:
-            return self._swap(model, blocks, now_sec, f"{head} (model LAG {interference_ms:.1f} ms)")
+            head = f"{head} (model LAG {interference_ms:.1f} ms)"
+            if not cfg.shared_device_swaps:
+                return self._swap(model, blocks, now_sec, head)
+            candidates = {m: b for m, b in blocks_of.items() if m == model.name or self._model_settled(m, now_sec)}
+            return self._swap_any(candidates, now_sec, head)
         return None
+
+    def _swap_any(self, blocks_of: dict[str, list[BlockObservation]], now_sec: float, head: str) -> Decision | None:
+        """The best gain/cost swap over every model's blocks (each model kept above its own floor)."""
+        best: tuple[float, float, Decision] | None = None
+        for blocks in blocks_of.values():
+            found = self._best_swap(blocks, now_sec)
+            if found is not None and (best is None or found[:2] > best[:2]):
+                best = found
+        if best is None:
+            return None
+        return replace(best[2], reason=f"{head}; {best[2].reason}")
 
     def _swap(
         self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float, head: str
     ) -> Decision | None:
+        found = self._best_swap(blocks, now_sec)
+        if found is None:
+            return None
+        return replace(found[2], reason=f"{head}; {found[2].reason}")
+
+    def _best_swap(
+        self, blocks: list[BlockObservation], now_sec: float
+    ) -> tuple[float, float, Decision] | None:
+        """(score, gain_ms, decision) of the best gain/cost swap among one model's blocks, or None."""
         cfg = self.config
         accuracy = estimated_accuracy(blocks)
         best: tuple[float, float, BlockObservation, VariantOption, float] | None = None
@@ -325,13 +361,13 @@ class Policy:
                     best = (score, gain_ms, block, opt, new_accuracy)
         if best is None:
             return None
-        _, gain_ms, block, opt, new_accuracy = best
+        score, gain_ms, block, opt, new_accuracy = best
         reason = (
-            f"{head}; nothing to serialize; swap {block.block} {block.variant} -> {opt.name}: "
+            f"nothing to serialize; swap {block.model}/{block.block} {block.variant} -> {opt.name}: "
             f"gain {gain_ms:.1f} ms, est. accuracy {accuracy:.3f} -> {new_accuracy:.3f} "
             f"(floor {cfg.accuracy_floor:.3f}), best gain/cost"
         )
-        return Decision(model.name, block.block, "variant", opt.name, reason)
+        return score, gain_ms, Decision(block.model, block.block, "variant", opt.name, reason)
 
     def _relax(
         self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
