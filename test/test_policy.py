@@ -45,7 +45,8 @@ def obs(models: list[ModelObservation], blocks: list[BlockObservation]) -> Obser
 
 
 def cfg(**kwargs: object) -> PolicyConfig:
-    base = {"min_dwell_sec": 2.0, "relax_dwell_sec": 2.0, "settle_sec": 1.0, "hysteresis": 0.2, "max_changes": 1}
+    base = {"min_dwell_sec": 2.0, "relax_dwell_sec": 2.0, "settle_sec": 1.0, "hysteresis": 0.2, "max_changes": 1,
+            "relax_latency_fraction": 1.0}
     base.update(kwargs)
     return PolicyConfig(**base)  # type: ignore[arg-type]
 
@@ -256,3 +257,12 @@ def test_late_model_is_helped_by_swapping_another_models_heavy_block() -> None:
     assert "emb late" in decisions[0].reason
     own_only = Policy(cfg(shared_device_swaps=False)).decide(obs(models, light + heavy), now_sec=0.0)
     assert [(d.model, d.block, d.value) for d in own_only] == [("emb", "e1", "int8")]
+
+
+def test_relax_needs_latency_below_the_relax_fraction() -> None:
+    options = (ORIG_10, VariantOption("v", 6.0, 0.99))
+    swapped = [block("det", "b1", variant="v", solo_ms=6.0, options=options)]
+    strict = Policy(cfg(relax_latency_fraction=0.5))  # limit 25 ms: 20 + 4 = 24 ok, 24 + 4 = 28 not
+    strict.decide(obs([model("det", 24.0)], swapped), now_sec=0.0)
+    assert strict.decide(obs([model("det", 24.0)], swapped), now_sec=3.0) == []
+    assert strict.decide(obs([model("det", 20.0)], swapped), now_sec=4.0)[0].value == ORIGINAL

@@ -163,6 +163,9 @@ class PolicyConfig:
         relax_dwell_sec: how long a model must stay comfortable before anything of it is relaxed.
         relax_needs_all_comfortable: relax only while EVERY model is comfortable — models share the device,
             so one model's swap-back lengthens the others' latency (without this, swaps flap across models).
+        relax_latency_fraction: a swap-back / return to parallel must keep the model's predicted latency at or
+            below this fraction of its deadline (and inside the hysteresis band): near saturation a swap-back
+            costs more than its own solo difference, because queueing grows with the load.
         shared_device_swaps: a late model may be helped by swapping a block of ANY model (best gain/cost over
             all models, each kept above its own floor): on one shared device another model's heavy block delays
             it as much as its own. ``False``: only the late model's own blocks.
@@ -182,6 +185,7 @@ class PolicyConfig:
     relax_dwell_sec: float = 5.0
     relax_needs_all_comfortable: bool = True
     shared_device_swaps: bool = True
+    relax_latency_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hysteresis < 1.0:
@@ -374,9 +378,9 @@ class Policy:
     ) -> Decision | None:
         cfg = self.config
         latency = float(model.latency_ms)  # type: ignore[arg-type]
-        comfort_ms = model.deadline_ms * (1.0 - cfg.hysteresis)
+        comfort_ms = model.deadline_ms * min(1.0 - cfg.hysteresis, cfg.relax_latency_fraction)
         head = (
-            f"{model.name} comfortable for >= {cfg.min_dwell_sec:.1f} s: latency {latency:.1f} ms "
+            f"{model.name} comfortable for >= {cfg.relax_dwell_sec:.1f} s: latency {latency:.1f} ms "
             f"<= {comfort_ms:.1f} ms"
         )
         swapped = [b for b in blocks if b.variant != ORIGINAL and not b.locked and self._dwell_ok(b, now_sec)]
