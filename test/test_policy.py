@@ -266,3 +266,17 @@ def test_relax_needs_latency_below_the_relax_fraction() -> None:
     strict.decide(obs([model("det", 24.0)], swapped), now_sec=0.0)
     assert strict.decide(obs([model("det", 24.0)], swapped), now_sec=3.0) == []
     assert strict.decide(obs([model("det", 20.0)], swapped), now_sec=4.0)[0].value == ORIGINAL
+
+
+def test_no_swap_back_that_would_saturate_the_shared_device() -> None:
+    """15 Hz x (6 ms + 40 ms other) = 0.69 busy; swapping b1 back (+4 ms) would make it 0.75 > 0.7."""
+    options = (ORIG_10, VariantOption("v", 6.0, 0.99))
+    swapped = [block("det", "b1", variant="v", solo_ms=6.0, options=options), block("det", "b2", solo_ms=40.0)]
+    busy = [ModelObservation("det", 50.0, 10.0, 0, samples=20, rate_hz=15.0)]
+    policy = Policy(cfg())
+    policy.decide(obs(busy, swapped), now_sec=0.0)
+    assert policy.decide(obs(busy, swapped), now_sec=3.0) == []
+    idle = [ModelObservation("det", 50.0, 10.0, 0, samples=20, rate_hz=5.0)]  # 0.23 -> 0.25: fine
+    relaxed = Policy(cfg())
+    relaxed.decide(obs(idle, swapped), now_sec=0.0)
+    assert relaxed.decide(obs(idle, swapped), now_sec=3.0)[0].value == ORIGINAL

@@ -156,6 +156,7 @@ class _Model:
     recent: deque
     overridden: set[str] = field(default_factory=set)
     pending: deque = field(default_factory=deque)
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=32))
     busy: bool = False
     last_profile_sec: float | None = None
 
@@ -390,6 +391,7 @@ class BlockExecutor:
                 raise ExecutorShutdownError(f"cannot submit to {model_name!r}: BlockExecutor is shut down")
             model.stats.submitted += 1
             self._last_activity_sec = self._clock()
+            model.arrivals.append(frame.arrival_sec)
             model.pending.append(frame)
             if not model.busy:
                 self._dispatch_next(model)
@@ -619,6 +621,7 @@ class BlockExecutor:
         models, blocks = [], []
         with self._cond:
             recent = {name: list(m.recent) for name, m in self._models.items()}
+            arrivals_hz = {name: _rate_hz(m.arrivals) for name, m in self._models.items()}
         with self._stats_lock:
             snapshot = {
                 name: [self._lag.timing((name, b)) for b in m.pm.block_names] for name, m in self._models.items()
@@ -626,7 +629,7 @@ class BlockExecutor:
         for name, model in self._models.items():
             window = recent[name]
             models.append(ModelObservation(name, model.deadline_ms, percentile(window, 90.0), model.priority,
-                                           len(window)))
+                                           len(window), arrivals_hz[name]))
             for index, block in enumerate(model.pm.blocks):
                 timing = snapshot[name][index]
                 variant = self._registry.active((name, block.name))[0]
@@ -749,6 +752,13 @@ class BlockExecutor:
                     )
             count = self._decision_count
         return ExecutorStats(models, blocks, count)
+
+
+def _rate_hz(arrivals: deque) -> float | None:
+    """Frames per second over a window of arrival instants (None with fewer than 2 or no time span)."""
+    if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+        return None
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
 
 
 def _fail(frame: _Frame, error: BaseException) -> None:

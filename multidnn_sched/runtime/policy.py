@@ -105,6 +105,7 @@ class ModelObservation:
             window); ``None`` when there are no samples.
         priority: larger is more important.
         samples: number of frames behind ``latency_ms``.
+        rate_hz: recent frame arrival rate (``None``: unknown).
     """
 
     name: str
@@ -112,6 +113,7 @@ class ModelObservation:
     latency_ms: float | None
     priority: int = 0
     samples: int = 0
+    rate_hz: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class PolicyConfig:
         relax_latency_fraction: a swap-back / return to parallel must keep the model's predicted latency at or
             below this fraction of its deadline (and inside the hysteresis band): near saturation a swap-back
             costs more than its own solo difference, because queueing grows with the load.
+        relax_max_utilization: a swap-back must keep the device's predicted utilization — sum over models of
+            arrival rate x the active blocks' solo latencies — at or below this (when every rate is known).
         shared_device_swaps: a late model may be helped by swapping a block of ANY model (best gain/cost over
             all models, each kept above its own floor): on one shared device another model's heavy block delays
             it as much as its own. ``False``: only the late model's own blocks.
@@ -186,6 +190,7 @@ class PolicyConfig:
     relax_needs_all_comfortable: bool = True
     shared_device_swaps: bool = True
     relax_latency_fraction: float = 0.6
+    relax_max_utilization: float = 0.7
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hysteresis < 1.0:
@@ -212,6 +217,26 @@ def option(block: BlockObservation, name: str) -> VariantOption | None:
     return None
 
 
+def device_utilization(
+    models: tuple[ModelObservation, ...] | list[ModelObservation], blocks_of: dict[str, list[BlockObservation]]
+) -> float | None:
+    """Predicted busy fraction of the shared device: sum over models of rate_hz x the solo latencies (s) of
+    their active blocks. ``None`` when a model's rate or a block's solo latency is unknown."""
+    total = 0.0
+    for model in models:
+        if model.rate_hz is None:
+            return None
+        run_ms = 0.0
+        for block in blocks_of.get(model.name, []):
+            current = option(block, block.variant)
+            solo = current.solo_ms if current is not None and current.solo_ms is not None else block.solo_ms
+            if solo is None:
+                return None
+            run_ms += solo
+        total += model.rate_hz * run_ms / 1000.0
+    return total
+
+
 def estimated_accuracy(blocks: Sequence[BlockObservation]) -> float:
     """Relative model accuracy: product of the active variants' relative accuracies (unknown counts as 1)."""
     accuracy = 1.0
@@ -233,6 +258,7 @@ class Policy:
     """
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
+        self._utilization: float | None = None
         self.config = config if config is not None else PolicyConfig()
         self._state = _State()
 
@@ -270,6 +296,7 @@ class Policy:
                 decisions.append(self._record(decision, now_sec))
         if cfg.relax_needs_all_comfortable and len(comfortable) < len(informed):
             return decisions
+        self._utilization = device_utilization(observations.models, blocks_of)
         for model in comfortable:
             if len(decisions) >= cfg.max_changes:
                 return decisions
@@ -394,6 +421,10 @@ class Policy:
             if original is None or original.solo_ms is None or current is None or current.solo_ms is None:
                 continue
             predicted = latency + max(original.solo_ms - current.solo_ms, 0.0)
+            if self._utilization is not None and model.rate_hz is not None:
+                after = self._utilization + model.rate_hz * max(original.solo_ms - current.solo_ms, 0.0) / 1000.0
+                if after > cfg.relax_max_utilization:
+                    continue
             if predicted <= comfort_ms:
                 reason = f"{head}; swap {block.block} back to original, predicted latency {predicted:.1f} ms"
                 return Decision(model.name, block.block, "variant", ORIGINAL, reason)
