@@ -271,7 +271,8 @@ def test_relax_needs_latency_below_the_relax_fraction() -> None:
 def test_no_swap_back_that_would_saturate_the_shared_device() -> None:
     """15 Hz x (6 ms + 40 ms other) = 0.69 busy; swapping b1 back (+4 ms) would make it 0.75 > 0.7."""
     options = (ORIG_10, VariantOption("v", 6.0, 0.99))
-    swapped = [block("det", "b1", variant="v", solo_ms=6.0, options=options), block("det", "b2", solo_ms=40.0)]
+    swapped = [block("det", "b1", variant="v", solo_ms=6.0, options=options),
+               block("det", "b2", solo_ms=40.0, options=(VariantOption(ORIGINAL, 40.0, 1.0),))]
     busy = [ModelObservation("det", 50.0, 10.0, 0, samples=20, rate_hz=15.0)]
     policy = Policy(cfg())
     policy.decide(obs(busy, swapped), now_sec=0.0)
