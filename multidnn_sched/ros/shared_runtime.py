@@ -82,7 +82,7 @@ class SharedRuntime:
             "cpu",
             Policy(settings.policy),
             schedule=schedule,
-            num_workers=int(values["workers"]),
+            num_workers=int(values["workers"]) or None,
             clock=clock,
             lag_alpha=settings.ema_alpha,
             decision_interval_sec=DECISION_INTERVAL_SEC,
