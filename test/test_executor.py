@@ -81,7 +81,7 @@ class Tick(nn.Module):
 
 @pytest.fixture
 def executor() -> Iterator[BlockExecutor]:
-    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         yield ex
     finally:
@@ -90,7 +90,7 @@ def executor() -> Iterator[BlockExecutor]:
 
 @pytest.mark.parametrize("schedule", ["policy", "parallel", "sequential"])
 def test_results_equal_direct_forward(schedule: str) -> None:
-    ex = BlockExecutor(schedule=schedule, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, schedule=schedule, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         models = [tiny_model("a", 1), tiny_model("b", 2)]
         for pm in models:
@@ -138,7 +138,7 @@ def test_bad_frame_fails_alone_and_others_keep_running(executor: BlockExecutor) 
 
 def test_shutdown_with_sleeping_block_returns_false_then_joins() -> None:
     sleeper = Sleep(1.0)
-    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         ex.register_model(PartitionedModel("slow", [Block("s", sleeper), Block("t", nn.Identity())]),
                           deadline_ms=10.0, queue_depth=2)
@@ -160,7 +160,7 @@ def test_shutdown_with_sleeping_block_returns_false_then_joins() -> None:
 
 
 def test_context_manager_shuts_down() -> None:
-    with BlockExecutor(decision_interval_sec=0.05, reprofile_idle_sec=None) as ex:
+    with BlockExecutor(shed_late_frames=False, decision_interval_sec=0.05, reprofile_idle_sec=None) as ex:
         ex.register_model(tiny_model("a"), deadline_ms=100.0)
         assert ex.submit("a", torch.randn(1, 3, 8, 8)).result(timeout=10).shape == (1, 4)
     assert not any(t.is_alive() for t in ex._threads)
@@ -175,13 +175,14 @@ def test_unknown_model_and_bad_registration_rejected(executor: BlockExecutor) ->
     with pytest.raises(ConfigError, match="deadline_ms"):
         executor.register_model(tiny_model("b"), deadline_ms=0.0)
     with pytest.raises(ConfigError, match="schedule"):
-        BlockExecutor(schedule="bogus")
+        BlockExecutor(shed_late_frames=False, schedule="bogus")
 
 
 @pytest.mark.parametrize(("schedule", "expected_max"), [("sequential", 1), ("parallel", 2)])
 def test_sequential_blocks_run_alone_parallel_blocks_overlap(schedule: str, expected_max: int) -> None:
     tracker = {"now": 0, "max": 0}
-    ex = BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=2, decision_interval_sec=None,
+    ex = BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=2,
+                       shed_late_frames=False, decision_interval_sec=None,
                        reprofile_idle_sec=None)
     try:
         for name in ("a", "b"):
@@ -198,7 +199,7 @@ def test_sequential_blocks_run_alone_parallel_blocks_overlap(schedule: str, expe
 def test_edf_order_earliest_deadline_first_with_one_worker() -> None:
     log: list[str] = []
     gate_block = Sleep(0.2)
-    ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         ex.register_model(PartitionedModel("busy", [Block("s", gate_block)]), deadline_ms=1000.0)
         ex.register_model(PartitionedModel("lax", [Block("s", Sleep(0.0, log=log, tag="lax"))]), deadline_ms=500.0)
@@ -218,7 +219,8 @@ def test_edf_order_earliest_deadline_first_with_one_worker() -> None:
 def test_fifo_order_and_priority_bias() -> None:
     log: list[str] = []
     gate_block = Sleep(0.2)
-    ex = BlockExecutor(num_workers=1, queue_order="fifo", priority_weight_ms=1000.0, decision_interval_sec=None,
+    ex = BlockExecutor(num_workers=1, queue_order="fifo", priority_weight_ms=1000.0,
+                       shed_late_frames=False, decision_interval_sec=None,
                        reprofile_idle_sec=None)
     try:
         ex.register_model(PartitionedModel("busy", [Block("s", gate_block)]), deadline_ms=1000.0)
@@ -237,7 +239,7 @@ def test_fifo_order_and_priority_bias() -> None:
 
 def test_lag_figures_with_fake_clock() -> None:
     clock = FakeClock()
-    ex = BlockExecutor(clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         tick = Tick(clock, 5.0)
         ex.register_model(PartitionedModel("m", [Block("t", tick)]), deadline_ms=100.0,
@@ -276,7 +278,7 @@ class OneShotPolicy(Policy):
 
 def test_decide_now_applies_and_logs_decisions(caplog: pytest.LogCaptureFixture) -> None:
     policy = OneShotPolicy(Decision("a", "body", "mode", SEQUENTIAL, "synthetic reason"))
-    ex = BlockExecutor(policy=policy, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, policy=policy, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         ex.register_model(tiny_model("a"), deadline_ms=100.0, priority=2)
         ex.submit("a", torch.randn(1, 3, 8, 8)).result(timeout=10)
@@ -357,7 +359,8 @@ def test_device_rejects_unknown_spec() -> None:
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("schedule", ["parallel", "sequential"])
 def test_cuda_streams_and_event_timing(schedule: str) -> None:
-    ex = BlockExecutor("cuda", schedule=schedule, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor("cuda", schedule=schedule, decision_interval_sec=None,
+                       shed_late_frames=False, reprofile_idle_sec=None)
     try:
         models = [tiny_model("a", 1).blocks, tiny_model("b", 2).blocks]
         for name, blocks in zip(("a", "b"), models, strict=True):
@@ -398,7 +401,7 @@ def test_configure_model_and_lag_alpha_live(executor: BlockExecutor) -> None:
 def test_one_worker_hands_job_over_at_block_boundary_to_more_urgent_job() -> None:
     log: list[str] = []
     first = Sleep(0.15, log=log, tag="long0")
-    ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         long_blocks = [Block("b0", first)] + [Block(f"b{i}", Sleep(0.0, log=log, tag=f"long{i}")) for i in (1, 2)]
         ex.register_model(PartitionedModel("long", long_blocks), deadline_ms=1000.0)
@@ -415,7 +418,8 @@ def test_one_worker_hands_job_over_at_block_boundary_to_more_urgent_job() -> Non
 
 
 def test_reprofiles_solo_latency_when_idle() -> None:
-    ex = BlockExecutor(decision_interval_sec=0.02, reprofile_idle_sec=0.05, reprofile_interval_sec=0.0)
+    ex = BlockExecutor(decision_interval_sec=0.02, reprofile_idle_sec=0.05,
+                       shed_late_frames=False, reprofile_interval_sec=0.0)
     try:
         ex.register_model(tiny_model("a"), deadline_ms=100.0, example_input=torch.randn(1, 3, 8, 8))
         deadline = time.monotonic() + 10.0
@@ -446,7 +450,8 @@ def test_profiling_keeps_all_threads_only_when_they_pay(
 ) -> None:
     """With several workers a block keeps all cores only if they pay; a lone worker always uses every core."""
     clock = FakeClock()
-    ex = BlockExecutor(clock=clock, cpu_threads=2, num_workers=num_workers, decision_interval_sec=None,
+    ex = BlockExecutor(clock=clock, cpu_threads=2, num_workers=num_workers,
+                       shed_late_frames=False, decision_interval_sec=None,
                        reprofile_idle_sec=None)
     before = torch.get_num_threads()
     try:
@@ -489,7 +494,7 @@ class StreamlessGpu(Device):
 
 def test_gpu_like_device_never_grants_parallel_blocks_the_whole_device() -> None:
     tracker = {"now": 0, "max": 0}
-    ex = BlockExecutor(StreamlessGpu("cpu"), schedule="parallel", decision_interval_sec=None,
+    ex = BlockExecutor(StreamlessGpu("cpu"), shed_late_frames=False, schedule="parallel", decision_interval_sec=None,
                        reprofile_idle_sec=None)
     try:
         for name in ("a", "b", "c"):
@@ -509,7 +514,7 @@ def test_gpu_like_device_never_grants_parallel_blocks_the_whole_device() -> None
 
 def test_policy_round_serializes_lagging_block_of_late_model() -> None:
     clock = FakeClock()
-    ex = BlockExecutor(clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         tick = Tick(clock, 5.0)
         ex.register_model(PartitionedModel("m", [Block("t", tick), Block("u", nn.Identity())]), deadline_ms=10.0,
@@ -536,7 +541,7 @@ def test_cpu_default_is_one_worker_and_profiling_runs_off_the_callers_thread() -
             seen.append(threading.current_thread().name)
             return x
 
-    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    ex = BlockExecutor(shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
     try:
         workers = [t for t in ex._threads if t.name.startswith("blockexec-worker")]
         assert len(workers) == 1

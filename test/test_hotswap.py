@@ -52,7 +52,7 @@ class Raises(nn.Module):
 
 
 def new_executor() -> BlockExecutor:
-    return BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None)
+    return BlockExecutor(shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
 
 
 def test_swap_is_a_reference_switch_under_1ms_and_changes_next_frame() -> None:
