@@ -130,8 +130,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "variants_manifest", "", "compression_tools manifest.json of block variants ('' none)", read_only=True
     ),
-    ParamSpec("workers", 0, "BlockExecutor worker threads (0: auto — 1 on CPU, one per model on CUDA)", 0, 64,
-              read_only=True),
+    ParamSpec("workers", 2, "BlockExecutor worker threads", 1, 64, read_only=True),
     ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
     ParamSpec("lag.ema_alpha", 0.2, "EMA weight of the newest latency / LAG sample", 0.01, 1.0),
     ParamSpec(

@@ -82,7 +82,7 @@ class SharedRuntime:
             "cpu",
             Policy(settings.policy),
             schedule=schedule,
-            num_workers=int(values["workers"]) or None,
+            num_workers=int(values["workers"]),
             clock=clock,
             lag_alpha=settings.ema_alpha,
             decision_interval_sec=DECISION_INTERVAL_SEC,
