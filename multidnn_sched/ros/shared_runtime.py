@@ -86,6 +86,9 @@ class SharedRuntime:
             clock=clock,
             lag_alpha=settings.ema_alpha,
             decision_interval_sec=DECISION_INTERVAL_SEC,
+            # Nodes answer every frame they accept (their own queues already drop by the documented policy);
+            # shedding late frames is a benchmark/runtime option, not yet exposed as a ROS parameter.
+            shed_late_frames=False,
         )
         if example_inputs is None:
             example_inputs = {k: v for k, v in default_example_inputs().items() if k in models}
