@@ -23,12 +23,9 @@ from typing import Any
 import numpy as np
 
 from multidnn_sched.bench.static_modes import ModelRun
+from multidnn_sched.runtime.executor import percentile
 
 STATIC_MODES: tuple[str, ...] = ("multiprocess", "threads", "sequential")
-
-
-def percentile_ms(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values), q)) if values else None
 
 
 @dataclass
@@ -47,8 +44,8 @@ class ModelSummary:
     def of(run: ModelRun, offered: int, deadline_ms: float, accuracy: float | None) -> ModelSummary:
         on_time = sum(1 for lat in run.latencies_ms if lat <= deadline_ms)
         return ModelSummary(
-            p50_ms=percentile_ms(run.latencies_ms, 50),
-            p99_ms=percentile_ms(run.latencies_ms, 99),
+            p50_ms=percentile(run.latencies_ms, 50.0),
+            p99_ms=percentile(run.latencies_ms, 99.0),
             deadline_miss_rate=(offered - on_time) / offered if offered else 0.0,
             frames_done=len(run.completed),
             frames_dropped=len(run.dropped),

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from multidnn_sched.evaluation.replay import STAGES, BagData, ModeRun, Output, ReplayOptions
+from multidnn_sched.runtime.executor import percentile
 
 VISIBLE_IGNORE_BELOW = 0.5
 """GT objects less visible than this are ignored by every metric (the metrics module's convention)."""
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else None
+    return percentile(list(values), q)
 
 
 def stage_latencies(run: ModeRun) -> dict[str, dict[str, Any]]:
