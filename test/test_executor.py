@@ -14,7 +14,7 @@ from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameD
 from multidnn_sched.runtime.block import Block, PartitionedModel
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.executor import BlockExecutor, percentile
-from multidnn_sched.runtime.policy import PARALLEL, SEQUENTIAL, Decision, Observations, Policy
+from multidnn_sched.runtime.policy import PARALLEL, SEQUENTIAL, Decision, Observations, Policy, PolicyConfig
 
 
 def tiny_model(name: str, seed: int = 0) -> PartitionedModel:
@@ -514,7 +514,9 @@ def test_gpu_like_device_never_grants_parallel_blocks_the_whole_device() -> None
 
 def test_policy_round_serializes_lagging_block_of_late_model() -> None:
     clock = FakeClock()
-    ex = BlockExecutor(shed_late_frames=False, clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    policy = Policy(PolicyConfig(admission_enabled=False))  # back-to-back frames: the device is also overloaded
+    ex = BlockExecutor("cpu", policy, shed_late_frames=False, clock=clock, decision_interval_sec=None,
+                       reprofile_idle_sec=None)
     try:
         tick = Tick(clock, 5.0)
         ex.register_model(PartitionedModel("m", [Block("t", tick), Block("u", nn.Identity())]), deadline_ms=10.0,
@@ -573,3 +575,29 @@ def test_frames_that_can_no_longer_meet_the_deadline_are_shed(shed: bool) -> Non
         third.result(timeout=10)
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_admit_decision_drops_the_expected_share_of_frames_on_arrival(executor: BlockExecutor) -> None:
+    executor.register_model(tiny_model("cam"), deadline_ms=1000.0, queue_depth=64)
+    executor.apply(Decision("cam", "*", "admit", "0.25", "test: overloaded"))
+    futures = [executor.submit("cam", torch.randn(1, 3, 8, 8)) for _ in range(8)]
+    outcomes = []
+    for fut in futures:
+        try:
+            fut.result(timeout=10)
+            outcomes.append("done")
+        except FrameDroppedError as exc:
+            assert "admission control" in str(exc)
+            outcomes.append("skipped")
+    assert outcomes == ["skipped", "skipped", "skipped", "done"] * 2  # evenly spread, 1 in 4
+    stats = executor.stats().models["cam"]
+    assert (stats.submitted, stats.frames_done, stats.dropped, stats.skipped) == (8, 2, 6, 6)
+    assert stats.admit_fraction == 0.25
+    assert executor.observations().models[0].admit_fraction == 0.25
+    executor.apply(Decision("cam", "*", "admit", "1.00", "test: fits"))
+    assert executor.submit("cam", torch.randn(1, 3, 8, 8)).result(timeout=10).shape == (1, 4)
+    for bad in ("0", "1.5", "half"):
+        with pytest.raises(ConfigError, match="admit fraction"):
+            executor.apply(Decision("cam", "*", "admit", bad, "test"))
+    with pytest.raises(ConfigError, match="unknown block"):
+        executor.apply(Decision("cam", "*", "mode", SEQUENTIAL, "test"))

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from multidnn_sched.runtime.policy import (
+    ADMIT,
     ORIGINAL,
     PARALLEL,
     SEQUENTIAL,
@@ -16,6 +17,7 @@ from multidnn_sched.runtime.policy import (
     Policy,
     PolicyConfig,
     VariantOption,
+    admission_fractions,
     estimated_accuracy,
 )
 
@@ -281,3 +283,81 @@ def test_no_swap_back_that_would_saturate_the_shared_device() -> None:
     relaxed = Policy(cfg())
     relaxed.decide(obs(idle, swapped), now_sec=0.0)
     assert relaxed.decide(obs(idle, swapped), now_sec=3.0)[0].value == ORIGINAL
+
+
+# -- overload: utilization-driven swaps and admission control --------------------------------------------------
+
+
+def loaded(name: str, latency_ms: float, rate_hz: float = 15.0, deadline_ms: float = 100.0, priority: int = 0,
+           admit_fraction: float = 1.0) -> ModelObservation:
+    return ModelObservation(name, deadline_ms, latency_ms, priority, samples=20, rate_hz=rate_hz,
+                            admit_fraction=admit_fraction)
+
+
+def one_block(model_name: str, solo_ms: float, options: tuple[VariantOption, ...] = ()) -> BlockObservation:
+    return block(model_name, "b", solo_ms=solo_ms, options=(VariantOption(ORIGINAL, solo_ms, 1.0), *options))
+
+
+def test_admission_fractions_cut_the_largest_demand_first() -> None:
+    fractions = admission_fractions({"det": 0.81, "emb": 0.165, "cls": 0.42}, target=0.85, min_fraction=0.2)
+    assert fractions["emb"] == 1.0 and fractions["cls"] == 1.0
+    assert fractions["det"] == pytest.approx(1.0 - 0.545 / 0.81)
+    assert admission_fractions({"a": 0.3, "b": 0.2}, target=0.85, min_fraction=0.2) == {"a": 1.0, "b": 1.0}
+
+
+def test_admission_fractions_respect_the_minimum_then_cut_the_next_model() -> None:
+    fractions = admission_fractions({"big": 1.0, "small": 0.5}, target=0.5, min_fraction=0.25)
+    assert fractions["big"] == pytest.approx(0.25)  # 1.0 -> 0.25 frees 0.75 of the 1.0 excess
+    assert fractions["small"] == pytest.approx(0.5)  # the remaining 0.25 comes from the next model
+    assert 1.0 * fractions["big"] + 0.5 * fractions["small"] == pytest.approx(0.5)
+
+
+def test_overloaded_device_without_variants_admits_a_fraction_of_the_costliest_model() -> None:
+    """15 Hz x (54 + 11 + 28 ms) = 1.40 of the device: no swap possible, so admission cuts the detector."""
+    models = [loaded("det", 50.0), loaded("emb", 10.0), loaded("cls", 30.0)]
+    blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
+    decisions = Policy(cfg(admission_utilization=0.85)).decide(obs(models, blocks), now_sec=1.0)
+    assert [(d.model, d.block, d.kind) for d in decisions] == [("det", "*", ADMIT)]
+    assert float(decisions[0].value) == pytest.approx(1.0 - (1.395 - 0.85) / 0.81, abs=0.01)
+    assert "overloaded" in decisions[0].reason and "1.40" in decisions[0].reason
+
+
+def test_admission_unchanged_in_the_deadband_and_restored_when_the_device_fits() -> None:
+    blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
+    policy = Policy(cfg(admission_utilization=0.85))
+    steady = [loaded("det", 50.0, admit_fraction=0.34), loaded("emb", 10.0), loaded("cls", 30.0)]
+    assert policy.decide(obs(steady, blocks), now_sec=1.0) == []
+    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.34), loaded("emb", 10.0, rate_hz=5.0),
+             loaded("cls", 30.0, rate_hz=5.0)]  # 5 Hz x 93 ms = 0.47: fits
+    decisions = policy.decide(obs(light, blocks), now_sec=2.0)
+    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", ADMIT, "1.00")]
+    assert "fits" in decisions[0].reason
+
+
+def test_admission_disabled_or_unknown_rate_admits_every_frame() -> None:
+    blocks = [one_block("det", 54.0), one_block("emb", 11.0)]
+    cut = [loaded("det", 50.0, admit_fraction=0.5), loaded("emb", 10.0)]
+    off = Policy(cfg(admission_enabled=False)).decide(obs(cut, blocks), now_sec=1.0)
+    assert [(d.model, d.value) for d in off] == [("det", "1.00")]
+    unknown = [ModelObservation("det", 100.0, 50.0, samples=20), ModelObservation("emb", 100.0, 10.0, samples=20)]
+    assert Policy(cfg()).decide(obs(unknown, blocks), now_sec=1.0) == []
+
+
+def test_overloaded_device_swaps_before_any_model_is_late() -> None:
+    """Every model meets its deadline, but the device is 0.975 busy: swap the best gain/cost block anyway."""
+    models = [loaded("det", 50.0), loaded("cls", 30.0)]
+    blocks = [one_block("det", 40.0, (VariantOption("int8", 10.0, 0.99),)),
+              one_block("cls", 25.0, (VariantOption("int8", 20.0, 0.99),))]
+    decisions = Policy(cfg(swap_utilization=0.75, admission_utilization=1.0)).decide(obs(models, blocks), 1.0)
+    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", "variant", "int8")]
+    assert "device overloaded: predicted utilization 0.97" in decisions[0].reason
+
+
+def test_no_relax_while_the_device_is_overloaded() -> None:
+    options = (VariantOption("int8", 30.0, 0.99),)
+    swapped = [block("det", "b", solo_ms=30.0, variant="int8", options=(VariantOption(ORIGINAL, 40.0, 1.0),
+                                                                         *options))]
+    models = [loaded("det", 20.0, rate_hz=30.0)]  # comfortable, but 30 Hz x 30 ms = 0.90 > 0.75
+    policy = Policy(cfg(swap_utilization=0.75, admission_utilization=1.0))
+    policy.decide(obs(models, swapped), now_sec=0.0)
+    assert [d for d in policy.decide(obs(models, swapped), now_sec=10.0) if d.kind == "variant"] == []

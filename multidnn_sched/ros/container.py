@@ -67,6 +67,9 @@ def settings_from_values(values: Mapping[str, ParamValue]) -> RuntimeSettings:
         accuracy_floor=float(values["policy.accuracy_floor"]),
         swap_enabled=bool(values["policy.swap_enabled"]),
         serialize_enabled=bool(values["policy.serialize_enabled"]),
+        swap_utilization=float(values["policy.swap_utilization"]),
+        admission_enabled=bool(values["policy.admission_enabled"]),
+        admission_utilization=float(values["policy.admission_utilization"]),
     )
     return RuntimeSettings(
         policy=policy,

@@ -156,6 +156,21 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("policy.swap_enabled", True, "allow swapping blocks to lighter variants"),
     ParamSpec("policy.serialize_enabled", True, "allow serializing interfering blocks"),
     ParamSpec(
+        "policy.swap_utilization",
+        0.75,
+        "swap while the predicted device utilization at full frame rate exceeds this",
+        0.05,
+        10.0,
+    ),
+    ParamSpec(
+        "policy.admission_enabled",
+        False,
+        "on an overloaded device admit only a share of the costliest models' frames (the rest dropped)",
+    ),
+    ParamSpec(
+        "policy.admission_utilization", 0.85, "admission keeps the predicted device utilization below this", 0.05, 1.0
+    ),
+    ParamSpec(
         "force_variant", "", "forced variants, 'model/block=variant,...' ('original' undoes a swap; '' none)"
     ),
     ParamSpec("force_mode", "", "forced modes, 'model/block=parallel|sequential,...' ('' none)"),

@@ -26,7 +26,17 @@ Decision flow of one :meth:`Policy.decide` call (at most ``max_changes`` decisio
    product over blocks of each active variant's *relative accuracy* (model accuracy with only that block
    swapped / original accuracy): a multiplicative model of independent drops. Variants whose accuracy or solo
    latency is unknown are never chosen.
-4. Relax: a model comfortable for ``min_dwell_sec`` first swaps a block back to the original (the one that
+4. Overload: the device's predicted utilization at the full arrival rates (sum over models of rate x the
+   active blocks' observed latencies, see :func:`predicted_run_ms`) is a figure no reordering can beat: above
+   1 every queue grows and the last model in line waits up to its deadline. While it exceeds
+   ``swap_utilization`` the policy swaps (best gain/cost over every model, each above its floor) even before
+   any model is late, and relaxes nothing.
+5. Admission: whatever utilization swaps leave above ``admission_utilization`` is removed by admitting only a
+   fraction of some models' frames (the others are dropped on arrival and counted): the model with the largest
+   demand (rate x run time) first, since dropping its frames frees the most device time per dropped frame, down to
+   ``min_admit_fraction``, then the next. Fractions return to 1 as soon as the device fits again (they are a
+   pure function of the current configuration, so they cannot oscillate with the latencies they cause).
+6. Relax: a model comfortable for ``min_dwell_sec`` first swaps a block back to the original (the one that
    costs the most accuracy first), then returns a sequential block to parallel — each only when the
    predicted latency after the change is still comfortable (the hysteresis band), so it does not flap.
 
@@ -45,6 +55,12 @@ SEQUENTIAL = "sequential"
 MODES = (PARALLEL, SEQUENTIAL)
 ORIGINAL = "original"
 """Name of a block's original (uncompressed) implementation."""
+ADMIT = "admit"
+"""Decision kind: share of a model's arriving frames the executor admits (value ``"0.50"``)."""
+ALL_BLOCKS = "*"
+"""``Decision.block`` of a model-wide decision."""
+ADMIT_DEADBAND = 0.05
+"""An admitted fraction changes only by at least this much (or back to 1)."""
 
 _ACCURACY_EPS = 1e-9
 _COST_FLOOR = 1e-6
@@ -106,6 +122,7 @@ class ModelObservation:
         priority: larger is more important.
         samples: number of frames behind ``latency_ms``.
         rate_hz: recent frame arrival rate (``None``: unknown).
+        admit_fraction: share of arriving frames the executor currently admits (1.0: every frame).
     """
 
     name: str
@@ -114,6 +131,7 @@ class ModelObservation:
     priority: int = 0
     samples: int = 0
     rate_hz: float | None = None
+    admit_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,9 +148,10 @@ class Decision:
 
     Attributes:
         model: model name.
-        block: block name.
-        kind: ``"mode"`` or ``"variant"``.
-        value: the new mode (``"parallel"`` / ``"sequential"``) or variant name.
+        block: block name (``"*"`` for a model-wide ``"admit"`` decision).
+        kind: ``"mode"``, ``"variant"`` or ``"admit"``.
+        value: the new mode (``"parallel"`` / ``"sequential"``), variant name, or admitted fraction of frames
+            (``"0.33"``).
         reason: human-readable why, with the numbers that drove it.
         time_sec: the ``now_sec`` of the decision.
     """
@@ -169,10 +188,17 @@ class PolicyConfig:
             below this fraction of its deadline (and inside the hysteresis band): near saturation a swap-back
             costs more than its own solo difference, because queueing grows with the load.
         relax_max_utilization: a swap-back must keep the device's predicted utilization — sum over models of
-            arrival rate x the active blocks' solo latencies — at or below this (when every rate is known).
+            arrival rate x the active blocks' latencies (:func:`device_utilization`) — at or below this (when
+            every rate is known).
         shared_device_swaps: a late model may be helped by swapping a block of ANY model (best gain/cost over
             all models, each kept above its own floor): on one shared device another model's heavy block delays
             it as much as its own. ``False``: only the late model's own blocks.
+        swap_utilization: swap (when enabled) while the predicted utilization at full frame rate exceeds this,
+            even if no model is late yet (``None``: only lateness triggers swaps).
+        admission_enabled: admit only a fraction of frames of the costliest models while the device is
+            overloaded (see ``admission_utilization``).
+        admission_utilization: admission fractions keep the predicted utilization at or below this.
+        min_admit_fraction: no model is admitted less often than this (it is the next model's turn).
     """
 
     lag_serialize_ms: float = 2.0
@@ -190,7 +216,11 @@ class PolicyConfig:
     relax_needs_all_comfortable: bool = True
     shared_device_swaps: bool = True
     relax_latency_fraction: float = 0.6
-    relax_max_utilization: float = 0.7
+    relax_max_utilization: float = 0.65
+    swap_utilization: float | None = 0.75
+    admission_enabled: bool = True
+    admission_utilization: float = 0.85
+    min_admit_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hysteresis < 1.0:
@@ -199,6 +229,14 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.accuracy_floor must be in (0, 1], got {self.accuracy_floor!r}")
         if self.max_changes < 1:
             raise ValueError(f"PolicyConfig.max_changes must be >= 1, got {self.max_changes!r}")
+        if not 0.0 < self.admission_utilization <= 1.0:
+            raise ValueError(
+                f"PolicyConfig.admission_utilization must be in (0, 1], got {self.admission_utilization!r}"
+            )
+        if not 0.0 < self.min_admit_fraction <= 1.0:
+            raise ValueError(f"PolicyConfig.min_admit_fraction must be in (0, 1], got {self.min_admit_fraction!r}")
+        if self.swap_utilization is not None and self.swap_utilization <= 0.0:
+            raise ValueError(f"PolicyConfig.swap_utilization must be > 0 or None, got {self.swap_utilization!r}")
 
 
 @dataclass
@@ -217,24 +255,67 @@ def option(block: BlockObservation, name: str) -> VariantOption | None:
     return None
 
 
+def predicted_run_ms(blocks: Sequence[BlockObservation]) -> float | None:
+    """Device time one frame takes through the model's active blocks: each block's EMA-observed latency where
+    it has run, else its solo latency (``None`` if a block has neither).
+
+    Observed rather than solo: when something outside the executor takes part of the device (another process,
+    thermal throttling) the blocks run slower and the device has less capacity for our frames; a solo profile
+    taken at start-up cannot know that. With one worker (the CPU default) a block's observed latency is exactly
+    the device time it used; with parallel blocks it includes their overlap, so the figure errs on the safe side.
+    """
+    run_ms = 0.0
+    for block in blocks:
+        current = option(block, block.variant)
+        solo = current.solo_ms if current is not None and current.solo_ms is not None else block.solo_ms
+        value = block.ema_observed_ms if block.ema_observed_ms is not None else solo
+        if value is None:
+            return None
+        run_ms += value
+    return run_ms
+
+
 def device_utilization(
     models: tuple[ModelObservation, ...] | list[ModelObservation], blocks_of: dict[str, list[BlockObservation]]
 ) -> float | None:
-    """Predicted busy fraction of the shared device: sum over models of rate_hz x the solo latencies (s) of
-    their active blocks. ``None`` when a model's rate or a block's solo latency is unknown."""
+    """Predicted busy fraction of the shared device at the FULL arrival rates (every frame admitted): sum over
+    models of rate_hz x :func:`predicted_run_ms` (s). ``None`` when a model's rate or a block's latency is
+    unknown."""
     total = 0.0
     for model in models:
-        if model.rate_hz is None:
+        run_ms = predicted_run_ms(blocks_of.get(model.name, []))
+        if model.rate_hz is None or run_ms is None:
             return None
-        run_ms = 0.0
-        for block in blocks_of.get(model.name, []):
-            current = option(block, block.variant)
-            solo = current.solo_ms if current is not None and current.solo_ms is not None else block.solo_ms
-            if solo is None:
-                return None
-            run_ms += solo
         total += model.rate_hz * run_ms / 1000.0
     return total
+
+
+def admission_fractions(
+    demands: dict[str, float], target: float, min_fraction: float
+) -> dict[str, float]:
+    """Share of frames to admit per model so that the summed demand fits ``target``.
+
+    Args:
+        demands: model -> busy fraction it asks for at its full rate (rate x run time).
+        target: utilization the admitted demand must not exceed.
+        min_fraction: lowest fraction any model is cut to.
+
+    The model with the largest demand is cut first (each of its dropped frames frees the most device time, so
+    the fewest frames are lost), down to ``min_fraction``; then the next largest. Returns 1.0 for every model
+    when the demand already fits.
+    """
+    fractions = dict.fromkeys(demands, 1.0)
+    excess = sum(demands.values()) - target
+    for name in sorted(demands, key=lambda n: -demands[n]):
+        if excess <= 0.0:
+            break
+        demand = demands[name]
+        if demand <= 0.0:
+            continue
+        cut = min(excess, demand * (1.0 - min_fraction))
+        fractions[name] = 1.0 - cut / demand
+        excess -= cut
+    return fractions
 
 
 def estimated_accuracy(blocks: Sequence[BlockObservation]) -> float:
@@ -285,18 +366,30 @@ class Policy:
         late.sort(key=lambda m: (-m.priority, _relative_slack(m)))
         comfortable.sort(key=lambda m: (m.priority, -_relative_slack(m)))
 
+        self._utilization = device_utilization(observations.models, blocks_of)
+        admissions = self._admission(observations.models, blocks_of, now_sec)
         decisions: list[Decision] = []
         for model in late:
             if len(decisions) >= cfg.max_changes:
-                return decisions
+                return admissions + decisions
             if not self._model_settled(model.name, now_sec):
                 continue
             decision = self._serialize_or_swap(model, blocks_of, now_sec)
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
-        if cfg.relax_needs_all_comfortable and len(comfortable) < len(informed):
-            return decisions
-        self._utilization = device_utilization(observations.models, blocks_of)
+        overloaded = (
+            self._utilization is not None and cfg.swap_utilization is not None
+            and self._utilization > cfg.swap_utilization
+        )
+        if overloaded and cfg.swap_enabled and len(decisions) < cfg.max_changes:
+            candidates = {m: b for m, b in blocks_of.items() if self._model_settled(m, now_sec)}
+            head = (f"device overloaded: predicted utilization {self._utilization:.2f} at full frame rate "
+                    f"> {cfg.swap_utilization:.2f}")
+            decision = self._swap_any(candidates, now_sec, head)
+            if decision is not None:
+                decisions.append(self._record(decision, now_sec))
+        if overloaded or (cfg.relax_needs_all_comfortable and len(comfortable) < len(informed)):
+            return admissions + decisions
         for model in comfortable:
             if len(decisions) >= cfg.max_changes:
                 return decisions
@@ -307,6 +400,45 @@ class Policy:
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
                 self._state.comfortable_since[model.name] = now_sec
+        return admissions + decisions
+
+    def _admission(
+        self, models: Sequence[ModelObservation], blocks_of: dict[str, list[BlockObservation]], now_sec: float
+    ) -> list[Decision]:
+        """``admit`` decisions for models whose admitted fraction of frames should change (see step 5)."""
+        cfg = self.config
+        demands: dict[str, float] = {}
+        runs_ms: dict[str, float] = {}
+        for model in models:
+            run_ms = predicted_run_ms(blocks_of.get(model.name, []))
+            if model.rate_hz is not None and run_ms is not None:
+                runs_ms[model.name] = run_ms
+                demands[model.name] = model.rate_hz * run_ms / 1000.0
+        known = len(demands) == len(models)
+        if cfg.admission_enabled and known:
+            fractions = admission_fractions(demands, cfg.admission_utilization, cfg.min_admit_fraction)
+        else:
+            fractions = {m.name: 1.0 for m in models}
+        total = sum(demands.values())
+        decisions = []
+        for model in models:
+            new = round(fractions.get(model.name, 1.0), 2)
+            current = model.admit_fraction
+            if abs(new - current) < ADMIT_DEADBAND and not (new == 1.0 and current < 1.0):
+                continue
+            if new >= 1.0:
+                why = (f"device fits: predicted utilization {total:.2f} at full frame rate <= "
+                       f"{cfg.admission_utilization:.2f}" if cfg.admission_enabled and known
+                       else "admission control off or load unknown")
+                reason = f"{why}; {model.name} admits every frame"
+            else:
+                reason = (
+                    f"device overloaded: predicted utilization {total:.2f} at full frame rate > "
+                    f"{cfg.admission_utilization:.2f}; {model.name} ({runs_ms[model.name]:.1f} ms x "
+                    f"{model.rate_hz:.1f} Hz = {demands[model.name]:.2f} of the device; largest demands are cut "
+                    f"first) admits {new:.0%} of frames, the rest are dropped on arrival"
+                )
+            decisions.append(Decision(model.name, ALL_BLOCKS, ADMIT, f"{new:.2f}", reason, now_sec))
         return decisions
 
     # -- steps ---------------------------------------------------------------------------------------------
