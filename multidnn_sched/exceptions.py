@@ -37,3 +37,7 @@ class ExecutorShutdownError(MultiDnnError, RuntimeError):
 
 class FrameDroppedError(MultiDnnError):
     """Raised (set on the frame's future) when a queued frame is dropped by the queue's drop policy."""
+
+
+class FrameSkippedError(FrameDroppedError):
+    """A frame dropped on arrival by admission control (the device is overloaded; see ``docs/runtime.md``)."""

@@ -22,7 +22,7 @@ from torch import nn
 from multidnn_sched.bench.static_modes import ModelRun
 from multidnn_sched.bench.tasks import TaskInputs, compact_output
 from multidnn_sched.bench.workload import Workload
-from multidnn_sched.exceptions import ConfigError, FrameDroppedError, MultiDnnError
+from multidnn_sched.exceptions import ConfigError, FrameDroppedError, FrameSkippedError, MultiDnnError
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
 from multidnn_sched.runtime.policy import Policy, PolicyConfig
@@ -153,6 +153,8 @@ def _recorder(run: ModelRun, task: TaskInputs, index: int, arrival: float, lock:
         with lock:
             if isinstance(error, FrameDroppedError):
                 run.dropped.append(index)
+                if isinstance(error, FrameSkippedError):
+                    run.skipped.append(index)
             elif error is not None:
                 run.failed.append(index)
             else:

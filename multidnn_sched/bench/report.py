@@ -4,13 +4,14 @@ JSON::
 
     {"workload": ..., "backend": ..., "machine": ...,
      "modes": {MODE: {"models": {NAME: {"p50_ms", "p99_ms", "deadline_miss_rate", "frames_done",
-                                        "frames_dropped", "frames_failed", "frames_offered", "accuracy",
-                                        "deadline_ms"}},
+                                        "frames_dropped", "frames_skipped", "frames_failed", "frames_offered",
+                                        "accuracy", "deadline_ms"}},
                       "deadline_miss_rate": total over models, "decisions": N}},
      "ratios": {...}}
 
 ``deadline_miss_rate`` counts every offered frame that did not complete within its deadline — late, dropped
-by the queue policy, or failed — so dropping frames is never free.
+by the queue policy, or failed — so dropping frames is never free. ``frames_skipped`` is the part of
+``frames_dropped`` that admission control dropped on arrival (an overloaded device, blocks modes only).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ModelSummary:
     deadline_miss_rate: float
     frames_done: int
     frames_dropped: int
+    frames_skipped: int
     frames_failed: int
     frames_offered: int
     accuracy: float | None
@@ -49,6 +51,7 @@ class ModelSummary:
             deadline_miss_rate=(offered - on_time) / offered if offered else 0.0,
             frames_done=len(run.completed),
             frames_dropped=len(run.dropped),
+            frames_skipped=len(run.skipped),
             frames_failed=len(run.failed),
             frames_offered=offered,
             accuracy=accuracy,
@@ -115,14 +118,15 @@ def _fmt(value: float | None, spec: str) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table: one row per (mode, model), then the ratio lines."""
     lines = [
-        "| mode | model | p50 ms | p99 ms | miss rate | done | dropped | failed | accuracy |",
+        "| mode | model | p50 ms | p99 ms | miss rate | done | dropped (skipped) | failed | accuracy |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, entry in result["modes"].items():
         for name, s in entry["models"].items():
             lines.append(
                 f"| {mode} | {name} | {_fmt(s['p50_ms'], '.1f')} | {_fmt(s['p99_ms'], '.1f')} | "
-                f"{s['deadline_miss_rate']:.3f} | {s['frames_done']} | {s['frames_dropped']} | "
+                f"{s['deadline_miss_rate']:.3f} | {s['frames_done']} | {s['frames_dropped']}"
+                f"{' (' + str(s['frames_skipped']) + ')' if s.get('frames_skipped') else ''} | "
                 f"{s['frames_failed']} | {_fmt(s['accuracy'], '.3f')} |"
             )
         lines.append(f"| {mode} | **total** | | | **{entry['deadline_miss_rate']:.3f}** | | | | "

@@ -39,7 +39,8 @@ class ModelRun:
         name: model name.
         latencies_ms: completion − arrival of every completed frame, ms.
         completed: frame indices (in the run) that completed, in completion order.
-        dropped: frame indices dropped by the queue policy.
+        dropped: frame indices dropped by the queue policy (blocks modes: also shed, or skipped on arrival).
+        skipped: the dropped frames that admission control skipped on arrival (blocks modes only).
         failed: frame indices whose computation raised.
         outputs: unique-frame index -> compact output (for the task metric).
     """
@@ -48,6 +49,7 @@ class ModelRun:
     latencies_ms: list[float] = field(default_factory=list)
     completed: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     outputs: dict[int, object] = field(default_factory=dict)
 

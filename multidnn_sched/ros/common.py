@@ -22,7 +22,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from multidnn_sched.exceptions import ExecutorShutdownError, FrameDroppedError, ImageConversionError
+from multidnn_sched.exceptions import ExecutorShutdownError, FrameDroppedError, FrameSkippedError, ImageConversionError
 from multidnn_sched.ros.imaging import image_to_rgb
 from multidnn_sched.ros.params import ParamSpec, ParamValue, check_parameters, declare_parameters
 from multidnn_sched.ros.runtime import ModelRuntime
@@ -133,6 +133,8 @@ class PerceptionNode(Node):
             return
         try:
             output = future.result()
+        except FrameSkippedError:
+            self.drop("runtime_admission")
         except FrameDroppedError:
             self.drop("runtime_queue_full")
         except ExecutorShutdownError:

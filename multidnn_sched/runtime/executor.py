@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameDroppedError
+from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameDroppedError, FrameSkippedError
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.lag import LagTracker, profile_model
@@ -398,11 +398,13 @@ class BlockExecutor:
         """Queue one frame; the future's result is the model output (or the frame's exception).
 
         While admission control admits only a fraction of the model's frames (an ``admit`` decision of the
-        policy on an overloaded device) the other frames fail at once with :class:`FrameDroppedError`."""
+        policy on an overloaded device) the other frames fail at once with :class:`FrameSkippedError` (a
+        :class:`FrameDroppedError`)."""
         model = self._model(model_name)
         frame = _Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
         dropped: _Frame | None = None
         reason = ""
+        error_type: type[FrameDroppedError] = FrameDroppedError
         with self._cond:
             if self._stopping:
                 raise ExecutorShutdownError(f"cannot submit to {model_name!r}: BlockExecutor is shut down")
@@ -410,7 +412,7 @@ class BlockExecutor:
             self._last_activity_sec = self._clock()
             model.arrivals.append(frame.arrival_sec)
             if not self._admit(model):
-                dropped = frame
+                dropped, error_type = frame, FrameSkippedError
                 model.stats.dropped += 1
                 model.stats.skipped += 1
                 reason = (f"model {model_name!r}: frame skipped by admission control (device overloaded, "
@@ -426,7 +428,7 @@ class BlockExecutor:
                     reason = (f"model {model_name!r}: frame dropped, pending queue full "
                               f"(depth {model.queue_depth}, newest wins)")
         if dropped is not None:
-            _fail(dropped, FrameDroppedError(reason))
+            _fail(dropped, error_type(reason))
         return frame.future
 
     @staticmethod
