@@ -601,3 +601,25 @@ def test_admit_decision_drops_the_expected_share_of_frames_on_arrival(executor: 
             executor.apply(Decision("cam", "*", "admit", bad, "test"))
     with pytest.raises(ConfigError, match="unknown block"):
         executor.apply(Decision("cam", "*", "mode", SEQUENTIAL, "test"))
+
+
+def test_frame_preempted_past_its_deadline_is_shed_at_the_next_block_boundary() -> None:
+    ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        first_block = Sleep(0.02)
+        ex.register_model(PartitionedModel("m", [Block("a", first_block), Block("b", Sleep(0.04))]),
+                          deadline_ms=100.0)
+        ex.register_model(PartitionedModel("hog", [Block("s", Sleep(0.12))]), deadline_ms=1000.0, priority=1)
+        ex.submit("m", torch.zeros(1)).result(timeout=10)  # observed latencies: m needs ~60 ms, fits in 100
+        first_block.started.clear()
+        victim = ex.submit("m", torch.zeros(1))
+        assert first_block.started.wait(5.0)
+        hog = ex.submit("hog", torch.zeros(1))  # more important: takes over at m's block boundary for 120 ms
+        hog.result(timeout=10)
+        with pytest.raises(FrameDroppedError, match="could no longer meet"):
+            victim.result(timeout=10)  # resumes after >= 140 ms with 40 ms to go: shed, block b never runs
+        stats = ex.stats().models["m"]
+        assert (stats.frames_done, stats.dropped) == (1, 1)
+        assert ex.submit("m", torch.zeros(1)).result(timeout=10).shape == (1,)
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)

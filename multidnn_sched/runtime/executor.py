@@ -85,6 +85,8 @@ PRIORITY_WEIGHT_MS = 1000.0
 (EDF) order frames of equal priority. Measured on the default workload (1 worker, 2 cores): with a 10 ms bias
 the detector (loosest deadline) always ran last and its p99 rose to ~its deadline."""
 LOGGER_NAME = "multidnn_sched.executor"
+_DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
+"""Outcomes of ``BlockExecutor._run_job``."""
 
 
 @dataclass
@@ -204,10 +206,11 @@ class BlockExecutor:
         reprofile_idle_sec: re-profile solo latencies after this long idle (needs an example input);
             ``None`` disables. At most once per ``reprofile_interval_sec`` per model.
         reprofile_interval_sec: minimum time between two profiles of one model.
-        shed_late_frames: a frame about to START whose wait so far plus its model's predicted run time (sum of
-            the blocks' EMA-observed latencies) already exceeds the deadline is dropped (``FrameDroppedError``,
-            counted in ``dropped``) instead of being computed late, leaving the device to frames that can still
-            make it. Only when the model could meet its deadline if started at once (never sheds everything).
+        shed_late_frames: a frame whose time since arrival plus its remaining blocks' predicted latency (EMA
+            observed) already exceeds the deadline — checked before it starts and at every block boundary — is
+            dropped (``FrameDroppedError``, counted in ``dropped``) instead of being computed late, leaving the
+            device to frames that can still make it (firm deadlines: a late result is a miss either way). Only
+            when the model could meet its deadline if started at once (never sheds everything).
         logger: defaults to ``logging.getLogger("multidnn_sched.executor")``.
     """
 
@@ -469,20 +472,21 @@ class BlockExecutor:
                 if self._stopping and not self._ready:
                     return
                 job = heapq.heappop(self._ready)
-            if job.block_index == 0 and self.shed_late_frames and self._hopeless(job):
-                self._shed(job)
-                continue
             try:
                 with torch.inference_mode():
-                    done = self._run_job(job)
+                    outcome = self._run_job(job)
             except Exception as exc:  # noqa: BLE001 - a frame's failure must never kill the worker
                 self._finish(job, None, exc)
                 continue
-            if done:
+            if outcome == _DONE:
                 self._finish(job, job.carry, None)
+            elif outcome == _SHED:
+                self._shed(job)
 
-    def _run_job(self, job: _Job) -> bool:
-        """Run the job's remaining blocks; ``False`` if it was handed back to the ready heap."""
+    def _run_job(self, job: _Job) -> str:
+        """Run the job's remaining blocks: ``_DONE``, ``_HANDED_BACK`` to the ready heap (a more urgent job
+        waits), or ``_SHED`` (with ``shed_late_frames``: at a block boundary, it can no longer make its
+        deadline)."""
         model, blocks = job.model, job.model.pm.blocks
         name = model.pm.name
         if job.block_index == 0:
@@ -491,12 +495,14 @@ class BlockExecutor:
         while job.block_index < len(blocks):
             if self._stopping:
                 raise ExecutorShutdownError(f"BlockExecutor shut down while {name!r} frame was between blocks")
+            if self.shed_late_frames and self._hopeless(job):
+                return _SHED
             if job.block_index > 0 and self._ready:
                 with self._cond:
                     if self._ready and self._ready[0].key < job.key:
                         heapq.heappush(self._ready, job)  # a more urgent job waits for a worker: hand over
                         self._cond.notify()
-                        return False
+                        return _HANDED_BACK
             block = blocks[job.block_index]
             exclusive = model.modes[job.block_index] == SEQUENTIAL
             best_threads = self._alone_threads.get((name, block.name))
@@ -513,7 +519,7 @@ class BlockExecutor:
                     self._lag.update((name, block.name), observed_ms)
             job.carry = out
             job.block_index += 1
-        return True
+        return _DONE
 
     def _run_block(self, model: str, block: Any, carry: Carry) -> tuple[Carry, float | None]:
         """Run the block's active implementation once; fall back to the original if a variant misbehaves."""
@@ -541,11 +547,12 @@ class BlockExecutor:
         self._on_variant_change(model, block.name, ORIGINAL)
         return block.module(carry), None
 
-    def _predicted_run_ms(self, model: _Model) -> float | None:
-        """Sum of the model's blocks' EMA-observed latencies (solo where not observed yet); None if unknown."""
+    def _predicted_run_ms(self, model: _Model, first_block: int = 0) -> float | None:
+        """Sum of the EMA-observed latencies (solo where not observed yet) of the model's blocks from
+        ``first_block`` on; None if unknown."""
         total = 0.0
         with self._stats_lock:
-            for block in model.pm.blocks:
+            for block in model.pm.blocks[first_block:]:
                 timing = self._lag.timing((model.pm.name, block.name))
                 value = timing.ema_observed_ms if timing.ema_observed_ms is not None else timing.solo_ms
                 if value is None:
@@ -554,11 +561,14 @@ class BlockExecutor:
         return total
 
     def _hopeless(self, job: _Job) -> bool:
-        """True if a not-yet-started frame can no longer meet its deadline but a fresh one could."""
+        """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
+        predicted latency) but a fresh frame of the model could."""
         model = job.model
         run_ms = self._predicted_run_ms(model)
         if run_ms is None or run_ms >= model.deadline_ms:
             return False
+        if job.block_index > 0:
+            run_ms = self._predicted_run_ms(model, job.block_index) or 0.0
         waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
         return waited_ms + run_ms > model.deadline_ms
 
