@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 import numpy as np
@@ -131,24 +131,37 @@ class PerceptionNode(Node):
         if self.closing:
             self.drop("shutdown")
             return
-        try:
-            output = future.result()
-        except FrameSkippedError:
-            self.drop("runtime_admission")
-        except FrameDroppedError:
-            self.drop("runtime_queue_full")
-        except ExecutorShutdownError:
-            self.drop("shutdown")
-        except Exception as error:  # noqa: BLE001 - a failing frame must not stop the node
-            self.drop("model_error", repr(error))
-        else:
+        error = future_error(future)
+        if error is None:
             try:
-                on_output(output)
-            except Exception as error:  # noqa: BLE001 - post-processing or publishing after shutdown
-                self.drop("postprocess_error", repr(error))
+                on_output(future.result())
+            except Exception as post_error:  # noqa: BLE001 - post-processing or publishing after shutdown
+                self.drop("postprocess_error", repr(post_error))
             return
+        if isinstance(error, FrameSkippedError):
+            self.drop("runtime_admission")
+        elif isinstance(error, FrameDroppedError):
+            self.drop("runtime_queue_full")
+        elif isinstance(error, ExecutorShutdownError):
+            self.drop("shutdown")
+        else:
+            self.drop("model_error", repr(error))
         if on_failure is not None:
             on_failure()
+
+
+def future_error(future: Future) -> BaseException | None:
+    """The exception a done ``future`` failed with (``CancelledError`` if cancelled), ``None`` on success.
+
+    Read without raising on purpose: ``future.result()`` re-raises the stored exception, whose traceback then
+    holds the caller's frame, which holds ``future``, which holds the exception -- a reference cycle. A
+    traceback frame also keeps its callers' frames, so every dropped frame kept the whole submitting stack
+    (``Image`` message, decoded frame, input tensor: ~1.6 MB) alive until a full garbage collection, which
+    runs rarely with a large heap: the soak's RSS grew ~3 MB/s.
+    """
+    if future.cancelled():
+        return CancelledError()
+    return future.exception()
 
 
 def now_ms() -> float:

@@ -28,6 +28,7 @@ from multidnn_sched.ros.classifier_node import ClassifierNode
 from multidnn_sched.ros.common import PerceptionNode
 from multidnn_sched.ros.detector_node import DetectorNode
 from multidnn_sched.ros.diagnostics import build_diagnostic_array
+from multidnn_sched.ros.heap import HEAP_TRIM_PERIOD_SEC, release_free_heap
 from multidnn_sched.ros.params import (
     CONTAINER_PARAMS,
     MODEL_NAMES,
@@ -146,6 +147,8 @@ class PerceptionContainer:
         self.diagnostics_timer = self.node.create_timer(
             float(self.values["diagnostics_period_sec"]), self.publish_diagnostics
         )
+        # Freed frame buffers stay resident in glibc's arenas (RSS grows over a soak); give them back.
+        self.heap_trim_timer = self.node.create_timer(HEAP_TRIM_PERIOD_SEC, release_free_heap)
 
     def _make_node(
         self, name: str, tasks: PerceptionTasks, context: Context | None, overrides: list[Parameter] | None
