@@ -623,3 +623,33 @@ def test_frame_preempted_past_its_deadline_is_shed_at_the_next_block_boundary() 
         assert ex.submit("m", torch.zeros(1)).result(timeout=10).shape == (1,)
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_arrival_rate_ignores_one_pause_in_the_stream() -> None:
+    from collections import deque
+
+    from multidnn_sched.runtime.executor import _rate_hz
+
+    arrivals = deque([i / 15.0 for i in range(16)] + [1.0 + 0.2 + i / 15.0 for i in range(16)])  # 0.2 s pause
+    assert _rate_hz(arrivals) == pytest.approx(15.0)
+    assert _rate_hz(deque([1.0])) is None and _rate_hz(deque([1.0, 1.0])) is None
+
+
+def test_failed_frame_does_not_keep_its_input_alive_until_a_garbage_collection(executor: BlockExecutor) -> None:
+    import gc
+    import weakref
+
+    executor.register_model(tiny_model("a"), deadline_ms=100.0, queue_depth=4)
+    gc.disable()
+    try:
+        bad = torch.randn(1, 5, 8, 8)
+        watch = weakref.ref(bad)
+        future = executor.submit("a", bad)
+        error = future.exception(timeout=10)
+        assert isinstance(error, RuntimeError) and error.__traceback__ is not None  # file/line kept
+        del bad, error
+        executor.submit("a", torch.randn(1, 3, 8, 8)).result(timeout=10)  # the worker moves on to the next job
+        assert watch() is None, "the failed frame's input is still referenced (traceback cycle)"
+        assert future.exception() is not None
+    finally:
+        gc.enable()

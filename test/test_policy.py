@@ -19,6 +19,7 @@ from multidnn_sched.runtime.policy import (
     VariantOption,
     admission_fractions,
     estimated_accuracy,
+    quantize_fraction,
 )
 
 ORIG_10 = VariantOption(ORIGINAL, 10.0, 1.0)
@@ -318,19 +319,30 @@ def test_overloaded_device_without_variants_admits_a_fraction_of_the_costliest_m
     blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
     decisions = Policy(cfg(admission_utilization=0.85)).decide(obs(models, blocks), now_sec=1.0)
     assert [(d.model, d.block, d.kind) for d in decisions] == [("det", "*", ADMIT)]
-    assert float(decisions[0].value) == pytest.approx(1.0 - (1.395 - 0.85) / 0.81, abs=0.01)
+    # needs 1 - (1.395 - 0.85) / 0.81 = 0.33 of the detector's frames: rounded down to every 4th frame
+    assert decisions[0].value == "0.2500"
     assert "overloaded" in decisions[0].reason and "1.40" in decisions[0].reason
 
 
-def test_admission_unchanged_in_the_deadband_and_restored_when_the_device_fits() -> None:
+def test_admitted_fractions_are_regular_frame_patterns_rounded_down() -> None:
+    assert quantize_fraction(1.0, 0.2) == 1.0
+    assert quantize_fraction(0.99, 0.2) == pytest.approx(0.9)  # mildest cut: skip every 10th
+    assert quantize_fraction(0.7, 0.2) == pytest.approx(2 / 3)  # skip every 3rd
+    assert quantize_fraction(0.55, 0.2) == 0.5
+    assert quantize_fraction(0.49, 0.2) == pytest.approx(1 / 3)  # never two admitted frames in a row
+    assert quantize_fraction(1 / 3, 0.2) == pytest.approx(1 / 3)
+    assert quantize_fraction(0.1, 0.2) == 0.2
+
+
+def test_admission_unchanged_while_the_pattern_holds_and_restored_when_the_device_fits() -> None:
     blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
     policy = Policy(cfg(admission_utilization=0.85))
-    steady = [loaded("det", 50.0, admit_fraction=0.34), loaded("emb", 10.0), loaded("cls", 30.0)]
+    steady = [loaded("det", 50.0, admit_fraction=0.25), loaded("emb", 10.0), loaded("cls", 30.0)]
     assert policy.decide(obs(steady, blocks), now_sec=1.0) == []
-    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.34), loaded("emb", 10.0, rate_hz=5.0),
+    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.25), loaded("emb", 10.0, rate_hz=5.0),
              loaded("cls", 30.0, rate_hz=5.0)]  # 5 Hz x 93 ms = 0.47: fits
     decisions = policy.decide(obs(light, blocks), now_sec=2.0)
-    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", ADMIT, "1.00")]
+    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", ADMIT, "1.0000")]
     assert "fits" in decisions[0].reason
 
 
@@ -338,7 +350,7 @@ def test_admission_disabled_or_unknown_rate_admits_every_frame() -> None:
     blocks = [one_block("det", 54.0), one_block("emb", 11.0)]
     cut = [loaded("det", 50.0, admit_fraction=0.5), loaded("emb", 10.0)]
     off = Policy(cfg(admission_enabled=False)).decide(obs(cut, blocks), now_sec=1.0)
-    assert [(d.model, d.value) for d in off] == [("det", "1.00")]
+    assert [(d.model, d.value) for d in off] == [("det", "1.0000")]
     unknown = [ModelObservation("det", 100.0, 50.0, samples=20), ModelObservation("emb", 100.0, 10.0, samples=20)]
     assert Policy(cfg()).decide(obs(unknown, blocks), now_sec=1.0) == []
 
@@ -361,3 +373,15 @@ def test_no_relax_while_the_device_is_overloaded() -> None:
     policy = Policy(cfg(swap_utilization=0.75, admission_utilization=1.0))
     policy.decide(obs(models, swapped), now_sec=0.0)
     assert [d for d in policy.decide(obs(models, swapped), now_sec=10.0) if d.kind == "variant"] == []
+
+
+def test_measured_slowdown_scales_the_predicted_utilization() -> None:
+    """Solo 15 Hz x (40 + 10) ms = 0.75 fits a 0.8 target; running 1.5x slower among the others (1.125) does not."""
+    blocks = [one_block("det", 40.0), one_block("emb", 10.0)]
+    alone = [loaded("det", 50.0), loaded("emb", 10.0)]
+    assert Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(alone, blocks), 1.0) == []
+    slow = [replace(m, slowdown=1.5) for m in alone]
+    decisions = Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(slow, blocks), 1.0)
+    assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT)]
+    assert decisions[0].value == "0.5000"  # needs 1 - (1.125 - 0.8) / 0.9 = 0.64: skip every 2nd frame
+    assert "60.0 ms x 15.0 Hz" in decisions[0].reason  # 40 ms solo x 1.5

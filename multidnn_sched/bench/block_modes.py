@@ -46,8 +46,10 @@ def build_executor(
     """Partition every model, register it (and, with ``swap``, its variants) and profile solo latencies."""
     config = policy_config or PolicyConfig()
     config.swap_enabled = swap
-    executor = BlockExecutor("cpu", Policy(config), clock=clock, num_workers=workload.executor.num_workers,
-                             queue_order=workload.executor.queue_order)
+    settings = workload.executor
+    weight = {} if settings.priority_weight_ms is None else {"priority_weight_ms": settings.priority_weight_ms}
+    executor = BlockExecutor("cpu", Policy(config), clock=clock, num_workers=settings.num_workers,
+                             queue_order=settings.queue_order, **weight)
     try:
         for load in workload.models:
             pm = partition_model(models[load.name], load.name)

@@ -59,6 +59,8 @@ class ExecutorSettings:
 
     num_workers: int | None = None
     queue_order: str = "edf"
+    priority_weight_ms: float | None = None
+    """Key bias per priority level (``None``: the executor's default, strict priority)."""
 
 
 @dataclass
@@ -114,7 +116,7 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
     if not models:
         raise ConfigError(f"{where}: no models")
     ex_raw = raw.get("executor", {}) or {}
-    unknown = set(ex_raw) - {"num_workers", "queue_order"}
+    unknown = set(ex_raw) - {"num_workers", "queue_order", "priority_weight_ms"}
     if unknown:
         raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
     executor = ExecutorSettings(**ex_raw)

@@ -157,7 +157,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("policy.serialize_enabled", True, "allow serializing interfering blocks"),
     ParamSpec(
         "policy.swap_utilization",
-        0.75,
+        0.6,
         "swap while the predicted device utilization at full frame rate exceeds this",
         0.05,
         10.0,
@@ -168,7 +168,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         "on an overloaded device admit only a share of the costliest models' frames (the rest dropped)",
     ),
     ParamSpec(
-        "policy.admission_utilization", 0.85, "admission keeps the predicted device utilization below this", 0.05, 1.0
+        "policy.admission_utilization", 0.8, "admission keeps the predicted device utilization below this", 0.05, 1.0
     ),
     ParamSpec(
         "force_variant", "", "forced variants, 'model/block=variant,...' ('original' undoes a swap; '' none)"

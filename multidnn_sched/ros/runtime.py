@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -158,6 +159,8 @@ class DirectRuntime:
             with torch.inference_mode():
                 future.set_result(fn(carry))
         except Exception as error:  # noqa: BLE001 - handed to the caller through the future
+            if error.__traceback__ is not None:
+                traceback.clear_frames(error.__traceback__)  # no cycle through this frame's locals (the input)
             future.set_exception(error)
         return future
 

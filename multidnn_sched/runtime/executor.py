@@ -34,6 +34,7 @@ import logging
 import math
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -85,6 +86,11 @@ PRIORITY_WEIGHT_MS = 1000.0
 (EDF) order frames of equal priority. Measured on the default workload (1 worker, 2 cores): with a 10 ms bias
 the detector (loosest deadline) always ran last and its p99 rose to ~its deadline."""
 LOGGER_NAME = "multidnn_sched.executor"
+ADMIT_CREDIT_TOLERANCE = 1e-3
+"""Admission credit slack: fractions travel as 4-decimal strings ("0.3333" x 3 must admit the 3rd frame)."""
+SLOWDOWN_WINDOW = 32
+"""Frames behind a model's slowdown figure (median of observed / solo device time per frame)."""
+SLOWDOWN_MIN_FRAMES = 5
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
@@ -174,6 +180,7 @@ class _Model:
     last_profile_sec: float | None = None
     admit_fraction: float = 1.0
     admit_credit: float = 0.0
+    slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
 
 
 @dataclass(order=True)
@@ -184,6 +191,8 @@ class _Job:
     frame: _Frame = field(compare=False)
     block_index: int = field(default=0, compare=False)
     carry: Carry = field(default=None, compare=False)
+    observed_ms: float = field(default=0.0, compare=False)
+    solo_ms: float | None = field(default=0.0, compare=False)
 
 
 class BlockExecutor:
@@ -441,7 +450,7 @@ class BlockExecutor:
             model.admit_credit = 0.0
             return True
         model.admit_credit += model.admit_fraction
-        if model.admit_credit >= 1.0 - 1e-9:
+        if model.admit_credit >= 1.0 - ADMIT_CREDIT_TOLERANCE:
             model.admit_credit -= 1.0
             return True
         return False
@@ -514,9 +523,15 @@ class BlockExecutor:
                     out, observed_ms = self._run_block(name, block, job.carry)
             finally:
                 self._gate.release(granted)
-            if observed_ms is not None:
-                with self._stats_lock:
+            with self._stats_lock:
+                if observed_ms is not None:
                     self._lag.update((name, block.name), observed_ms)
+                solo_ms = self._lag.timing((name, block.name)).solo_ms
+            if observed_ms is None or solo_ms is None or job.solo_ms is None:
+                job.solo_ms = None  # not comparable (a variant failed, or unprofiled)
+            else:
+                job.observed_ms += observed_ms
+                job.solo_ms += solo_ms
             job.carry = out
             job.block_index += 1
         return _DONE
@@ -590,6 +605,8 @@ class BlockExecutor:
             self._last_activity_sec = self._clock()
             if error is None:
                 stats.frames_done += 1
+                if job.solo_ms:
+                    model.slowdowns.append(job.observed_ms / job.solo_ms)
                 model.latencies.append(latency_ms)
                 model.recent.append(latency_ms)
                 if latency_ms > model.deadline_ms:
@@ -608,6 +625,10 @@ class BlockExecutor:
         else:
             if not isinstance(error, ExecutorShutdownError):
                 self.log.warning("model %s: frame failed: %s: %s", model.pm.name, type(error).__name__, error)
+            if error.__traceback__ is not None:
+                # The traceback's finished frames hold this job (its future holds the error): a reference cycle
+                # that kept every failed frame's tensors until a full GC. Their locals go; file/line stay.
+                traceback.clear_frames(error.__traceback__)
             _fail(job.frame, error)
         for frame in failed:
             _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
@@ -678,6 +699,7 @@ class BlockExecutor:
         models, blocks = [], []
         with self._cond:
             recent = {name: list(m.recent) for name, m in self._models.items()}
+            slowdowns = {name: list(m.slowdowns) for name, m in self._models.items()}
             arrivals_hz = {name: _rate_hz(m.arrivals) for name, m in self._models.items()}
         with self._stats_lock:
             snapshot = {
@@ -685,8 +707,10 @@ class BlockExecutor:
             }
         for name, model in self._models.items():
             window = recent[name]
+            ratios = slowdowns[name]
+            slowdown = percentile(ratios, 50.0) if len(ratios) >= SLOWDOWN_MIN_FRAMES else None
             models.append(ModelObservation(name, model.deadline_ms, percentile(window, 90.0), model.priority,
-                                           len(window), arrivals_hz[name], model.admit_fraction))
+                                           len(window), arrivals_hz[name], model.admit_fraction, slowdown))
             for index, block in enumerate(model.pm.blocks):
                 timing = snapshot[name][index]
                 variant = self._registry.active((name, block.name))[0]
@@ -813,10 +837,16 @@ class BlockExecutor:
 
 
 def _rate_hz(arrivals: deque) -> float | None:
-    """Frames per second over a window of arrival instants (None with fewer than 2 or no time span)."""
-    if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+    """Frames per second from a window of arrival instants: 1 / the median interval, so one pause in the
+    stream (a camera hiccup, a bag loop) does not read as a lower rate for a whole window (None with fewer
+    than 2 arrivals or no time span)."""
+    if len(arrivals) < 2:
         return None
-    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    values = list(arrivals)
+    interval = percentile([b - a for a, b in zip(values[:-1], values[1:], strict=True)], 50.0)
+    if interval is None or interval <= 0.0:
+        return None
+    return 1.0 / interval
 
 
 def _fail(frame: _Frame, error: BaseException) -> None:
