@@ -187,6 +187,8 @@ class PolicyConfig:
         swap_enabled: allow variant swaps.
         serialize_enabled: allow parallel -> sequential changes.
         max_changes: most decisions one :meth:`Policy.decide` call returns.
+        min_swap_gain_ms: a swap must save at least this much solo latency (a free variant 0.1 ms faster is
+            churn, not help).
         min_samples: a model needs this many latency samples before it drives any decision.
         relax_dwell_sec: how long a model must stay comfortable before anything of it is relaxed.
         relax_needs_all_comfortable: relax only while EVERY model is comfortable — models share the device,
@@ -218,6 +220,7 @@ class PolicyConfig:
     swap_enabled: bool = True
     serialize_enabled: bool = True
     max_changes: int = 1
+    min_swap_gain_ms: float = 0.5
     min_samples: int = 5
     relax_dwell_sec: float = 5.0
     relax_needs_all_comfortable: bool = True
@@ -542,7 +545,7 @@ class Policy:
                 if opt.name == block.variant or opt.solo_ms is None or opt.relative_accuracy is None:
                     continue
                 gain_ms = current.solo_ms - opt.solo_ms
-                if gain_ms <= 0.0:
+                if gain_ms < max(cfg.min_swap_gain_ms, 1e-9):
                     continue
                 new_accuracy = accuracy / current_rel * opt.relative_accuracy
                 if new_accuracy < cfg.accuracy_floor - _ACCURACY_EPS:
