@@ -385,3 +385,17 @@ def test_measured_slowdown_scales_the_predicted_utilization() -> None:
     assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT)]
     assert decisions[0].value == "0.5000"  # needs 1 - (1.125 - 0.8) / 0.9 = 0.64: skip every 2nd frame
     assert "60.0 ms x 15.0 Hz" in decisions[0].reason  # 40 ms solo x 1.5
+
+
+def test_overloaded_device_swaps_several_blocks_in_one_round_until_it_fits() -> None:
+    """15 Hz x 4 blocks x 15 ms = 0.90; each int8 swap saves 10 ms (0.15): two swaps reach 0.60 <= 0.6."""
+    int8 = (VariantOption("int8", 5.0, 0.995),)
+    blocks = [block("det", f"b{i}", solo_ms=15.0, options=(VariantOption(ORIGINAL, 15.0, 1.0), *int8))
+              for i in range(4)]
+    policy = Policy(cfg(swap_utilization=0.6, admission_utilization=1.0, max_overload_swaps=6))
+    decisions = policy.decide(obs([loaded("det", 50.0)], blocks), now_sec=1.0)
+    swaps = [d for d in decisions if d.kind == "variant"]
+    assert len(swaps) == 2 and {d.value for d in swaps} == {"int8"} and len({d.block for d in swaps}) == 2
+    assert "0.90" in swaps[0].reason and "0.75" in swaps[1].reason
+    capped = Policy(cfg(swap_utilization=0.1, admission_utilization=1.0, max_overload_swaps=3))
+    assert len([d for d in capped.decide(obs([loaded("det", 50.0)], blocks), 1.0) if d.kind == "variant"]) == 3

@@ -131,6 +131,14 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         "variants_manifest", "", "compression_tools manifest.json of block variants ('' none)", read_only=True
     ),
     ParamSpec("workers", 2, "BlockExecutor worker threads", 1, 64, read_only=True),
+    ParamSpec(
+        "priority_weight_ms",
+        10.0,
+        "job-queue key bias per priority level (EDF key = arrival + deadline - weight x priority)",
+        0.0,
+        10000.0,
+        read_only=True,
+    ),
     ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
     ParamSpec("lag.ema_alpha", 0.2, "EMA weight of the newest latency / LAG sample", 0.01, 1.0),
     ParamSpec(

@@ -31,7 +31,8 @@ Decision flow of one :meth:`Policy.decide` call (at most ``max_changes`` decisio
    figure no reordering can beat: above 1 every queue grows and the last model in line waits up to its
    deadline. While it exceeds
    ``swap_utilization`` the policy swaps (best gain/cost over every model, each above its floor) even before
-   any model is late, and relaxes nothing.
+   any model is late — several blocks in one round (``max_overload_swaps``), since the prediction needs no
+   latency feedback — and relaxes nothing.
 5. Admission: whatever utilization swaps leave above ``admission_utilization`` is removed by admitting only a
    fraction of some models' frames (the others are dropped on arrival and counted): the model with the largest
    demand (rate x run time) first, since dropping its frames frees the most device time per dropped frame, down to
@@ -187,6 +188,7 @@ class PolicyConfig:
         swap_enabled: allow variant swaps.
         serialize_enabled: allow parallel -> sequential changes.
         max_changes: most decisions one :meth:`Policy.decide` call returns.
+        max_overload_swaps: most swaps one round makes for an overloaded device (step 4).
         min_swap_gain_ms: a swap must save at least this much solo latency (a free variant 0.1 ms faster is
             churn, not help).
         min_samples: a model needs this many latency samples before it drives any decision.
@@ -220,6 +222,7 @@ class PolicyConfig:
     swap_enabled: bool = True
     serialize_enabled: bool = True
     max_changes: int = 1
+    max_overload_swaps: int = 6
     min_swap_gain_ms: float = 0.5
     min_samples: int = 5
     relax_dwell_sec: float = 5.0
@@ -413,13 +416,8 @@ class Policy:
             self._utilization is not None and cfg.swap_utilization is not None
             and self._utilization > cfg.swap_utilization
         )
-        if overloaded and cfg.swap_enabled and len(decisions) < cfg.max_changes:
-            candidates = {m: b for m, b in blocks_of.items() if self._model_settled(m, now_sec)}
-            head = (f"device overloaded: predicted utilization {self._utilization:.2f} at full frame rate "
-                    f"> {cfg.swap_utilization:.2f}")
-            decision = self._swap_any(candidates, now_sec, head)
-            if decision is not None:
-                decisions.append(self._record(decision, now_sec))
+        if overloaded and cfg.swap_enabled:
+            decisions.extend(self._overload_swaps(observations.models, blocks_of, now_sec))
         if overloaded or (cfg.relax_needs_all_comfortable and len(comfortable) < len(informed)):
             return admissions + decisions
         for model in comfortable:
@@ -433,6 +431,35 @@ class Policy:
                 decisions.append(self._record(decision, now_sec))
                 self._state.comfortable_since[model.name] = now_sec
         return admissions + decisions
+
+    def _overload_swaps(
+        self, models: Sequence[ModelObservation], blocks_of: dict[str, list[BlockObservation]], now_sec: float
+    ) -> list[Decision]:
+        """Best gain/cost swaps until the predicted utilization is at most ``swap_utilization`` (at most
+        ``max_overload_swaps`` per round). The prediction is model-based (solo figures x slowdown), not a latency
+        feedback, so these swaps need not wait for ``settle_sec`` between them; each block still changes at most
+        once per ``min_dwell_sec``."""
+        cfg = self.config
+        if cfg.swap_utilization is None:
+            return []
+        work = {name: list(blocks) for name, blocks in blocks_of.items()}
+        utilization = self._utilization
+        decisions: list[Decision] = []
+        while (utilization is not None and utilization > cfg.swap_utilization
+               and len(decisions) < cfg.max_overload_swaps):
+            head = (f"device overloaded: predicted utilization {utilization:.2f} at full frame rate "
+                    f"> {cfg.swap_utilization:.2f}")
+            decision = self._swap_any(work, now_sec, head)
+            if decision is None:
+                break
+            decisions.append(self._record(decision, now_sec))
+            work[decision.model] = [
+                replace(b, variant=decision.value, solo_ms=_solo_of(b, decision.value)) if b.block == decision.block
+                else b
+                for b in work[decision.model]
+            ]
+            utilization = device_utilization(models, work)
+        return decisions
 
     def _admission(
         self, models: Sequence[ModelObservation], blocks_of: dict[str, list[BlockObservation]], now_sec: float
@@ -625,6 +652,11 @@ class Policy:
         self._state.last_change_sec[(decision.model, decision.block)] = now_sec
         self._state.model_change_sec[decision.model] = now_sec
         return Decision(decision.model, decision.block, decision.kind, decision.value, decision.reason, now_sec)
+
+
+def _solo_of(block: BlockObservation, variant: str) -> float | None:
+    opt = option(block, variant)
+    return opt.solo_ms if opt is not None else block.solo_ms
 
 
 def _relative_slack(model: ModelObservation) -> float:
