@@ -399,3 +399,13 @@ def test_overloaded_device_swaps_several_blocks_in_one_round_until_it_fits() -> 
     assert "0.90" in swaps[0].reason and "0.75" in swaps[1].reason
     capped = Policy(cfg(swap_utilization=0.1, admission_utilization=1.0, max_overload_swaps=3))
     assert len([d for d in capped.decide(obs([loaded("det", 50.0)], blocks), 1.0) if d.kind == "variant"]) == 3
+
+
+def test_overload_swaps_still_come_when_several_models_are_late() -> None:
+    int8 = (VariantOption(ORIGINAL, 30.0, 1.0), VariantOption("int8", 10.0, 0.995))
+    blocks = [block("det", "b", lag_ms=20.0, solo_ms=30.0, options=int8),
+              block("cls", "c", solo_ms=30.0, options=int8)]
+    late = [loaded("det", 150.0), loaded("cls", 150.0)]  # both late; 15 Hz x 60 ms = 0.90
+    decisions = Policy(cfg(swap_utilization=0.6, admission_utilization=1.0)).decide(obs(late, blocks), 1.0)
+    assert ("det", "mode", SEQUENTIAL) in [(d.model, d.kind, d.value) for d in decisions]  # the late path first
+    assert [(d.model, d.value) for d in decisions if d.kind == "variant"] == [("cls", "int8")]  # then overload

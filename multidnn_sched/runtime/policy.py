@@ -406,7 +406,7 @@ class Policy:
         decisions: list[Decision] = []
         for model in late:
             if len(decisions) >= cfg.max_changes:
-                return admissions + decisions
+                break
             if not self._model_settled(model.name, now_sec):
                 continue
             decision = self._serialize_or_swap(model, blocks_of, now_sec)
