@@ -409,3 +409,12 @@ def test_overload_swaps_still_come_when_several_models_are_late() -> None:
     decisions = Policy(cfg(swap_utilization=0.6, admission_utilization=1.0)).decide(obs(late, blocks), 1.0)
     assert ("det", "mode", SEQUENTIAL) in [(d.model, d.kind, d.value) for d in decisions]  # the late path first
     assert [(d.model, d.value) for d in decisions if d.kind == "variant"] == [("cls", "int8")]  # then overload
+
+
+def test_overload_is_seen_before_every_model_has_a_rate() -> None:
+    """At start-up only the pipeline's first model has frames: its 15 Hz x 60 ms = 0.90 alone overloads."""
+    int8 = (VariantOption(ORIGINAL, 60.0, 1.0), VariantOption("int8", 20.0, 0.995))
+    blocks = [block("det", "b", solo_ms=60.0, options=int8), block("cls", "c", solo_ms=30.0)]
+    models = [loaded("det", 50.0), ModelObservation("cls", 100.0, None)]  # no rate, no latency yet
+    decisions = Policy(cfg(swap_utilization=0.6)).decide(obs(models, blocks), now_sec=1.0)
+    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", "variant", "int8")]  # no admission yet

@@ -288,11 +288,16 @@ def slowdown_factor(model: ModelObservation) -> float:
 
 
 def device_utilization(
-    models: tuple[ModelObservation, ...] | list[ModelObservation], blocks_of: dict[str, list[BlockObservation]]
+    models: tuple[ModelObservation, ...] | list[ModelObservation] | Sequence[ModelObservation],
+    blocks_of: dict[str, list[BlockObservation]],
+    *,
+    lower_bound: bool = False,
 ) -> float | None:
     """Predicted busy fraction of the shared device at the FULL arrival rates (every frame admitted): sum over
     models of rate_hz x solo run time of the active blocks x the model's measured slowdown. ``None`` when a
-    model's rate or a block's solo latency is unknown.
+    model's rate or a block's solo latency is unknown — or, with ``lower_bound``, the sum over the models whose
+    figures are known (``None`` if none is): at start-up a pipeline's later models get no frames until the first
+    model's results come, yet the first model alone may already overload the device.
 
     Solo x slowdown rather than solo alone: among the other models' blocks (cold caches, memory bandwidth) the
     default models ran 10-40 % slower than their solo profile here, and a utilization built on solo figures
@@ -300,12 +305,16 @@ def device_utilization(
     right after a swap the new variant's solo figure counts at once.
     """
     total = 0.0
+    known = 0
     for model in models:
         run_ms = predicted_run_ms(blocks_of.get(model.name, []))
         if model.rate_hz is None or run_ms is None:
+            if lower_bound:
+                continue
             return None
         total += model.rate_hz * run_ms * slowdown_factor(model) / 1000.0
-    return total
+        known += 1
+    return total if known else None
 
 
 def quantize_fraction(fraction: float, min_fraction: float) -> float:
@@ -402,6 +411,7 @@ class Policy:
         comfortable.sort(key=lambda m: (m.priority, -_relative_slack(m)))
 
         self._utilization = device_utilization(observations.models, blocks_of)
+        load_floor = device_utilization(observations.models, blocks_of, lower_bound=True)
         admissions = self._admission(observations.models, blocks_of, now_sec)
         decisions: list[Decision] = []
         for model in late:
@@ -413,8 +423,7 @@ class Policy:
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
         overloaded = (
-            self._utilization is not None and cfg.swap_utilization is not None
-            and self._utilization > cfg.swap_utilization
+            load_floor is not None and cfg.swap_utilization is not None and load_floor > cfg.swap_utilization
         )
         if overloaded and cfg.swap_enabled:
             decisions.extend(self._overload_swaps(observations.models, blocks_of, now_sec))
@@ -443,7 +452,7 @@ class Policy:
         if cfg.swap_utilization is None:
             return []
         work = {name: list(blocks) for name, blocks in blocks_of.items()}
-        utilization = self._utilization
+        utilization = device_utilization(models, work, lower_bound=True)
         decisions: list[Decision] = []
         while (utilization is not None and utilization > cfg.swap_utilization
                and len(decisions) < cfg.max_overload_swaps):
@@ -458,7 +467,7 @@ class Policy:
                 else b
                 for b in work[decision.model]
             ]
-            utilization = device_utilization(models, work)
+            utilization = device_utilization(models, work, lower_bound=True)
         return decisions
 
     def _admission(
