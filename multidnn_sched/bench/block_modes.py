@@ -56,7 +56,8 @@ def build_executor(
             example = tasks[load.name].inputs[0]
             accuracy = _attach_variants(pm, variants_manifest) if swap else None
             executor.register_model(pm, deadline_ms=load.deadline_ms, priority=load.priority,
-                                    queue_depth=load.queue_depth, accuracy=accuracy, example_input=example)
+                                    queue_depth=load.queue_depth, accuracy=accuracy, example_input=example,
+                                    expected_rate_hz=workload.rate_hz)
         executor.profile_solo()
     except BaseException:
         executor.shutdown(timeout_sec=5.0)

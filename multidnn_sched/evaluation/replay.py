@@ -72,6 +72,11 @@ class BagData:
     period_ns: int
     ground_truth: list[list[Any]] | None
 
+    @property
+    def rate_hz(self) -> float | None:
+        """The recorded frame rate (``None`` for a single image)."""
+        return 1e9 / self.period_ns if self.period_ns > 0 else None
+
 
 @dataclass
 class Output:
@@ -148,7 +153,7 @@ class ReplayOptions:
         gt_topic: ground-truth topic in the bag.
         random_weights: build the default networks with random weights (tests; no accuracy meaning).
         variants_manifest: ``compression_tools`` manifest whose variants ``blocks+swap`` may swap in.
-        workers: BlockExecutor workers.
+        workers: BlockExecutor workers (0: auto).
         progress: show a progress bar.
         container_params: extra container parameter values (name -> value).
         node_params: extra perception-node parameter values (node -> name -> value).
@@ -167,7 +172,7 @@ class ReplayOptions:
     gt_topic: str = "/ground_truth/detections"
     random_weights: bool = False
     variants_manifest: Path | None = None
-    workers: int = 2
+    workers: int = 0
     progress: bool = True
     container_params: dict[str, Any] = field(default_factory=dict)
     node_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -281,13 +286,17 @@ def make_runtime_factory(
     return factory
 
 
-def mode_parameters(mode: str, options: ReplayOptions) -> dict[str, Any]:
-    """Container parameter values for ``mode`` (``blocks``: swaps off; ``baseline``: no shared executor)."""
+def mode_parameters(mode: str, options: ReplayOptions, rate_hz: float | None = None) -> dict[str, Any]:
+    """Container parameter values for ``mode`` (``blocks``: swaps off; ``baseline``: no shared executor).
+    ``rate_hz``: the publish rate, handed to the container as ``expected_rate_hz`` (a camera driver's rate is
+    known on a robot too)."""
     values: dict[str, Any] = {
         "baseline": mode == "baseline",
         "workers": options.workers,
         "diagnostics_period_sec": 1.0,
     }
+    if rate_hz:
+        values["expected_rate_hz"] = float(rate_hz)
     if mode == "blocks":
         values["policy.swap_enabled"] = False
     values.update(options.container_params)
@@ -391,7 +400,10 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
     spinner = None
     try:
         overrides = {
-            "perception_container": [Parameter(k, value=v) for k, v in mode_parameters(mode, options).items()]
+            "perception_container": [
+                Parameter(k, value=v)
+                for k, v in mode_parameters(mode, options, options.rate_hz or bag.rate_hz).items()
+            ]
         }
         for node in ("detector", "tracker", "classifier"):
             extra = options.node_params.get(node, {})
@@ -534,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="compression_tools manifest.json whose variants blocks+swap may use",
     )
-    parser.add_argument("--workers", type=int, default=2, help="BlockExecutor worker threads (default 2)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="BlockExecutor worker threads (default 0: auto, 1 on CPU, one per model on CUDA)")
     parser.add_argument(
         "--random-weights",
         action="store_true",

@@ -130,7 +130,10 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "variants_manifest", "", "compression_tools manifest.json of block variants ('' none)", read_only=True
     ),
-    ParamSpec("workers", 2, "BlockExecutor worker threads", 1, 64, read_only=True),
+    ParamSpec(
+        "workers", 0, "BlockExecutor worker threads (0: auto, 1 on CPU, one per model on CUDA)", 0, 64,
+        read_only=True,
+    ),
     ParamSpec(
         "priority_weight_ms",
         10.0,
@@ -140,6 +143,14 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
+    ParamSpec(
+        "expected_rate_hz",
+        0.0,
+        "camera frame rate the policy assumes until frames arrive (0: unknown, wait for frames)",
+        0.0,
+        1000.0,
+        read_only=True,
+    ),
     ParamSpec("lag.ema_alpha", 0.2, "EMA weight of the newest latency / LAG sample", 0.01, 1.0),
     ParamSpec(
         "policy.lag_serialize_ms", 1.0, "minimum predicted LAG for a block to be serialized", 0.0, 10000.0

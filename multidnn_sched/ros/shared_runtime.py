@@ -82,7 +82,10 @@ class SharedRuntime:
             "cpu",
             Policy(settings.policy),
             schedule=schedule,
-            num_workers=int(values["workers"]),
+            # 0 = auto: one worker on CPU (executor.ONE_OPENMP_TEAM_NOTE), measured in `make demo` too: with 1
+            # instead of 2 workers the blocks+swap p99 went 352/344/317 -> 312/251/252 ms (the nodes' Python
+            # pre/post-processing keeps a core); one per model on CUDA.
+            num_workers=int(values["workers"]) or None,
             # A mild bias, not the executor's strict default: the nodes form a pipeline (tracker after
             # detector, classifier after tracker), and with strict priority the detector's next frames starved
             # the classifier (demo p99 classifier 3.6x baseline vs 0.4x with 10 ms).
@@ -115,6 +118,7 @@ class SharedRuntime:
                 queue_depth=int(values.get(f"models.{name}.queue_depth", 2)),
                 accuracy=accuracies.get(name, 1.0),
                 example_input=example_inputs.get(name),
+                expected_rate_hz=float(values["expected_rate_hz"]) or None,  # every node runs on every frame
             )
         if profile:
             with torch.inference_mode():

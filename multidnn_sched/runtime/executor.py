@@ -181,6 +181,7 @@ class _Model:
     admit_fraction: float = 1.0
     admit_credit: float = 0.0
     slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
+    expected_rate_hz: float | None = None
 
 
 @dataclass(order=True)
@@ -334,15 +335,21 @@ class BlockExecutor:
         queue_depth: int = 1,
         accuracy: float | None = None,
         example_input: Carry | None = None,
+        expected_rate_hz: float | None = None,
     ) -> None:
         """Add a model. ``accuracy``: its original task metric (variants' accuracies are relative to it);
-        ``example_input``: a sample carry for :meth:`profile_solo` and idle re-profiling."""
+        ``example_input``: a sample carry for :meth:`profile_solo` and idle re-profiling;
+        ``expected_rate_hz``: the frame rate it will get (e.g. the camera's), which the policy uses until
+        frames have arrived — so an overloaded configuration is fixed before the first frame, not after a
+        backlog has built up."""
         if pm.name in self._models:
             raise ConfigError(f"model {pm.name!r} is already registered")
         if not pm.blocks:
             raise ConfigError(f"model {pm.name!r} has no blocks")
         if len(set(pm.block_names)) != len(pm.blocks):
             raise ConfigError(f"model {pm.name!r} has duplicate block names: {pm.block_names}")
+        if expected_rate_hz is not None and expected_rate_hz <= 0:
+            raise ConfigError(f"model {pm.name!r}: expected_rate_hz must be > 0 or None, got {expected_rate_hz!r}")
         if deadline_ms <= 0 or queue_depth < 1:
             raise ConfigError(
                 f"model {pm.name!r}: deadline_ms must be > 0 and queue_depth >= 1, got {deadline_ms!r}, {queue_depth!r}"
@@ -358,6 +365,7 @@ class BlockExecutor:
             ModelStats(pm.name, deadline_ms, priority), deque(maxlen=self.max_latency_samples),
             deque(maxlen=self.latency_window),
         )
+        model.expected_rate_hz = expected_rate_hz
         with self._cond:
             if self._stopping:
                 raise ExecutorShutdownError(f"cannot register {pm.name!r}: BlockExecutor is shut down")
@@ -701,6 +709,9 @@ class BlockExecutor:
             recent = {name: list(m.recent) for name, m in self._models.items()}
             slowdowns = {name: list(m.slowdowns) for name, m in self._models.items()}
             arrivals_hz = {name: _rate_hz(m.arrivals) for name, m in self._models.items()}
+            for name, m in self._models.items():
+                if arrivals_hz[name] is None:
+                    arrivals_hz[name] = m.expected_rate_hz
         with self._stats_lock:
             snapshot = {
                 name: [self._lag.timing((name, b)) for b in m.pm.block_names] for name, m in self._models.items()
