@@ -36,8 +36,9 @@ Decision flow of one :meth:`Policy.decide` call (at most ``max_changes`` decisio
 5. Admission: whatever utilization swaps leave above ``admission_utilization`` is removed by admitting only a
    fraction of some models' frames (the others are dropped on arrival and counted): the model with the largest
    demand (rate x run time) first, since dropping its frames frees the most device time per dropped frame, down to
-   ``min_admit_fraction``, then the next. Fractions return to 1 as soon as the device fits again (they are a
-   pure function of the current configuration, so they cannot oscillate with the latencies they cause).
+   ``min_admit_fraction``, then the next; each fraction is rounded down to a regular frame pattern
+   (:func:`quantize_fraction`). Fractions return to 1 as soon as the device fits again. They follow the
+   predicted utilization (solo figures x a slowdown median over 32 frames), not the latencies they cause.
 6. Relax: a model comfortable for ``min_dwell_sec`` first swaps a block back to the original (the one that
    costs the most accuracy first), then returns a sequential block to parallel — each only when the
    predicted latency after the change is still comfortable (the hysteresis band), so it does not flap.
@@ -59,7 +60,7 @@ MODES = (PARALLEL, SEQUENTIAL)
 ORIGINAL = "original"
 """Name of a block's original (uncompressed) implementation."""
 ADMIT = "admit"
-"""Decision kind: share of a model's arriving frames the executor admits (value ``"0.50"``)."""
+"""Decision kind: share of a model's arriving frames the executor admits (value ``"0.5000"``)."""
 ALL_BLOCKS = "*"
 """``Decision.block`` of a model-wide decision."""
 MAX_SKIP_PERIOD = 10
