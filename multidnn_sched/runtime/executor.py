@@ -570,30 +570,30 @@ class BlockExecutor:
         self._on_variant_change(model, block.name, ORIGINAL)
         return block.module(carry), None
 
-    def _predicted_run_ms(self, model: _Model, first_block: int = 0) -> float | None:
-        """Sum of the EMA-observed latencies (solo where not observed yet) of the model's blocks from
-        ``first_block`` on; None if unknown."""
-        total = 0.0
+    def _predicted_run_ms(self, model: _Model, first_block: int = 0) -> tuple[float, float] | None:
+        """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
+        observed yet), in one pass under the stats lock; None if a block has neither."""
+        total = remaining = 0.0
         with self._stats_lock:
-            for block in model.pm.blocks[first_block:]:
+            for index, block in enumerate(model.pm.blocks):
                 timing = self._lag.timing((model.pm.name, block.name))
                 value = timing.ema_observed_ms if timing.ema_observed_ms is not None else timing.solo_ms
                 if value is None:
                     return None
                 total += value
-        return total
+                if index >= first_block:
+                    remaining += value
+        return total, remaining
 
     def _hopeless(self, job: _Job) -> bool:
         """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
         predicted latency) but a fresh frame of the model could."""
         model = job.model
-        run_ms = self._predicted_run_ms(model)
-        if run_ms is None or run_ms >= model.deadline_ms:
+        predicted = self._predicted_run_ms(model, job.block_index)
+        if predicted is None or predicted[0] >= model.deadline_ms:
             return False
-        if job.block_index > 0:
-            run_ms = self._predicted_run_ms(model, job.block_index) or 0.0
         waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
-        return waited_ms + run_ms > model.deadline_ms
+        return waited_ms + predicted[1] > model.deadline_ms
 
     def _shed(self, job: _Job) -> None:
         model = job.model
