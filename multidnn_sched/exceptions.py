@@ -36,8 +36,22 @@ class ExecutorShutdownError(MultiDnnError, RuntimeError):
 
 
 class FrameDroppedError(MultiDnnError):
-    """Raised (set on the frame's future) when a queued frame is dropped by the queue's drop policy."""
+    """Raised (set on the frame's future) when a queued frame is dropped by the queue's drop policy.
+
+    ``cause`` names why, for per-cause drop counts: ``"queue"`` here, ``"admission"`` / ``"shed"`` in the
+    subclasses."""
+
+    cause = "queue"
 
 
 class FrameSkippedError(FrameDroppedError):
     """A frame dropped on arrival by admission control (the device is overloaded; see ``docs/runtime.md``)."""
+
+    cause = "admission"
+
+
+class FrameShedError(FrameDroppedError):
+    """A frame dropped before or between its blocks because it could no longer meet its deadline (firm
+    deadlines, :func:`multidnn_sched.runtime.shedding.is_hopeless`)."""
+
+    cause = "shed"

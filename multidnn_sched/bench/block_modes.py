@@ -1,63 +1,90 @@
 """``blocks`` and ``blocks+swap``: the workload on the shared BlockExecutor.
 
 The models are partitioned into blocks and registered on ONE :class:`BlockExecutor` (LAG-driven policy); a
-feeder thread submits every model's frame at its open-loop arrival instant (the same instants and queue policy
-as the static modes). ``blocks`` keeps the original blocks (swap disabled: scheduling only); ``blocks+swap``
-also registers the compressed variants of a manifest and lets the policy swap them in.
+feeder thread submits every model's frames at their open-loop arrival instants — the same plan (warm-up, then
+the timed window, one continuous stream) and queue depths as the static modes. ``blocks`` keeps the original
+blocks (swap disabled: scheduling only); ``blocks+swap`` also registers the compressed variants of a manifest
+and lets the policy swap them in. The variant set active when the first timed frame arrives is recorded: the
+``+variants`` static modes run that set.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from multidnn_sched.bench.static_modes import ModelRun
+from multidnn_sched.bench.fixed_variants import Assignment, VariantCache
+from multidnn_sched.bench.runs import DROP_QUEUE, ModelRun, RunPlan
 from multidnn_sched.bench.tasks import TaskInputs, compact_output
-from multidnn_sched.bench.workload import Workload
-from multidnn_sched.exceptions import ConfigError, FrameDroppedError, FrameSkippedError, MultiDnnError
+from multidnn_sched.bench.workload import ExecutorSettings, ModelLoad
+from multidnn_sched.exceptions import FrameDroppedError, MultiDnnError
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
-from multidnn_sched.runtime.policy import Policy, PolicyConfig
+from multidnn_sched.runtime.policy import ORIGINAL, Policy, PolicyConfig
+from multidnn_sched.runtime.variant_loader import attach_variants
 
 log = logging.getLogger("multidnn_sched.bench")
 
-DEFAULT_VARIANTS_MANIFEST = Path("runs/variants/manifest.json")
-"""Where ``multidnn-compress build-defaults`` writes the default variants (also what ``make demo`` uses)."""
+RESULT_TIMEOUT_SEC = 60.0
+"""How long the feeder waits for the last frames after the last arrival."""
+
+
+@dataclass
+class BlocksRun:
+    """One run on the executor.
+
+    Attributes:
+        runs: per-model outcomes of the timed window.
+        decisions_timed: policy decisions applied inside the timed window (as dicts, with reasons).
+        assignment_at_timed_start: non-original variants active when the first timed frame arrived.
+        assignment_at_end: the same after the last frame.
+        modes_at_end: ``{model: {block: "parallel" | "sequential"}}`` after the last frame.
+    """
+
+    runs: dict[str, ModelRun]
+    decisions_timed: list[dict[str, Any]] = field(default_factory=list)
+    assignment_at_timed_start: Assignment = field(default_factory=dict)
+    assignment_at_end: Assignment = field(default_factory=dict)
+    modes_at_end: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def build_executor(
-    models: dict[str, nn.Module],
-    tasks: dict[str, TaskInputs],
-    workload: Workload,
+    models: Mapping[str, nn.Module],
+    tasks: Mapping[str, TaskInputs],
+    loads: Mapping[str, ModelLoad],
+    rates_hz: Mapping[str, float],
+    settings: ExecutorSettings,
     *,
-    swap: bool,
-    variants_manifest: str | Path | None = None,
+    variants: VariantCache | None,
     policy_config: PolicyConfig | None = None,
     clock: Any = time.monotonic,
 ) -> BlockExecutor:
-    """Partition every model, register it (and, with ``swap``, its variants) and profile solo latencies."""
+    """Partition every model, register it (and, with ``variants``, its variants) and profile solo latencies."""
     config = policy_config or PolicyConfig()
-    config.swap_enabled = swap
-    settings = workload.executor
+    config.swap_enabled = variants is not None
     weight = {} if settings.priority_weight_ms is None else {"priority_weight_ms": settings.priority_weight_ms}
     executor = BlockExecutor("cpu", Policy(config), clock=clock, num_workers=settings.num_workers,
                              queue_order=settings.queue_order, **weight)
     try:
-        for load in workload.models:
-            pm = partition_model(models[load.name], load.name)
-            example = tasks[load.name].inputs[0]
-            accuracy = _attach_variants(pm, variants_manifest) if swap else None
+        for name, load in loads.items():
+            pm = partition_model(models[name], name)
+            accuracy = None
+            if variants is not None:
+                attached = attach_variants(pm, variants.variants(pm))
+                accuracy = variants.baseline_accuracy(name)
+                log.info("model %s: %d variants attached", name, attached)
             executor.register_model(pm, deadline_ms=load.deadline_ms, priority=load.priority,
-                                    queue_depth=load.queue_depth, accuracy=accuracy, example_input=example,
-                                    expected_rate_hz=workload.rate_hz)
+                                    queue_depth=load.queue_depth, accuracy=accuracy,
+                                    example_input=tasks[name].inputs[0], expected_rate_hz=rates_hz[name])
         executor.profile_solo()
     except BaseException:
         executor.shutdown(timeout_sec=5.0)
@@ -65,87 +92,81 @@ def build_executor(
     return executor
 
 
-def _attach_variants(pm: Any, manifest: str | Path | None) -> float | None:
-    """Attach the manifest's variants of ``pm``; returns the model's baseline accuracy in the manifest (the
-    reference the variants' accuracies are relative to; without it the policy never swaps)."""
-    from compression_tools.manifest import read_manifest
-    from multidnn_sched.runtime.variant_loader import attach_variants, load_variants
-
-    path = Path(manifest) if manifest is not None else DEFAULT_VARIANTS_MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"blocks+swap needs a variant manifest: {path} does not exist "
-                          f"(build the default variants with `multidnn-compress build-defaults`)")
-    attached = attach_variants(pm, load_variants(path, pm))
-    baseline = read_manifest(path).models.get(pm.name)
-    log.info("model %s: %d variants attached from %s", pm.name, attached, path)
-    return baseline.accuracy if baseline is not None else None
+def _assignment(executor: BlockExecutor) -> tuple[Assignment, dict[str, dict[str, str]]]:
+    assignment: Assignment = {}
+    modes: dict[str, dict[str, str]] = {}
+    for (model, block), stats in executor.stats().blocks.items():
+        modes.setdefault(model, {})[block] = stats.mode
+        if stats.variant != ORIGINAL:
+            assignment.setdefault(model, {})[block] = stats.variant
+    return assignment, modes
 
 
 def run_blocks(
-    models: dict[str, nn.Module],
-    tasks: dict[str, TaskInputs],
-    workload: Workload,
+    models: Mapping[str, nn.Module],
+    tasks: Mapping[str, TaskInputs],
+    loads: Mapping[str, ModelLoad],
+    plan: RunPlan,
+    settings: ExecutorSettings,
     *,
-    swap: bool,
-    variants_manifest: str | Path | None = None,
-    warmup_sec: float | None = None,
-) -> tuple[dict[str, ModelRun], int, list[dict[str, Any]]]:
-    """Serve the workload on one BlockExecutor; returns per-model runs, #decisions and the decision log.
-
-    A warm-up of ``workload.warmup_sec`` at the real rate first lets the LAG figures and the policy settle
-    (also done, untimed, for the static modes' kernels); the measured run starts after it.
-    """
+    variants: VariantCache | None = None,
+    policy_config: PolicyConfig | None = None,
+) -> BlocksRun:
+    """Serve ``plan`` on one BlockExecutor (``variants``: blocks+swap)."""
     clock = time.monotonic
-    executor = build_executor(models, tasks, workload, swap=swap, variants_manifest=variants_manifest, clock=clock)
-    names = [m.name for m in workload.models]
-    runs = {name: ModelRun(name) for name in names}
-    lock = threading.Lock()
+    rates = {name: p.rate_hz for name, p in plan.models.items()}
+    executor = build_executor(models, tasks, loads, rates, settings, variants=variants,
+                              policy_config=policy_config, clock=clock)
     try:
-        warm = workload.warmup_sec if warmup_sec is None else warmup_sec
-        if warm > 0:
-            _feed(executor, tasks, names, [clock() + i / workload.rate_hz
-                                           for i in range(int(warm * workload.rate_hz))], None, None, clock)
-        decisions_before = executor.stats().decisions
-        arrivals = workload.arrivals_sec(clock() + 0.2)
-        _feed(executor, tasks, names, arrivals, runs, lock, clock)
-        stats = executor.stats()
-        decisions = [asdict(d) for d in executor.decisions]
-        n_decisions = stats.decisions - decisions_before
+        t0 = clock() + 0.3
+        timed_start = plan.timed_start_sec(t0)
+        runs = {name: ModelRun(name, first_timed=p.warmup_frames, offered=p.timed_frames)
+                for name, p in plan.models.items()}
+        snapshot: dict[str, Any] = {}
+        _feed(executor, tasks, plan, t0, runs, clock, timed_start, snapshot)
+        assignment_end, modes_end = _assignment(executor)
+        timed = [asdict(d) for d in executor.decisions if d.time_sec >= timed_start]
     finally:
         executor.shutdown(timeout_sec=10.0)
-    for run in runs.values():
-        run.completed.sort()
-    return runs, n_decisions, decisions
+    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end)
 
 
 def _feed(
     executor: BlockExecutor,
-    tasks: dict[str, TaskInputs],
-    names: list[str],
-    arrivals: list[float],
-    runs: dict[str, ModelRun] | None,
-    lock: threading.Lock | None,
+    tasks: Mapping[str, TaskInputs],
+    plan: RunPlan,
+    t0: float,
+    runs: dict[str, ModelRun],
     clock: Any,
+    timed_start: float,
+    snapshot: dict[str, Any],
 ) -> None:
-    """Submit every model's frame at each arrival; wait until every future is resolved."""
+    """Submit every model's frames at their arrivals (merged in time order); wait for every future."""
+    lock = threading.Lock()
+    events = [(arrival, name, index) for name, arrivals in plan.arrivals_sec(t0).items()
+              for index, arrival in enumerate(arrivals)]
+    heapq.heapify(events)
     futures: list[Future] = []
-    for index, arrival in enumerate(arrivals):
+    while events:
+        arrival, name, index = heapq.heappop(events)
         delay = arrival - clock()
         if delay > 0:
             time.sleep(delay)
-        for name in names:
-            try:
-                future = executor.submit(name, tasks[name].input_for(index), arrival_time=arrival)
-            except MultiDnnError as exc:
-                log.error("submit %s frame %d failed: %s", name, index, exc)
-                continue
-            if runs is not None and lock is not None:
-                future.add_done_callback(_recorder(runs[name], tasks[name], index, arrival, lock, clock))
-            futures.append(future)
+        if "assignment" not in snapshot and arrival >= timed_start:
+            snapshot["assignment"] = _assignment(executor)[0]
+        try:
+            future = executor.submit(name, tasks[name].input_for(index), arrival_time=arrival)
+        except MultiDnnError as exc:
+            log.error("submit %s frame %d failed: %s", name, index, exc)
+            with lock:
+                runs[name].record_failure(index)
+            continue
+        future.add_done_callback(_recorder(runs[name], tasks[name], index, arrival, lock, clock))
+        futures.append(future)
     for future in futures:
         try:
-            future.result(timeout=60.0)
-        except (FrameDroppedError, MultiDnnError, RuntimeError, ValueError):
+            future.result(timeout=RESULT_TIMEOUT_SEC)
+        except (MultiDnnError, RuntimeError, ValueError):
             pass  # recorded by the callback
 
 
@@ -155,17 +176,11 @@ def _recorder(run: ModelRun, task: TaskInputs, index: int, arrival: float, lock:
         error = future.exception()
         with lock:
             if isinstance(error, FrameDroppedError):
-                run.dropped.append(index)
-                if isinstance(error, FrameSkippedError):
-                    run.skipped.append(index)
+                run.record_drop(index, getattr(error, "cause", DROP_QUEUE))
             elif error is not None:
-                run.failed.append(index)
-            else:
-                run.latencies_ms.append((done - arrival) * 1e3)
-                run.completed.append(index)
-                unique = index % len(task.inputs)
-                if unique not in run.outputs:
-                    with torch.inference_mode():
-                        run.outputs[unique] = compact_output(task.name, future.result())
+                run.record_failure(index)
+            elif run.record_done(index, (done - arrival) * 1e3):
+                with torch.inference_mode():
+                    run.keep_output(index % len(task.inputs), compact_output(task.name, future.result()))
 
     return record

@@ -1,57 +1,91 @@
-"""The three static baselines of the benchmark: how robot software runs several DNNs today.
+"""The static baselines of the benchmark: how robot software runs several DNNs today, tuned and naive.
 
-* ``multiprocess`` — one OS process per model (one ROS node per process).
-* ``threads``      — one process, one thread per model running the whole model (a MultiThreadedExecutor).
-* ``sequential``   — one process, ONE thread serving every model, whole model after whole model, oldest
-  pending frame first (a SingleThreadedExecutor, i.e. a global lock: models never overlap). One thread rather
-  than a lock over three threads: measured here, three threads taking turns under a lock ran each forward
-  30-90 % slower (three OpenMP teams throttle libgomp's spin-wait; see executor.ONE_OPENMP_TEAM_NOTE), so the
-  single thread is the stronger — and the more faithful — baseline.
+* ``threads``    — one process, one thread per model running the whole model (a MultiThreadedExecutor).
+* ``sequential`` — one process, ONE thread serving every model, whole model after whole model (a
+  SingleThreadedExecutor: models never overlap).
+* ``multiprocess`` (:mod:`multidnn_sched.bench.processes`) — one OS process per model.
 
-Every mode runs the original models with PyTorch eager fp32 on the CPU with torch's default intra-op threads,
-gets the same frames at the same open-loop arrival instants (``time.monotonic``, shared by processes), and
-keeps the same per-model queue: ``queue_depth`` pending frames, the OLDEST dropped when a new one arrives to a
-full queue (newest wins) — the same drop policy as the BlockExecutor.
+Tuned (what a competent engineer configures in five minutes, ``StaticConfig(skip_stale=True)``): intra-op
+threads per model chosen by measurement (:mod:`multidnn_sched.bench.calibrate`), earliest-deadline-first
+serving across models (sequential), and a frame that can no longer make its deadline is skipped before it starts
+— the executor's own rule (:func:`multidnn_sched.runtime.shedding.is_hopeless`) with the model's service time
+predicted by an EMA of its measured forward times. Naive (``-naive`` / ``-fifo`` modes): torch's default threads
+(= cores) everywhere, oldest frame first, every frame computed however late.
+
+Every mode gets the same frames at the same open-loop arrival instants (``time.monotonic``, shared by
+processes) and keeps the same per-model queue: ``queue_depth`` pending frames, the OLDEST dropped when a new one
+arrives to a full queue (newest wins) — the BlockExecutor's drop policy.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from multidnn_sched.bench.runs import DROP_QUEUE, DROP_SHED, ModelPlan, ModelRun, RunPlan
 from multidnn_sched.bench.tasks import TaskInputs, compact_output
+from multidnn_sched.bench.workload import ModelLoad
+from multidnn_sched.runtime.shedding import is_hopeless
 
 Clock = Callable[[], float]
 
+SERVICE_EMA_ALPHA = 0.2
+"""Smoothing of a static mode's service-time prediction (the stale-frame rule): the same weight as the
+executor's LAG EMA (``BlockExecutor(lag_alpha=0.2)``), so both modes predict from equally recent history."""
 
-@dataclass
-class ModelRun:
-    """What one model did in one mode.
+START_LEAD_SEC = 0.3
+"""Arrivals start this long after a runner is called (threads started, nothing queued yet)."""
+
+ORDERS = ("edf", "fifo")
+
+
+@dataclass(frozen=True)
+class StaticConfig:
+    """How a static mode serves its models.
 
     Attributes:
-        name: model name.
-        latencies_ms: completion − arrival of every completed frame, ms.
-        completed: frame indices (in the run) that completed, in completion order.
-        dropped: frame indices dropped by the queue policy (blocks modes: also shed, or skipped on arrival).
-        skipped: the dropped frames that admission control skipped on arrival (blocks modes only).
-        failed: frame indices whose computation raised.
-        outputs: unique-frame index -> compact output (for the task metric).
+        threads: intra-op threads per model (``torch.set_num_threads`` in the thread serving it; ORT variants
+            follow it).
+        skip_stale: skip a frame that can no longer make its deadline before computing it (tuned modes).
+        order: ``sequential`` only: ``"edf"`` (arrival + deadline first, priority breaks ties) or ``"fifo"``
+            (oldest arrival first).
     """
 
-    name: str
-    latencies_ms: list[float] = field(default_factory=list)
-    completed: list[int] = field(default_factory=list)
-    dropped: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    outputs: dict[int, object] = field(default_factory=dict)
+    threads: Mapping[str, int]
+    skip_stale: bool = True
+    order: str = "edf"
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"expected order in {ORDERS}, got {self.order!r}")
+        bad = {k: v for k, v in self.threads.items() if v < 1}
+        if bad:
+            raise ValueError(f"expected intra-op threads >= 1 per model, got {bad}")
+
+
+class StaleRule:
+    """Predicts a model's service time (EMA of measured forwards) and says when a frame is hopeless."""
+
+    def __init__(self, deadline_ms: float, enabled: bool, alpha: float = SERVICE_EMA_ALPHA) -> None:
+        self.deadline_ms = deadline_ms
+        self.enabled = enabled
+        self.alpha = alpha
+        self.service_ms: float | None = None
+
+    def observe(self, service_ms: float) -> None:
+        self.service_ms = service_ms if self.service_ms is None else (
+            self.alpha * service_ms + (1.0 - self.alpha) * self.service_ms)
+
+    def hopeless(self, waited_ms: float) -> bool:
+        if not self.enabled or self.service_ms is None:
+            return False
+        return is_hopeless(waited_ms, self.service_ms, self.service_ms, self.deadline_ms)
 
 
 def pending_to_run(next_index: int, newest_arrived: int, queue_depth: int) -> tuple[list[int], int | None]:
@@ -69,44 +103,6 @@ def pending_to_run(next_index: int, newest_arrived: int, queue_depth: int) -> tu
     return list(range(next_index, first_kept)), first_kept
 
 
-def run_model_loop(
-    model: nn.Module,
-    task: TaskInputs,
-    arrivals_sec: list[float],
-    queue_depth: int,
-    *,
-    lock: AbstractContextManager | None = None,
-    clock: Clock = time.monotonic,
-) -> ModelRun:
-    """Serve one model open-loop: whole-model forwards, the queue policy above, optional global lock."""
-    run = ModelRun(task.name)
-    guard = lock if lock is not None else nullcontext()
-    n = len(arrivals_sec)
-    next_index = 0
-    with torch.inference_mode():
-        while next_index < n:
-            now = clock()
-            newest = _newest_arrived(arrivals_sec, now, next_index)
-            dropped, index = pending_to_run(next_index, newest, queue_depth)
-            if index is None:
-                time.sleep(max(0.0, arrivals_sec[next_index] - now))
-                continue
-            run.dropped.extend(dropped)
-            unique = index % len(task.inputs)
-            try:
-                with guard:
-                    output = model(task.input_for(index))
-            except (RuntimeError, ValueError):  # a bad frame fails alone, as in the executor
-                run.failed.append(index)
-            else:
-                done = clock()
-                run.latencies_ms.append((done - arrivals_sec[index]) * 1e3)
-                run.completed.append(index)
-                run.outputs.setdefault(unique, compact_output(task.name, output))
-            next_index = index + 1
-    return run
-
-
 def _newest_arrived(arrivals_sec: list[float], now: float, start: int) -> int:
     """Index of the newest frame that has arrived by ``now`` (``start - 1`` if none since ``start``)."""
     i = start - 1
@@ -115,51 +111,112 @@ def _newest_arrived(arrivals_sec: list[float], now: float, start: int) -> int:
     return i
 
 
-def run_single_thread(
-    models: dict[str, nn.Module],
-    tasks: dict[str, TaskInputs],
-    queue_depths: dict[str, int],
-    arrivals_sec: list[float],
+def _forward(model: nn.Module, task: TaskInputs, index: int, arrival: float, run: ModelRun, rule: StaleRule,
+             clock: Clock, lock: AbstractContextManager) -> None:
+    """Compute frame ``index`` and record its outcome (a raising frame fails alone, as in the executor)."""
+    try:
+        with lock:
+            start = clock()
+            output = model(task.input_for(index))
+            done = clock()
+    except (RuntimeError, ValueError):
+        run.record_failure(index)
+        return
+    rule.observe((done - start) * 1e3)
+    if run.record_done(index, (done - arrival) * 1e3):
+        run.keep_output(index % len(task.inputs), compact_output(task.name, output))
+
+
+def run_model_loop(
+    model: nn.Module,
+    task: TaskInputs,
+    load: ModelLoad,
+    plan: ModelPlan,
+    t0: float,
+    *,
+    skip_stale: bool,
+    lock: AbstractContextManager | None = None,
+    clock: Clock = time.monotonic,
+) -> ModelRun:
+    """Serve one model open-loop from ``t0``: whole-model forwards, the queue policy, the optional stale rule."""
+    arrivals = plan.arrivals_sec(t0)
+    run = ModelRun(task.name, first_timed=plan.warmup_frames, offered=plan.timed_frames)
+    rule = StaleRule(load.deadline_ms, skip_stale)
+    guard = lock if lock is not None else nullcontext()
+    next_index, n = 0, len(arrivals)
+    with torch.inference_mode():
+        while next_index < n:
+            now = clock()
+            dropped, index = pending_to_run(next_index, _newest_arrived(arrivals, now, next_index), load.queue_depth)
+            for d in dropped:
+                run.record_drop(d, DROP_QUEUE)
+            if index is None:
+                time.sleep(max(0.0, arrivals[next_index] - now))
+                continue
+            next_index = index + 1
+            if rule.hopeless((now - arrivals[index]) * 1e3):
+                run.record_drop(index, DROP_SHED)
+                continue
+            _forward(model, task, index, arrivals[index], run, rule, clock, guard)
+    return run
+
+
+def run_sequential(
+    models: Mapping[str, nn.Module],
+    tasks: Mapping[str, TaskInputs],
+    loads: Mapping[str, ModelLoad],
+    plan: RunPlan,
+    config: StaticConfig,
     *,
     clock: Clock = time.monotonic,
-    threads: int | None = None,
 ) -> dict[str, ModelRun]:
-    """``sequential``: one thread runs whole models one after another, the oldest pending frame first."""
-    results = {name: ModelRun(name) for name in models}
+    """``sequential``: one thread runs whole models one after another (EDF or FIFO across models)."""
+    names = list(models)
+    results: dict[str, ModelRun] = {}
+    threads = max(config.threads[name] for name in names)
 
     def serve() -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        n = len(arrivals_sec)
-        next_index = dict.fromkeys(models, 0)
+        torch.set_num_threads(threads)
+        t0 = clock() + START_LEAD_SEC
+        arrivals = plan.arrivals_sec(t0)
+        for name in names:
+            p = plan.models[name]
+            results[name] = ModelRun(name, first_timed=p.warmup_frames, offered=p.timed_frames)
+        rules = {name: StaleRule(loads[name].deadline_ms, config.skip_stale) for name in names}
+        next_index = dict.fromkeys(names, 0)
         with torch.inference_mode():
-            while any(i < n for i in next_index.values()):
+            while any(next_index[name] < len(arrivals[name]) for name in names):
                 now = clock()
-                choice: tuple[float, str, int] | None = None
-                for name in models:
-                    if next_index[name] >= n:
+                choice: tuple[tuple[float, ...], str, int] | None = None
+                for rank, name in enumerate(names):
+                    a, run = arrivals[name], results[name]
+                    if next_index[name] >= len(a):
                         continue
-                    newest = _newest_arrived(arrivals_sec, now, next_index[name])
-                    dropped, index = pending_to_run(next_index[name], newest, queue_depths[name])
-                    results[name].dropped.extend(dropped)
-                    if dropped:
-                        next_index[name] = dropped[-1] + 1
-                    if index is not None and (choice is None or arrivals_sec[index] < choice[0]):
-                        choice = (arrivals_sec[index], name, index)
+                    dropped, index = pending_to_run(next_index[name], _newest_arrived(a, now, next_index[name]),
+                                                    loads[name].queue_depth)
+                    for d in dropped:
+                        run.record_drop(d, DROP_QUEUE)
+                    if index is None:
+                        continue
+                    next_index[name] = index
+                    if rules[name].hopeless((now - a[index]) * 1e3):
+                        run.record_drop(index, DROP_SHED)
+                        next_index[name] = index + 1
+                        continue
+                    if config.order == "edf":
+                        key = (a[index] + loads[name].deadline_ms / 1e3, -loads[name].priority, a[index], rank)
+                    else:
+                        key = (a[index], rank)
+                    if choice is None or key < choice[0]:
+                        choice = (key, name, index)
                 if choice is None:
-                    upcoming = min(arrivals_sec[i] for i in next_index.values() if i < n)
-                    time.sleep(max(0.0, upcoming - now))
+                    pending = [arrivals[n][next_index[n]] for n in names if next_index[n] < len(arrivals[n])]
+                    if pending:
+                        time.sleep(max(0.0, min(pending) - clock()))
                     continue
-                arrival, name, index = choice
-                run, task = results[name], tasks[name]
-                try:
-                    output = models[name](task.input_for(index))
-                except (RuntimeError, ValueError):
-                    run.failed.append(index)
-                else:
-                    run.latencies_ms.append((clock() - arrival) * 1e3)
-                    run.completed.append(index)
-                    run.outputs.setdefault(index % len(task.inputs), compact_output(name, output))
+                _key, name, index = choice
+                _forward(models[name], tasks[name], index, arrivals[name][index], results[name], rules[name],
+                         clock, nullcontext())
                 next_index[name] = index + 1
 
     worker = threading.Thread(target=serve, name="bench-sequential")
@@ -169,107 +226,29 @@ def run_single_thread(
 
 
 def run_threads(
-    models: dict[str, nn.Module],
-    tasks: dict[str, TaskInputs],
-    queue_depths: dict[str, int],
-    arrivals_sec: list[float],
+    models: Mapping[str, nn.Module],
+    tasks: Mapping[str, TaskInputs],
+    loads: Mapping[str, ModelLoad],
+    plan: RunPlan,
+    config: StaticConfig,
     *,
-    global_lock: bool,
-    threads: int | None = None,
+    global_lock: bool = False,
+    clock: Clock = time.monotonic,
 ) -> dict[str, ModelRun]:
-    """``threads``: one thread per model in this process, each with torch's default intra-op threads
+    """``threads``: one thread per model in this process, each with its own intra-op thread count
     (``global_lock``: the same threads taking turns under one lock)."""
     lock = threading.Lock() if global_lock else None
     results: dict[str, ModelRun] = {}
+    t0 = clock() + START_LEAD_SEC
 
     def serve(name: str) -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        results[name] = run_model_loop(models[name], tasks[name], arrivals_sec, queue_depths[name], lock=lock)
+        torch.set_num_threads(config.threads[name])
+        results[name] = run_model_loop(models[name], tasks[name], loads[name], plan.models[name], t0,
+                                       skip_stale=config.skip_stale, lock=lock, clock=clock)
 
     workers = [threading.Thread(target=serve, args=(name,), name=f"bench-{name}") for name in models]
     for t in workers:
         t.start()
     for t in workers:
         t.join()
-    return results
-
-
-# ------------------------------------------------------------------------------------------ multiprocess
-
-
-def _child(
-    name: str,
-    random_init: bool,
-    workload_path: str,
-    duration_sec: float,
-    ready: mp.Event,
-    start_at: mp.Value,
-    out: mp.Queue,
-) -> None:
-    """One model in its own process: build model and inputs, report ready, wait for t0, serve, send results."""
-    from multidnn_sched.bench.tasks import build_model, build_task_inputs, render_truth_and_frames
-    from multidnn_sched.bench.workload import load_workload
-
-    workload = load_workload(workload_path, duration_sec=duration_sec)
-    load = next(m for m in workload.models if m.name == name)
-    images, truth = render_truth_and_frames(workload.scene, workload.rate_hz)
-    task = build_task_inputs(name, images, truth)
-    model = build_model(name, random_init=random_init)
-    with torch.inference_mode():
-        for x in task.inputs[:3]:
-            model(x)
-    ready.set()
-    while start_at.value <= 0.0:
-        time.sleep(0.005)
-    arrivals = workload.arrivals_sec(start_at.value)
-    run = run_model_loop(model, task, arrivals, load.queue_depth)
-    # Plain numpy across the process boundary: torch tensors would travel as shared-memory handles that die
-    # with this process.
-    run.outputs = {k: _to_numpy(v) for k, v in run.outputs.items()}
-    out.put(run)
-
-
-def _to_numpy(value: object) -> object:
-    if isinstance(value, tuple):
-        return tuple(_to_numpy(v) for v in value)
-    return value.numpy() if isinstance(value, torch.Tensor) else value
-
-
-def _to_torch(value: object) -> object:
-    if isinstance(value, tuple):
-        return tuple(_to_torch(v) for v in value)
-    return torch.from_numpy(value) if hasattr(value, "__array__") and not isinstance(value, torch.Tensor) else value
-
-
-def run_multiprocess(
-    workload_path: str, duration_sec: float, names: list[str], *, random_init: bool, lead_sec: float = 1.0
-) -> dict[str, ModelRun]:
-    """``multiprocess``: one spawned process per model; all start on one shared ``time.monotonic`` instant."""
-    ctx = mp.get_context("spawn")
-    start_at = ctx.Value("d", 0.0)
-    out: mp.Queue = ctx.Queue()
-    readies = {name: ctx.Event() for name in names}
-    procs = [
-        ctx.Process(target=_child, args=(n, random_init, workload_path, duration_sec, readies[n], start_at, out),
-                    name=f"bench-{n}", daemon=True)
-        for n in names
-    ]
-    for p in procs:
-        p.start()
-    try:
-        for name, ev in readies.items():
-            if not ev.wait(timeout=300):
-                raise RuntimeError(f"multiprocess mode: the {name} process did not get ready within 300 s")
-        start_at.value = time.monotonic() + lead_sec
-        results: dict[str, ModelRun] = {}
-        for _ in names:
-            run = out.get(timeout=duration_sec + 300)
-            run.outputs = {k: _to_torch(v) for k, v in run.outputs.items()}
-            results[run.name] = run
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
     return results

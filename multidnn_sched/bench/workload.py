@@ -72,6 +72,8 @@ class Workload:
     scene: SceneSource
     models: list[ModelLoad] = field(default_factory=list)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    modes: list[str] | None = None
+    """The bench modes to run by default for this workload (``None``: the bench's default set)."""
 
     @property
     def n_frames(self) -> int:
@@ -120,6 +122,9 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
     if unknown:
         raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
     executor = ExecutorSettings(**ex_raw)
+    modes = raw.get("modes")
+    if modes is not None and (not isinstance(modes, list) or not all(isinstance(m, str) for m in modes)):
+        raise ConfigError(f"{where}: modes: expected a list of mode names, got {modes!r}")
     workload = Workload(
         name=str(raw.get("name", path.stem)),
         rate_hz=float(_require(raw, "rate_hz", where)),
@@ -128,6 +133,7 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
         scene=scene,
         models=models,
         executor=executor,
+        modes=modes,
     )
     if workload.rate_hz <= 0 or workload.duration_sec <= 0:
         raise ConfigError(f"{where}: rate_hz and duration_sec must be > 0")

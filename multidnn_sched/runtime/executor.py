@@ -43,7 +43,13 @@ from typing import Any
 
 import torch
 
-from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError, FrameDroppedError, FrameSkippedError
+from multidnn_sched.exceptions import (
+    ConfigError,
+    ExecutorShutdownError,
+    FrameDroppedError,
+    FrameShedError,
+    FrameSkippedError,
+)
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.lag import LagTracker, profile_model
@@ -60,6 +66,7 @@ from multidnn_sched.runtime.policy import (
     Policy,
     VariantOption,
 )
+from multidnn_sched.runtime.shedding import is_hopeless
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
@@ -590,10 +597,10 @@ class BlockExecutor:
         predicted latency) but a fresh frame of the model could."""
         model = job.model
         predicted = self._predicted_run_ms(model, job.block_index)
-        if predicted is None or predicted[0] >= model.deadline_ms:
+        if predicted is None:
             return False
         waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
-        return waited_ms + predicted[1] > model.deadline_ms
+        return is_hopeless(waited_ms, predicted[1], predicted[0], model.deadline_ms)
 
     def _shed(self, job: _Job) -> None:
         model = job.model
@@ -601,7 +608,7 @@ class BlockExecutor:
             model.stats.dropped += 1
             model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
             self._dispatch_next(model)
-        _fail(job.frame, FrameDroppedError(
+        _fail(job.frame, FrameShedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
         ))
 
