@@ -23,7 +23,13 @@ import torch
 
 from multidnn_sched.bench.fixed_variants import VariantCache, check_assignment, parse_assignment
 from multidnn_sched.bench.modes import DEFAULT_MODES, MODES, BenchContext, check_modes
-from multidnn_sched.bench.report import format_report, plot_results, render_markdown
+from multidnn_sched.bench.report import (
+    format_report,
+    plot_results,
+    render_headline,
+    render_markdown,
+    replace_marked_block,
+)
 from multidnn_sched.bench.runs import RunPlan
 from multidnn_sched.bench.session import (
     Progress,
@@ -80,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="randomly initialised models (no shipped weights needed; accuracy meaningless)")
     parser.add_argument("--markdown", nargs="+", metavar="JSON", default=None,
                         help="render the tables of bench JSON files as Markdown to stdout and exit")
+    parser.add_argument("--markdown-into", default=None, metavar="FILE",
+                        help="with --markdown: replace the generated block of FILE (between <!-- BEGIN "
+                             "multidnn-bench[:headline] --> and <!-- END ... --> markers) instead of printing")
     parser.add_argument("-v", "--verbose", action="store_true", help="log scheduling decisions")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -137,7 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.markdown:
         try:
-            sys.stdout.write(render_markdown([Path(p) for p in args.markdown]))
+            paths = [Path(p) for p in args.markdown]
+            if args.markdown_into:
+                target = Path(args.markdown_into)
+                text = target.read_text(encoding="utf-8")
+                if "<!-- BEGIN multidnn-bench:headline -->" in text:
+                    text = replace_marked_block(text, "multidnn-bench:headline", render_headline(paths))
+                else:
+                    text = replace_marked_block(text, "multidnn-bench", render_markdown(paths))
+                target.write_text(text, encoding="utf-8")
+            else:
+                sys.stdout.write(render_markdown(paths))
         except (OSError, ValueError, KeyError) as exc:
             print(f"multidnn-bench: error: --markdown: {exc}", file=sys.stderr)
             return 2

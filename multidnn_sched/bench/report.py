@@ -199,6 +199,41 @@ def render_markdown(paths: Sequence[Path]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def render_headline(paths: Sequence[Path]) -> str:
+    """The README's short version: per workload, on-time and joint on-time rate per mode (medians), the
+    sustainable rates, and the generated verdict lines."""
+    bench = [json.loads(Path(p).read_text()) for p in paths]
+    lines: list[str] = []
+    for path, result in zip(paths, bench, strict=True):
+        name = result["workload"]["name"]
+        if result.get("modes"):
+            lines += [f"`{name}` ({result['settings']['repeats']} interleaved repeats, medians; `{path}`):", "",
+                      "| mode | on-time rate (all frames) | joint on-time rate |", "|---|---:|---:|"]
+            for mode, entry in result["modes"].items():
+                lines.append(f"| {mode} | {_range(entry['on_time_rate'], '.3f')} | "
+                             f"{_range(entry['joint_on_time_rate'], '.3f')} |")
+            lines += [""] + [ln for ln in verdict_lines(result.get("ratios", {}))
+                             if "over all frames" in ln or "jointly" in ln] + [""]
+        if result.get("sweep"):
+            sweep = result["sweep"]
+            rates = []
+            for mode, entry in sweep["modes"].items():
+                rate = entry["sustainable_rate_hz"]
+                rates.append(f"{mode} " + (f"< {sweep['lo_hz']:.1f}" if rate is None else f"{rate:.1f}") + " Hz")
+            lines += [f"Sustainable camera rate on `{name}` (joint on-time ≥ 0.99): " + ", ".join(rates)
+                      + f"; physical limit fp32 {sweep['physical_limit_hz_fp32']:.1f} Hz.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_marked_block(text: str, marker: str, body: str) -> str:
+    """Replace what lies between ``<!-- BEGIN marker -->`` and ``<!-- END marker -->`` by ``body``."""
+    begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"expected the markers {begin!r} ... {end!r} in the file")
+    return text[:start + len(begin)] + "\n" + body.rstrip() + "\n" + text[stop:]
+
+
 def plot_results(result: Mapping[str, Any], raw: Mapping[str, Sequence[Mapping[str, ModelRun]]], path: Path) -> Path:
     """Left: on-time rate per model and mode (median bars, min–max whiskers). Right panels: latency CDFs over
     *offered* frames of every repeat pooled (a dropped frame is at +∞, so a curve ends at its on-time share)."""
