@@ -309,4 +309,9 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     assert cli.main(["--markdown", str(out)]) == 0
     markdown = capsys.readouterr().out
     assert markdown.startswith("### `default`") and format_table(result) in markdown
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- BEGIN multidnn-bench:headline -->\nold figures\n<!-- END multidnn-bench:headline -->\n")
+    assert cli.main(["--markdown", str(out), "--markdown-into", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old figures" not in text and "| blocks |" in text and text.startswith("intro\n")
     assert math.isfinite(result["modes"]["sequential"]["on_time_rate"]["median"])
