@@ -33,6 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKLOAD = ROOT / "config" / "workloads" / "default.yaml"
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "config" / "workloads").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_workload_parses(path: Path) -> None:
+    workload = load_workload(path)
+    assert workload.models and workload.rate_hz > 0
+    assert workload.modes is None or set(workload.modes) <= set(cli.MODES)
+
+
 def test_default_workload_parses() -> None:
     workload = load_workload(DEFAULT_WORKLOAD, duration_sec=2.0)
     assert [m.name for m in workload.models] == ["detector", "embedder", "classifier"]
