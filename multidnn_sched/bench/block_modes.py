@@ -143,12 +143,13 @@ def _feed(
 ) -> None:
     """Submit every model's frames at their arrivals (merged in time order); wait for every future."""
     lock = threading.Lock()
-    events = [(arrival, name, index) for name, arrivals in plan.arrivals_sec(t0).items()
+    # Same-instant arrivals are submitted in the workload's model order (as a camera callback would fan out).
+    events = [(arrival, rank, name, index) for rank, (name, arrivals) in enumerate(plan.arrivals_sec(t0).items())
               for index, arrival in enumerate(arrivals)]
     heapq.heapify(events)
     futures: list[Future] = []
     while events:
-        arrival, name, index = heapq.heappop(events)
+        arrival, _rank, name, index = heapq.heappop(events)
         delay = arrival - clock()
         if delay > 0:
             time.sleep(delay)
