@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -146,14 +147,58 @@ def test_stage_latencies_and_missing_frames() -> None:
     assert figures["detector"]["missing"] == 1 and figures["detector"]["answered"] == 3
 
 
-def test_accuracy_against_ground_truth_counts_unanswered_frames() -> None:
+def test_accuracy_separates_quality_coverage_and_held_answers() -> None:
     bag = _bag_with_gt()
-    full = accuracy(_made_up_run("baseline", 0.1), bag, None)
-    assert full["detector"]["accuracy"] == pytest.approx(1.0, abs=0.02)
-    assert full["classifier"]["accuracy"] == pytest.approx(1.0)
-    partial = accuracy(_made_up_run("blocks", 0.1, answer_last=False), bag, None)
-    assert partial["classifier"]["accuracy"] == pytest.approx(0.75)
-    assert partial["detector"]["accuracy"] < full["detector"]["accuracy"]
+    deadlines = {"detector": 150.0, "tracker": 200.0, "classifier": 250.0}
+    full = accuracy(_made_up_run("baseline", 0.1), bag, None, deadlines)
+    assert full["detector"]["accuracy_answered"] == pytest.approx(1.0, abs=0.02)
+    assert full["classifier"]["accuracy_answered"] == pytest.approx(1.0)
+    assert full["classifier"]["coverage"] == pytest.approx(1.0) and full["detector"]["late_answers"] == 0
+    partial = accuracy(_made_up_run("blocks", 0.1, answer_last=False), bag, None, deadlines)
+    # Quality is scored on the answered frames only; coverage says how many; neither hides the other.
+    assert partial["classifier"]["accuracy_answered"] == pytest.approx(1.0)
+    assert partial["classifier"]["coverage"] == pytest.approx(0.75)
+    assert partial["detector"]["accuracy_answered"] == pytest.approx(full["detector"]["accuracy_answered"])
+    # Held at the deadline: the unanswered last frame reuses frame 2's answer; the object did not move, so the
+    # stale answer is still right here.
+    assert partial["classifier"]["accuracy_held"] == pytest.approx(1.0)
+
+
+def test_held_accuracy_punishes_late_and_stale_answers() -> None:
+    bag = _bag_with_gt()
+    # Every answer arrives 0.3 s after its image: past a 150 ms detector deadline, so at each frame's deadline
+    # only the previous frame's answer (or none) is available.
+    late = accuracy(_made_up_run("blocks", 0.3), bag, None, {"detector": 150.0, "tracker": 500.0,
+                                                             "classifier": 500.0})
+    assert late["detector"]["late_answers"] == 4
+    assert late["detector"]["accuracy_answered"] == pytest.approx(1.0, abs=0.02), "late answers are still right"
+    assert late["detector"]["accuracy_held"] < 0.9, "frame 0 had no answer by its deadline"
+    moving = _bag_with_gt()
+    for i, objects in enumerate(moving.ground_truth or []):
+        x = 10.0 + 60.0 * i  # the object moves by more than its size every frame: a stale box misses
+        objects[0] = GroundTruthObject(track_id=1, class_id=1, attribute_id=0, box_xyxy=(x, 10.0, x + 40.0, 50.0),
+                                       visible_fraction=1.0)
+    run = _made_up_run("blocks", 0.1, answer_last=False)
+    for topic in ("detections", "tracks", "classified"):
+        run.outputs[topic] = [replace(o, boxes_xyxy=np.array([[10.0 + 60.0 * (o.stamp_ns - 1000), 10.0,
+                                                                 50.0 + 60.0 * (o.stamp_ns - 1000), 50.0]],
+                                                               np.float32)) for o in run.outputs[topic]]
+    scores = accuracy(run, moving, None, {"detector": 150.0, "tracker": 200.0, "classifier": 250.0})
+    assert scores["detector"]["accuracy_answered"] == pytest.approx(1.0, abs=0.02)
+    assert scores["detector"]["accuracy_held"] < scores["detector"]["accuracy_answered"]
+
+
+def test_quality_ratio_ignores_coverage() -> None:
+    # A mode that answers 3 of 4 frames with exactly the baseline's outputs: quality ratio 1.0, coverage 0.75.
+    bag = _bag_with_gt()
+    runs = [_made_up_run("baseline", 0.05), _made_up_run("blocks+swap", 0.05, answer_last=False)]
+    options = ReplayOptions(bag=Path("x"), modes=["baseline", "blocks+swap"], report_dir=Path("y"), rate_hz=15.0)
+    report = summarize(runs, bag, options)
+    ratios = report["comparison"]["blocks+swap"]
+    for node in ("detector", "tracker", "classifier"):
+        assert ratios[node]["quality_ratio"] == pytest.approx(1.0), node
+        assert ratios[node]["coverage_ratio"] == pytest.approx(0.75), node
+    assert report["deadlines_from_publish_ms"]["classifier"] > report["deadlines_from_publish_ms"]["detector"]
 
 
 def test_summary_without_ground_truth_uses_agreement_with_baseline() -> None:
@@ -165,7 +210,7 @@ def test_summary_without_ground_truth_uses_agreement_with_baseline() -> None:
     report = summarize(runs, bag, options)
     swap = report["modes"]["blocks+swap"]["models"]
     assert "agreement with baseline" in swap["classifier"]["accuracy_metric"]
-    assert swap["classifier"]["accuracy"] == pytest.approx(1.0)
+    assert swap["classifier"]["accuracy_answered"] == pytest.approx(1.0)
     assert report["comparison"]["blocks+swap"]["detector"]["p99_ratio"] == pytest.approx(0.5)
     text = markdown(report)
     assert "| blocks+swap | detector | 0.50 |" in text

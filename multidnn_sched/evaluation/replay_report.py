@@ -4,9 +4,14 @@ JSON shape (``report.json``)::
 
     {"bag": ..., "frames": N, "rate_hz": R,
      "modes": {MODE: {"models": {NAME: {"model", "p50_ms", "p99_ms", "e2e_p50_ms", "e2e_p99_ms",
-                                        "accuracy", "accuracy_metric", "answered", "missing", ...}},
+                                        "accuracy_answered", "coverage", "accuracy_held", "late_answers",
+                                        "accuracy_metric", "answered", "missing", ...}},
                       "wall_sec", "loops", "published", "rss", "messages", "decisions", "node_counters"}},
-     "comparison": {MODE: {NAME: {"p99_ratio", "accuracy_ratio"}}},   # against "baseline"
+     "comparison": {MODE: {NAME: {"p99_ratio", "quality_ratio", "held_ratio", "coverage_ratio"}}},  # vs baseline
+
+Accuracy never mixes quality and coverage: ``accuracy_answered`` scores the frames a node answered,
+``coverage`` says how many it answered, ``accuracy_held`` scores every frame with the newest answer available at
+its deadline (what a robot acting on its perception sees), ``late_answers`` counts answers after that deadline.
      "plots": [file names]}
 
 ``NAME`` is the node (``detector``, ``tracker``, ``classifier``); ``model`` the network it runs.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +110,45 @@ def _reference_from_run(reference: ModeRun, stamp: int) -> dict[str, np.ndarray]
     }
 
 
-def accuracy(run: ModeRun, bag: BagData, reference: ModeRun | None) -> dict[str, dict[str, Any]]:
-    """Per node: the task metric against ground truth, else agreement with ``reference`` (baseline).
+def node_deadlines_ms(options: ReplayOptions | None) -> dict[str, float]:
+    """Per node: its deadline measured from the image's publication — the sum of the ``deadline_ms`` of its
+    model and of every model upstream of it (detector; + embedder for the tracker; + classifier), taken from the
+    container's parameters (``config/perception.yaml`` defaults, ``options.container_params`` overrides)."""
+    from multidnn_sched.ros.params import CONTAINER_PARAMS, specs_by_name
 
-    Detector: mAP@0.5; tracker: IDF1 (MOTA reported too); classifier: attribute top-1 x coverage (correct
-    attributes / scorable objects, so unanswered frames count as wrong). ``None`` when neither exists.
-    Computed over the first pass through the bag (a soak's later loops only add latency and memory figures).
-    """
+    specs = specs_by_name(CONTAINER_PARAMS)
+    overrides = options.container_params if options is not None else {}
+    total, out = 0.0, {}
+    for node, model, _topic in STAGES:
+        key = f"models.{model}.deadline_ms"
+        total += float(overrides.get(key, specs[key].default if key in specs else 0.0))
+        out[node] = total
+    return out
+
+
+def _held_picker(run: ModeRun, topic: str, deadline_ms: float) -> dict[int, Output | None]:
+    """stamp -> the newest output of ``topic`` received by that image's publication + ``deadline_ms`` (any
+    stamp: what a robot acting at that instant would use; a stale answer scores badly)."""
+    outputs = sorted(run.outputs.get(topic, []), key=lambda o: o.receive_sec)
+    picks: dict[int, Output | None] = {}
+    j, latest = 0, None
+    for stamp, published in sorted(run.published.items(), key=lambda item: item[1]):
+        limit = published + deadline_ms / 1000.0
+        while j < len(outputs) and outputs[j].receive_sec <= limit:
+            latest = outputs[j]
+            j += 1
+        picks[stamp] = latest
+    return picks
+
+
+def _score_node(
+    node: str,
+    frames: Sequence[tuple[int, int]],
+    pick: Mapping[int, Output | None],
+    reference_for: Any,
+) -> dict[str, Any]:
+    """The node's task metric over ``frames`` ((frame number, stamp) pairs) with ``pick[stamp]`` as its
+    prediction for that frame (``None``: an empty prediction)."""
     from multidnn_sched.evaluation.metrics import (
         ClassifiedFrame,
         FrameGroundTruth,
@@ -123,79 +160,97 @@ def accuracy(run: ModeRun, bag: BagData, reference: ModeRun | None) -> dict[str,
     )
     from multidnn_sched.scenes.generator import ATTRIBUTES, CLASSES
 
+    if not frames:
+        return {"value": None}
+    empty_boxes, empty_ids = np.zeros((0, 4)), np.zeros(0, np.int64)
+    if node == "detector":
+        preds, gts = [], []
+        for frame, stamp in frames:
+            ref, d = reference_for(stamp), pick.get(stamp)
+            preds.append(FramePredictions(frame, d.boxes_xyxy if d else empty_boxes, d.scores if d else np.zeros(0),
+                                          _labels(d.class_ids, CLASSES) if d else empty_ids))
+            gts.append(FrameGroundTruth(frame, ref["boxes"], ref["labels"], ref.get("ignore")))
+        det_map = detection_map(preds, gts)
+        return {"value": float(det_map["map50"]), "map": float(det_map["map"])}
+    if node == "tracker":
+        tracking = []
+        for frame, stamp in frames:
+            ref, t = reference_for(stamp), pick.get(stamp)
+            tracking.append(TrackingFrame(frame, ref["ids"], ref.get("track_boxes", ref["boxes"]),
+                                          np.array([int(i) for i in t.ids], np.int64) if t else empty_ids,
+                                          t.boxes_xyxy if t else empty_boxes, ref.get("ignore")))
+        mot = tracking_metrics(tracking)
+        idf1 = float(mot["idf1"])
+        return {"value": None if math.isnan(idf1) else idf1, "mota": _finite(mot["mota"]),
+                "id_switches": int(mot["num_switches"])}
+    classified = []
+    for frame, stamp in frames:
+        ref, c = reference_for(stamp), pick.get(stamp)
+        classified.append(ClassifiedFrame(frame, c.boxes_xyxy if c else empty_boxes,
+                                          _labels(c.attributes, ATTRIBUTES) if c else empty_ids,
+                                          ref.get("cls_boxes", ref["boxes"]), ref["attributes"], ref.get("ignore")))
+    top1 = classification_accuracy(classified)
+    return {"value": float(top1["top1"]), "object_coverage": float(top1["coverage"])}
+
+
+METRIC_NAMES = {"detector": "mAP@0.5", "tracker": "IDF1", "classifier": "attribute top-1"}
+
+
+def accuracy(
+    run: ModeRun, bag: BagData, reference: ModeRun | None, deadlines_ms: Mapping[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per node, against ground truth (else agreement with ``reference``, the baseline run):
+
+    * ``accuracy_answered`` — the task metric on the frames the node answered (quality; coverage apart);
+    * ``coverage`` — answered / published frames;
+    * ``accuracy_held`` — every published frame scored against the newest output available at that frame's
+      deadline (``deadlines_ms``, from publication; what a robot acting on its perception sees — stale or
+      missing answers score badly);
+    * ``late_answers`` — answers received after that deadline (counted apart; they still count as answered).
+
+    ``accuracy`` repeats ``accuracy_answered``. Detector: mAP@0.5; tracker: IDF1 (MOTA too); classifier:
+    attribute top-1. Computed over the first pass through the bag (a soak's later loops add only latency and
+    memory figures).
+    """
     use_gt = bag.ground_truth is not None
     if not use_gt and (reference is None or reference is run):
         return {
-            node: {"accuracy": None, "accuracy_metric": "none (no ground truth, no baseline)"}
+            node: {"accuracy": None, "accuracy_answered": None, "accuracy_held": None,
+                   "accuracy_metric": "none (no ground truth, no baseline)"}
             for node, _, _ in STAGES
         }
-    det = _by_stamp(run.outputs.get("detections", []))
-    trk = _by_stamp(run.outputs.get("tracks", []))
-    cls = _by_stamp(run.outputs.get("classified", []))
-    preds, gts, tracking, classified = [], [], [], []
-    for frame, stamp in enumerate(sorted(run.published)[: len(bag.images)]):  # first loop only (soak: cost)
-        ref = (
-            _reference_from_gt(bag, run.frame_of_stamp[stamp])
-            if use_gt
-            else _reference_from_run(reference, stamp)
-        )
-        ignore = ref.get("ignore")
-        d = det.get(stamp)
-        preds.append(
-            FramePredictions(
-                frame,
-                d.boxes_xyxy if d else np.zeros((0, 4)),
-                d.scores if d else np.zeros(0),
-                _labels(d.class_ids, CLASSES) if d else np.zeros(0, np.int64),
-            )
-        )
-        gts.append(FrameGroundTruth(frame, ref["boxes"], ref["labels"], ignore))
-        t = trk.get(stamp)
-        tracking.append(
-            TrackingFrame(
-                frame,
-                ref["ids"],
-                ref.get("track_boxes", ref["boxes"]),
-                np.array([int(i) for i in t.ids], np.int64) if t else np.zeros(0, np.int64),
-                t.boxes_xyxy if t else np.zeros((0, 4)),
-                ignore,
-            )
-        )
-        c = cls.get(stamp)
-        classified.append(
-            ClassifiedFrame(
-                frame,
-                c.boxes_xyxy if c else np.zeros((0, 4)),
-                _labels(c.attributes, ATTRIBUTES) if c else np.zeros(0, np.int64),
-                ref.get("cls_boxes", ref["boxes"]),
-                ref["attributes"],
-                ignore,
-            )
-        )
+    deadlines = dict(deadlines_ms) if deadlines_ms is not None else node_deadlines_ms(None)
+    stamps = sorted(run.published)[: len(bag.images)]  # first loop only (soak: cost)
+    frames = list(enumerate(stamps))
+    cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def reference_for(stamp: int) -> dict[str, np.ndarray]:
+        if stamp not in cache:
+            cache[stamp] = (_reference_from_gt(bag, run.frame_of_stamp[stamp]) if use_gt
+                            else _reference_from_run(reference, stamp))
+        return cache[stamp]
+
     suffix = "" if use_gt else " (agreement with baseline)"
-    det_map = detection_map(preds, gts)
-    mot = tracking_metrics(tracking)
-    top1 = classification_accuracy(classified)
-    idf1 = float(mot["idf1"])
-    return {
-        "detector": {
-            "accuracy": float(det_map["map50"]),
-            "accuracy_metric": "mAP@0.5" + suffix,
-            "map": float(det_map["map"]),
-        },
-        "tracker": {
-            "accuracy": None if math.isnan(idf1) else idf1,
-            "accuracy_metric": "IDF1" + suffix,
-            "mota": _finite(mot["mota"]),
-            "id_switches": int(mot["num_switches"]),
-        },
-        "classifier": {
-            "accuracy": float(top1["top1"]) * float(top1["coverage"]),
-            "accuracy_metric": "attribute top-1 x coverage" + suffix,
-            "top1": float(top1["top1"]),
-            "coverage": float(top1["coverage"]),
-        },
-    }
+    out: dict[str, dict[str, Any]] = {}
+    for node, _model, topic in STAGES:
+        answered = _by_stamp(run.outputs.get(topic, []))
+        answered_frames = [(f, s) for f, s in frames if s in answered]
+        quality = _score_node(node, answered_frames, answered, reference_for)
+        held = _score_node(node, frames, _held_picker(run, topic, deadlines[node]), reference_for)
+        late = sum(1 for _f, s in answered_frames
+                   if (answered[s].receive_sec - run.published[s]) * 1000.0 > deadlines[node])
+        entry = {
+            "accuracy": quality["value"],
+            "accuracy_answered": quality["value"],
+            "accuracy_held": held["value"],
+            "coverage": len(answered_frames) / len(frames) if frames else 0.0,
+            "late_answers": late,
+            "deadline_from_publish_ms": deadlines[node],
+            "accuracy_metric": METRIC_NAMES[node] + suffix,
+        }
+        entry.update({k: v for k, v in quality.items() if k != "value"})
+        out[node] = entry
+    return out
 
 
 def _finite(value: Any) -> float | None:
@@ -250,9 +305,11 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
         "modes": {},
         "comparison": {},
     }
+    deadlines = node_deadlines_ms(options)
+    report["deadlines_from_publish_ms"] = deadlines
     for run in runs:
         latencies = stage_latencies(run)
-        scores = accuracy(run, bag, reference)
+        scores = accuracy(run, bag, reference, deadlines)
         memory, messages = memory_and_messages(run)
         models = {}
         for node, _, _ in STAGES:
@@ -281,7 +338,9 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
                 node: {
                     "p99_ratio": _ratio(m["p99_ms"], base[node]["p99_ms"]),
                     "e2e_p99_ratio": _ratio(m["e2e_p99_ms"], base[node]["e2e_p99_ms"]),
-                    "accuracy_ratio": _ratio(m.get("accuracy"), base[node].get("accuracy")),
+                    "quality_ratio": _ratio(m.get("accuracy_answered"), base[node].get("accuracy_answered")),
+                    "held_ratio": _ratio(m.get("accuracy_held"), base[node].get("accuracy_held")),
+                    "coverage_ratio": _ratio(m.get("coverage"), base[node].get("coverage")),
                 }
                 for node, m in entry["models"].items()
             }
@@ -312,27 +371,30 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += [
-        "| mode | model | p50 ms | p99 ms | e2e p99 ms | answered | missing | accuracy | metric |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | model | p50 ms | p99 ms | e2e p99 ms | answered | missing | late | coverage | "
+        "accuracy (answered) | accuracy (held at deadline) | metric |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, entry in report["modes"].items():
         for node, m in entry["models"].items():
             lines.append(
                 f"| {mode} | {node} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | "
-                f"{_fmt(m['e2e_p99_ms'])} | {m['answered']} | {m['missing']} | "
-                f"{_fmt(m.get('accuracy'), 3)} | {m.get('accuracy_metric', '')} |"
+                f"{_fmt(m['e2e_p99_ms'])} | {m['answered']} | {m['missing']} | {m.get('late_answers', 'n/a')} | "
+                f"{_fmt(m.get('coverage'), 3)} | {_fmt(m.get('accuracy_answered'), 3)} | "
+                f"{_fmt(m.get('accuracy_held'), 3)} | {m.get('accuracy_metric', '')} |"
             )
     if report["comparison"]:
         lines += [
             "",
-            "| mode | model | p99 / baseline | e2e p99 / baseline | accuracy / baseline |",
-            "|---|---|---|---|---|",
+            "| mode | model | p99 / baseline | e2e p99 / baseline | quality (answered) / baseline | "
+            "held / baseline | coverage / baseline |",
+            "|---|---|---|---|---|---|---|",
         ]
         for mode, table in report["comparison"].items():
             for node, r in table.items():
                 lines.append(
                     f"| {mode} | {node} | {_fmt(r['p99_ratio'], 2)} | {_fmt(r['e2e_p99_ratio'], 2)} | "
-                    f"{_fmt(r['accuracy_ratio'], 3)} |"
+                    f"{_fmt(r['quality_ratio'], 3)} | {_fmt(r['held_ratio'], 3)} | {_fmt(r['coverage_ratio'], 3)} |"
                 )
     lines += [
         "",
@@ -422,7 +484,7 @@ def accuracy_plot(report: dict[str, Any], out_dir: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(len(modes), 1)
     for i, mode in enumerate(modes):
-        values = [report["modes"][mode]["models"][n].get("accuracy") or 0.0 for n in nodes]
+        values = [report["modes"][mode]["models"][n].get("accuracy_answered") or 0.0 for n in nodes]
         ax.bar(np.arange(len(nodes)) + i * width, values, width, label=mode)
     ax.set_xticks(np.arange(len(nodes)) + width * (len(modes) - 1) / 2, nodes)
     ax.set(title="task accuracy per model and mode", ylabel="metric (see report)")
@@ -454,10 +516,11 @@ def _json_default(value: Any) -> Any:
 
 
 def comparison_table(report: dict[str, Any]) -> str:
-    """A short plain-text table (mode, model, p50 / p99 ms, accuracy, ratios to baseline) for the terminal."""
+    """A short plain-text table for the terminal: latency, coverage, accuracy on answered frames and held at the
+    deadline, and the ratios to the baseline (quality = answered accuracy, held = system accuracy)."""
     header = (
-        f"{'mode':<12} {'model':<11} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'p99/base':>9} "
-        f"{'acc/base':>9}"
+        f"{'mode':<12} {'model':<11} {'p50 ms':>8} {'p99 ms':>8} {'coverage':>9} {'acc ans':>8} {'acc held':>9} "
+        f"{'p99/base':>9} {'qual/base':>10} {'held/base':>10}"
     )
     lines = [header, "-" * len(header)]
     for mode, entry in report["modes"].items():
@@ -466,7 +529,8 @@ def comparison_table(report: dict[str, Any]) -> str:
             r = ratios.get(node, {})
             lines.append(
                 f"{mode:<12} {node:<11} {_fmt(m['p50_ms']):>8} {_fmt(m['p99_ms']):>8} "
-                f"{_fmt(m.get('accuracy'), 3):>9} {_fmt(r.get('p99_ratio'), 2):>9} "
-                f"{_fmt(r.get('accuracy_ratio'), 3):>9}"
+                f"{_fmt(m.get('coverage'), 3):>9} {_fmt(m.get('accuracy_answered'), 3):>8} "
+                f"{_fmt(m.get('accuracy_held'), 3):>9} {_fmt(r.get('p99_ratio'), 2):>9} "
+                f"{_fmt(r.get('quality_ratio'), 3):>10} {_fmt(r.get('held_ratio'), 3):>10}"
             )
     return "\n".join(lines)
