@@ -88,6 +88,10 @@ log "installing multidnn_sched (editable)"
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
   | grep -vE 'BuildBackendWarning|^\s*(!!|\*+|warnings.warn|with strategy|Please be careful|name as your|$)' || true
 
+# 5. What colcon installs under share/ and lib/multidnn_sched/ (the editable install has none), so that the real
+#    `ros2 launch multidnn_sched ...` / `ros2 run` (../shared/ros2-tools) find the package in this venv too.
+"$PY" scripts/ament_share.py "$VENV" >/dev/null
+
 if ! venv_healthy; then
   log "environment check failed:"
   (cd / && "$VENV/bin/python" -c "$IMPORT_CHECK")
