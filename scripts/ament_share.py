@@ -5,7 +5,8 @@ An editable install puts nothing under ``share/``, so the real ``ros2 launch mul
 (the venv; ``make setup`` runs it):
 
 * ``share/ament_index/resource_index/packages/multidnn_sched`` (the ament index marker);
-* ``share/multidnn_sched/{package.xml,launch,config}`` as links into the checkout (edits show at once);
+* ``share/multidnn_sched/{package.xml,launch/*,config/**}`` as links into the checkout (edits show at once;
+  a launch or config file added later needs another ``make setup``);
 * ``lib/multidnn_sched/<console script>`` launchers for this interpreter, as colcon's ``setup.cfg`` places them.
 
     python scripts/ament_share.py PREFIX
@@ -44,9 +45,16 @@ def install_ament_share(prefix: Path, root: Path = ROOT) -> list[Path]:
     written.append(marker)
     share = prefix / "share" / PACKAGE
     share.mkdir(parents=True, exist_ok=True)
-    for name in SHARED:
-        _replace_link(share / name, root / name)
-        written.append(share / name)
+    for name in SHARED:  # files as links, folders as real folders of links (ros2 launch does not follow links)
+        source = root / name
+        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for file in files:
+            link = share / file.relative_to(root)
+            if link.parent.is_symlink():
+                link.parent.unlink()
+            link.parent.mkdir(parents=True, exist_ok=True)
+            _replace_link(link, file)
+            written.append(link)
     lib = prefix / "lib" / PACKAGE
     lib.mkdir(parents=True, exist_ok=True)
     for script in scripts:

@@ -505,7 +505,9 @@ def test_standalone_editable_install_is_found_by_ros2_launch_and_run(tools: Ros2
     python = str(tools.venv / "bin" / "python")
     _check(subprocess.run([python, str(ROOT / "scripts" / "ament_share.py"), str(prefix)], env=tools.env,
                           capture_output=True, text=True, timeout=60, check=False), "ament_share.py")
-    env = {**tools.env, "AMENT_PREFIX_PATH": f"{prefix}:{tools.env['AMENT_PREFIX_PATH']}"}
+    # PYTHONPATH: the code under test is this checkout (the editable install may point at another one).
+    env = {**tools.env, "AMENT_PREFIX_PATH": f"{prefix}:{tools.env['AMENT_PREFIX_PATH']}",
+           "PYTHONPATH": f"{ROOT}:{tools.env['PYTHONPATH']}"}
     standalone = Ros2Tools(root=tools.root, venv=tools.venv, env=env)
     where = standalone.run(None, ["ros2", "pkg", "prefix", "multidnn_sched"])
     _check(where, "ros2 pkg prefix")
