@@ -21,7 +21,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # Everything the environment depends on; any change re-runs the (incremental) install.
 inputs_hash() {
   cat requirements/standalone.in requirements/lock.txt setup.py setup.cfg package.xml scripts/setup_env.sh \
-      "$MSG_SRC"/CMakeLists.txt "$MSG_SRC"/package.xml "$MSG_SRC"/msg/*.msg | sha256sum | cut -d' ' -f1
+      scripts/ament_share.py "$MSG_SRC"/CMakeLists.txt "$MSG_SRC"/package.xml "$MSG_SRC"/msg/*.msg | sha256sum | cut -d' ' -f1
 }
 
 IMPORT_CHECK='import rclpy, torch, torchvision, tensorly, rosbags, multidnn_sched
