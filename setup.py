@@ -1,16 +1,27 @@
 """multidnn_sched: ament_python package (colcon on robots) that is also pip-installable (standalone / CI)."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "multidnn_sched"
+# Paths are relative to this file, not to the working directory: `colcon build --symlink-install` runs
+# `setup.py develop` from build/multidnn_sched/, where only setup.py, setup.cfg, the packages and the data files
+# are linked (setuptools 68.1.2 on Ubuntu 24.04 failed there with FileNotFoundError: 'README.md').
+HERE = os.path.dirname(os.path.realpath(__file__))
+
+
+def _data(pattern: str) -> list[str]:
+    """Files matching ``pattern`` under this directory, as paths relative to it (what colcon links)."""
+    return sorted(os.path.relpath(path, HERE) for path in glob(os.path.join(HERE, pattern)))
+
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     description="Run several DNNs in one ROS 2 process on one shared, LAG-scheduled block executor.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     maintainer="multidnn_sched maintainers",
@@ -23,13 +34,16 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
-        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
-        (f"share/{PACKAGE}/config/workloads", sorted(glob("config/workloads/*.yaml"))),
+        (f"share/{PACKAGE}/launch", _data("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", _data("config/*.yaml")),
+        (f"share/{PACKAGE}/config/workloads", _data("config/workloads/*.yaml")),
     ],
     # rclpy, torch, vision_msgs... come from the ROS distribution (rosdep keys in package.xml) on robots and
     # from requirements/lock.txt in the standalone environment, so nothing is pinned here.
     install_requires=["setuptools"],
+    # `colcon test` runs pytest only for packages with a pytest test dependency (package.xml's test_depend
+    # is not read for that).
+    extras_require={"test": ["pytest"]},
     zip_safe=False,
     entry_points={
         "console_scripts": [

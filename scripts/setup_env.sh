@@ -21,7 +21,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # Everything the environment depends on; any change re-runs the (incremental) install.
 inputs_hash() {
   cat requirements/standalone.in requirements/lock.txt setup.py setup.cfg package.xml scripts/setup_env.sh \
-      "$MSG_SRC"/CMakeLists.txt "$MSG_SRC"/package.xml "$MSG_SRC"/msg/*.msg | sha256sum | cut -d' ' -f1
+      scripts/ament_share.py "$MSG_SRC"/CMakeLists.txt "$MSG_SRC"/package.xml "$MSG_SRC"/msg/*.msg | sha256sum | cut -d' ' -f1
 }
 
 IMPORT_CHECK='import rclpy, torch, torchvision, tensorly, rosbags, multidnn_sched
@@ -87,6 +87,10 @@ fi
 log "installing multidnn_sched (editable)"
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
   | grep -vE 'BuildBackendWarning|^\s*(!!|\*+|warnings.warn|with strategy|Please be careful|name as your|$)' || true
+
+# 5. What colcon installs under share/ and lib/multidnn_sched/ (the editable install has none), so that the real
+#    `ros2 launch multidnn_sched ...` / `ros2 run` (../shared/ros2-tools) find the package in this venv too.
+"$PY" scripts/ament_share.py "$VENV" >/dev/null
 
 if ! venv_healthy; then
   log "environment check failed:"

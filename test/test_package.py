@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ import pytest
 from catkin_pkg.package import parse_package
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 
 
 def test_package_xml_parses_and_declares_runtime_dependencies() -> None:
@@ -40,6 +40,8 @@ def installed_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Built as a wheel first and installed with the new venv's own pip, so the development venv is untouched
     (``pip install --prefix`` from the development venv would uninstall its editable install).
+    Under ``colcon test`` (a sourced workspace) PYTHONPATH holds the workspace's own install of this package:
+    the new venv's pip must not see it as already installed, so PYTHONPATH is dropped for that venv.
     """
     tmp = tmp_path_factory.mktemp("install")
     run = dict(check=True, capture_output=True, text=True, timeout=300)
@@ -47,9 +49,10 @@ def installed_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--disable-pip-version-check", "-w", str(tmp / "dist"), str(ROOT)], **run)
     wheel = next((tmp / "dist").glob("multidnn_sched-*.whl"))
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], **run)
+    isolated = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], env=isolated, **run)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    "--disable-pip-version-check", str(wheel)], **run)
+                    "--disable-pip-version-check", str(wheel)], env=isolated, **run)
     return venv
 
 
@@ -79,8 +82,10 @@ def test_launch_files_compile() -> None:
 
 
 def test_ruff_is_clean() -> None:
+    # `python -m ruff`, not <dir of sys.executable>/ruff: under `colcon test` the interpreter's bin/ need not
+    # hold the ruff binary (rosdep's python3-ruff-pip installs it with pip; ruff's module finds it).
     result = subprocess.run(
-        [str(VENV_BIN / "ruff"), "check", "multidnn_sched", "compression_tools", "test", "launch", "setup.py"],
+        [sys.executable, "-m", "ruff", "check", "multidnn_sched", "compression_tools", "test", "launch", "setup.py"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
