@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue, SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -591,13 +593,18 @@ def test_runtime_drop_frees_the_frame_without_waiting_for_the_garbage_collector(
     failures: list[str] = []
     carry = _Carry()
     watch = weakref.ref(carry)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
     gc.disable()
     try:
         node.run_model(carry, lambda output: failures.append("published"), lambda: failures.append("failed"))
         del carry
         alive = watch() is not None
+        # The outcome is handed to the node's thread (guard condition): one spin runs it.
+        wait_for(lambda: bool(failures), 5.0, lambda: executor.spin_once(timeout_sec=0.1))
     finally:
         gc.enable()
+        executor.shutdown()
         node.destroy_node()
     assert not alive, "the dropped frame's input is kept alive by a reference cycle"
     assert failures == ["failed"]
@@ -656,3 +663,43 @@ def test_container_main_shuts_down_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
     assert code == 0, rest
     assert elapsed < 5.0, f"shutdown took {elapsed:.1f} s"
     assert "exit 0" in rest and "terminate called" not in rest, rest
+
+
+class WorkerThreadRuntime(FakeRuntime):
+    """Resolves every future on a thread named like the BlockExecutor's workers (as the shared runtime does)."""
+
+    def submit(self, model: str, carry: Any) -> Future:
+        inner = super().submit(model, carry)
+        future: Future = Future()
+
+        def resolve() -> None:
+            error = inner.exception()
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(inner.result())
+
+        threading.Thread(target=resolve, name="blockexec-worker-0").start()
+        return future
+
+
+def test_results_are_post_processed_and_published_off_the_scheduler_workers(ros_context: Context) -> None:
+    harness = Harness(ros_context)
+    runtime = WorkerThreadRuntime()
+    publish_threads: list[str] = []
+    try:
+        for node in harness.container.nodes.values():
+            node.runtime = runtime
+            original = node.publisher.publish
+
+            def recording(msg: Any, original: Callable[[Any], None] = original) -> None:
+                publish_threads.append(threading.current_thread().name)
+                original(msg)
+
+            node.publisher.publish = recording  # type: ignore[method-assign]
+        assert publish_until(harness, "classified", 3, lambda i: make_image(stamp_sec=40 + i)), harness.received
+        assert publish_threads, "nothing was published"
+        assert not [t for t in publish_threads if t.startswith("blockexec-worker")], publish_threads
+        assert all(node.pending_results() == 0 for node in harness.container.nodes.values())
+    finally:
+        harness.close()

@@ -1,13 +1,18 @@
 """Shared glue of the perception nodes: parameters, image QoS, image decoding with drop accounting.
 
 A node is thin: ``__init__`` declares parameters, publishers and subscriptions; a callback decodes, submits
-to the runtime and returns; the runtime future's done-callback post-processes and publishes with the source
-image's header. Counters live in :class:`~multidnn_sched.ros.stats.NodeStats` (no rclpy there).
+to the runtime and returns. The runtime resolves the frame's future on one of its scheduler workers; the
+future's done-callback only queues the result and triggers the node's guard condition, so post-processing and
+publishing run on the ROS executor's thread, in the node's callback group — never on a scheduler worker (which
+must go back to running blocks at once). Counters live in :class:`~multidnn_sched.ros.stats.NodeStats` (no
+rclpy there).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any
@@ -81,6 +86,9 @@ class PerceptionNode(Node):
         self.callback_group = MutuallyExclusiveCallbackGroup()
         self.closing = False
         """Set before the runtime shuts down: late results are then counted as ``shutdown``, not published."""
+        self._results: deque[tuple[Future, Callable[[Any], None], Callable[[], None] | None]] = deque()
+        self._results_lock = threading.Lock()
+        self._results_ready = self.create_guard_condition(self._drain_results, callback_group=self.callback_group)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         result = check_parameters(self._specs, params)
@@ -123,7 +131,32 @@ class PerceptionNode(Node):
         ``on_failure()`` runs (if given) so ordered consumers can skip the frame.
         """
         future = self.runtime.submit(self.model, carry)
-        future.add_done_callback(lambda done: self._finish(done, on_output, on_failure))
+        future.add_done_callback(lambda done: self._hand_back(done, on_output, on_failure))
+
+    def _hand_back(
+        self, future: Future, on_output: Callable[[Any], None], on_failure: Callable[[], None] | None
+    ) -> None:
+        """Done-callback, on whichever thread resolved the future: queue the result, wake the node's thread."""
+        with self._results_lock:
+            self._results.append((future, on_output, on_failure))
+        try:
+            self._results_ready.trigger()
+        except Exception:  # noqa: BLE001 - rclpy raises its own handle errors once the node is destroyed
+            self.drop("shutdown")
+
+    def _drain_results(self) -> None:
+        """Guard-condition callback (the ROS executor's thread): post-process and publish finished frames."""
+        while True:
+            with self._results_lock:
+                if not self._results:
+                    return
+                future, on_output, on_failure = self._results.popleft()
+            self._finish(future, on_output, on_failure)
+
+    def pending_results(self) -> int:
+        """Finished frames waiting for the node's thread."""
+        with self._results_lock:
+            return len(self._results)
 
     def _finish(
         self, future: Future, on_output: Callable[[Any], None], on_failure: Callable[[], None] | None
@@ -140,8 +173,8 @@ class PerceptionNode(Node):
             return
         if isinstance(error, FrameSkippedError):
             self.drop("runtime_admission")
-        elif isinstance(error, FrameDroppedError):
-            self.drop("runtime_queue_full")
+        elif isinstance(error, FrameDroppedError):  # queue full (newest wins) or shed as hopeless
+            self.drop("runtime_queue_full" if error.cause == "queue" else f"runtime_{error.cause}")
         elif isinstance(error, ExecutorShutdownError):
             self.drop("shutdown")
         else:
