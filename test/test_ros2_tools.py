@@ -85,6 +85,17 @@ class Ros2Tools:
         return subprocess.run(self.command(ws, args), env=self.env, cwd=cwd or self.root, capture_output=True,
                               text=True, timeout=timeout, check=False)
 
+    def run_discovered(self, ws: Path | None, args: list[str], timeout_sec: float = 20.0
+                       ) -> subprocess.CompletedProcess[str]:
+        """``run`` again while the CLI answers "Node not found": each ``ros2`` call is a new DDS participant,
+        and on a loaded machine its discovery of the node's services can lag the daemon's node list."""
+        deadline = time.monotonic() + timeout_sec
+        while True:
+            result = self.run(ws, args)
+            if "Node not found" not in result.stderr + result.stdout or time.monotonic() > deadline:
+                return result
+            time.sleep(1.0)
+
     def popen(self, ws: Path | None, args: list[str]) -> subprocess.Popen[str]:
         """A new process group (a terminal's foreground job): signals go to the group, as Ctrl-C does."""
         return subprocess.Popen(self.command(ws, args), env=self.env, cwd=self.root, stdout=subprocess.PIPE,
@@ -398,7 +409,7 @@ def test_ros2_launch_node_names_params_file_live_params_topics_and_double_ctrl_c
         for name in wanted:
             assert names.count(name) == 1, nodes.stdout  # once each: no four /perception_container
 
-        got = tools.run(ws, ["ros2", "param", "get", "/detector", "score_threshold"])
+        got = tools.run_discovered(ws, ["ros2", "param", "get", "/detector", "score_threshold"])
         _check(got, "ros2 param get")
         record["ros2 param get /detector score_threshold"] = got.stdout
         assert re.search(r"Double value is: 0\.85\b", got.stdout), got.stdout  # from the params file
@@ -407,18 +418,18 @@ def test_ros2_launch_node_names_params_file_live_params_topics_and_double_ctrl_c
         first = _echo_once(tools, ws, "/detections")
         assert all(s >= 0.85 for s in _scores(first)), first  # the file's threshold is in force
 
-        ok = tools.run(ws, ["ros2", "param", "set", "/detector", "score_threshold", "0.5"])
+        ok = tools.run_discovered(ws, ["ros2", "param", "set", "/detector", "score_threshold", "0.5"])
         record["ros2 param set /detector score_threshold 0.5"] = ok.stdout + ok.stderr
         assert ok.returncode == 0 and "Set parameter successful" in ok.stdout, ok.stdout + ok.stderr
-        bad = tools.run(ws, ["ros2", "param", "set", "/detector", "score_threshold", "2.0"])
+        bad = tools.run_discovered(ws, ["ros2", "param", "set", "/detector", "score_threshold", "2.0"])
         record["ros2 param set /detector score_threshold 2.0"] = bad.stdout + bad.stderr
         rejected = bad.stdout + bad.stderr
         assert "Setting parameter failed" in rejected and "out of range" in rejected, rejected
         assert "score_threshold" in rejected and "Max: 1.0" in rejected, rejected  # names the range
-        after = tools.run(ws, ["ros2", "param", "get", "/detector", "score_threshold"])
+        after = tools.run_discovered(ws, ["ros2", "param", "get", "/detector", "score_threshold"])
         assert "0.5" in after.stdout, after.stdout
 
-        mode = tools.run(ws, ["ros2", "param", "set", "/perception_container", "force_mode",
+        mode = tools.run_discovered(ws, ["ros2", "param", "set", "/perception_container", "force_mode",
                               "detector/stem=sequential"])  # the docs/ros.md example
         record["ros2 param set /perception_container force_mode detector/stem=sequential"] = mode.stdout + mode.stderr
         assert "Set parameter successful" in mode.stdout, mode.stdout + mode.stderr
