@@ -2,8 +2,8 @@
 
 ``partition_model(model)`` recognises torchvision classification families (ResNet / ResNeXt / Wide-ResNet,
 VGG, MobileNetV2 / V3, RegNet, EfficientNet v1 / v2, Inception v3), torchvision detection tensor cores
-(RetinaNet, FCOS, SSD, SSDlite), models composed of a chain of children (``backbone -> neck -> head``, e.g.
-the project's detector) and falls back to a torch.fx cut for anything else. Running the blocks in order
+(RetinaNet, FCOS, SSD, SSDlite, Faster R-CNN), models composed of a chain of children (``backbone -> neck ->
+head``, e.g. the project's detector) and falls back to a torch.fx cut for anything else. Running the blocks in order
 equals running the model (for torchvision detectors: its tensor core, see :func:`reference_module`);
 :func:`check_equivalence` measures it.
 
@@ -33,7 +33,7 @@ from multidnn_sched.runtime.partition_blocks import InceptionInputTransform, gro
 from multidnn_sched.runtime.partition_composed import partition_composed
 from multidnn_sched.runtime.partition_detection import (
     DETECTION_FAMILIES,
-    TorchvisionDetectionCore,
+    detection_core,
     is_torchvision_detector,
     partition_torchvision_detector,
     torchvision_detector_family,
@@ -225,9 +225,9 @@ def partition_model(
 
 def reference_module(model: nn.Module) -> nn.Module:
     """The module whose forward the blocks reproduce: the model itself, or for torchvision detectors their
-    tensor core (:class:`TorchvisionDetectionCore`: batch tensor -> head outputs)."""
+    tensor core (``TorchvisionDetectionCore``: batch tensor -> head outputs)."""
     if is_torchvision_detector(model):
-        return TorchvisionDetectionCore(model.backbone, model.head)
+        return detection_core(model)
     return model
 
 
