@@ -159,6 +159,8 @@ class ReplayOptions:
         node_params: extra perception-node parameter values (node -> name -> value).
         domain_id: DDS domain of the replay (``None``: :func:`private_domain_id`).
         mmap_threshold_bytes: glibc ``M_MMAP_THRESHOLD`` to pin (0: leave glibc's dynamic threshold).
+        params_file: a ROS params file for the container and its nodes (``--params-file``); its nodes'
+            ``model`` parameters choose the networks (loaded from the registry instead of ``models``).
     """
 
     bag: Path
@@ -178,6 +180,7 @@ class ReplayOptions:
     node_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     domain_id: int | None = None
     mmap_threshold_bytes: int = 0
+    params_file: Path | None = None
 
 
 # -------------------------------------------------------------------------------------------------- bag
@@ -263,12 +266,14 @@ def build_models(random_weights: bool) -> dict[str, Any]:
 
 
 def make_runtime_factory(
-    mode: str, models: dict[str, Any], variants_manifest: Path | None
+    mode: str, models: dict[str, Any] | None, variants_manifest: Path | None
 ) -> Callable[[Any, Sequence[str]], Any]:
     """The container's runtime factory for ``mode`` (``baseline``: whole models in the callbacks)."""
     from multidnn_sched.ros.runtime import DirectRuntime
 
     def factory(values: Any, names: Sequence[str]) -> Any:
+        if models is None:
+            raise ConfigError("replay: expected the networks to replay (models) when no --params-file chooses them")
         chosen = {name: models[name] for name in names}
         if mode == "baseline":
             return DirectRuntime(chosen)
@@ -376,7 +381,7 @@ class _Recorder:
             return len(self._run.outputs[topic])
 
 
-def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[str, Any]) -> ModeRun:
+def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[str, Any] | None) -> ModeRun:
     """Run the container in ``mode`` on a fresh rclpy context and replay the bag through it."""
     import rclpy
     from rclpy.context import Context
@@ -391,8 +396,11 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
 
     run = ModeRun(mode)
     context = Context()
+    ros_args = ["--ros-args", "-r", f"image:={options.image_topic}"]
+    if options.params_file is not None:
+        ros_args += ["--params-file", str(options.params_file)]
     rclpy.init(
-        args=["--ros-args", "-r", f"image:={options.image_topic}"],
+        args=ros_args,
         context=context,
         domain_id=options.domain_id if options.domain_id is not None else private_domain_id(),
     )
@@ -410,11 +418,17 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
             overrides[node] = [Parameter("use_sim_time", value=True)] + [
                 Parameter(name, value=value) for name, value in extra.items()
             ]
-        container = PerceptionContainer(
-            context=context,
-            runtime_factory=make_runtime_factory(mode, models, options.variants_manifest),
-            parameter_overrides=overrides,
-        )
+        if options.params_file is not None:  # the nodes' `model` parameters choose; the registry loads
+            from multidnn_sched.ros.container import default_runtime_factory
+
+            factory = default_runtime_factory
+            if mode == "blocks+swap" and options.variants_manifest is not None:
+                overrides["perception_container"].append(
+                    Parameter("variants_manifest", value=str(options.variants_manifest))
+                )
+        else:
+            factory = make_runtime_factory(mode, models, options.variants_manifest)
+        container = PerceptionContainer(context=context, runtime_factory=factory, parameter_overrides=overrides)
         player = Node("bag_player", context=context)
         recorder = _Recorder(player, run)
         image_pub = player.create_publisher(Image, options.image_topic, qos_profile_sensor_data)
@@ -574,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin glibc's M_MMAP_THRESHOLD (e.g. 131072) so frame-sized buffers are unmapped on "
         "free (soak memory); 0: glibc default",
     )
+    parser.add_argument(
+        "--params-file",
+        type=Path,
+        default=None,
+        help="ROS params file for the container and its nodes (e.g. the nodes' model / weights / input size)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -605,6 +625,8 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         raise ConfigError(f"--rate: expected a positive rate in Hz, got {args.rate}")
     if args.loop < 1:
         raise ConfigError(f"--loop: expected >= 1, got {args.loop}")
+    if args.params_file is not None and not args.params_file.is_file():
+        raise ConfigError(f"--params-file: expected a ROS params YAML file, {args.params_file} does not exist")
     if args.soak_minutes is not None and args.soak_minutes <= 0:
         raise ConfigError(f"--soak-minutes: expected > 0, got {args.soak_minutes}")
     extra: dict[str, Any] = {}
@@ -638,6 +660,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         node_params=node_params,
         domain_id=args.domain_id,
         mmap_threshold_bytes=args.mmap_threshold_bytes,
+        params_file=args.params_file,
     )
 
 
@@ -653,7 +676,7 @@ def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> 
     if options.mmap_threshold_bytes:
         pin_mmap_threshold(options.mmap_threshold_bytes)
     bag = load_bag(options.bag, options.image_topic, options.gt_topic, options.max_frames)
-    if models is None:
+    if models is None and options.params_file is None:
         models = build_models(options.random_weights)
     runs = [replay_mode(mode, bag, options, models) for mode in options.modes]
     return write_report(runs, bag, options)

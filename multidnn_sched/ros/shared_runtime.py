@@ -79,7 +79,7 @@ class SharedRuntime:
         settings = settings_from_values(values)
         self._clock = clock
         self.executor = BlockExecutor(
-            "cpu",
+            str(values.get("device", "cpu")),  # the container's `device`, checked at start-up
             Policy(settings.policy),
             schedule=schedule,
             # 0 = auto: one worker on CPU (executor.ONE_OPENMP_TEAM_NOTE), measured in `make demo` too: with 1
