@@ -39,10 +39,10 @@ from multidnn_sched.ros.params import (
     parse_overrides,
     split_list,
 )
-from multidnn_sched.ros.runtime import ModelRuntime, RuntimeSettings
+from multidnn_sched.ros.runtime import ModelRuntime
+from multidnn_sched.ros.settings import settings_from_values
 from multidnn_sched.ros.tasks import PerceptionTasks
 from multidnn_sched.ros.tracker_node import TrackerNode
-from multidnn_sched.runtime.policy import PolicyConfig
 
 NODE_MODELS: dict[str, str] = {"detector": "detector", "tracker": "embedder", "classifier": "classifier"}
 """Which runtime model each node submits to."""
@@ -55,29 +55,6 @@ SHUTDOWN_STEP_SEC = 2.0
 
 RuntimeFactory = Callable[[Mapping[str, ParamValue], Sequence[str]], ModelRuntime]
 """``(container parameter values, model names) -> runtime``."""
-
-
-def settings_from_values(values: Mapping[str, ParamValue]) -> RuntimeSettings:
-    """The container's parameter values -> :class:`RuntimeSettings`."""
-    policy = PolicyConfig(
-        lag_serialize_ms=float(values["policy.lag_serialize_ms"]),
-        lag_serialize_ratio=float(values["policy.lag_serialize_ratio"]),
-        hysteresis=float(values["policy.hysteresis"]),
-        min_dwell_sec=float(values["policy.min_dwell_sec"]),
-        settle_sec=float(values["policy.settle_sec"]),
-        accuracy_floor=float(values["policy.accuracy_floor"]),
-        swap_enabled=bool(values["policy.swap_enabled"]),
-        serialize_enabled=bool(values["policy.serialize_enabled"]),
-        swap_utilization=float(values["policy.swap_utilization"]),
-        admission_enabled=bool(values["policy.admission_enabled"]),
-        admission_utilization=float(values["policy.admission_utilization"]),
-    )
-    return RuntimeSettings(
-        policy=policy,
-        ema_alpha=float(values["lag.ema_alpha"]),
-        deadlines_ms={m: float(values[f"models.{m}.deadline_ms"]) for m in MODEL_NAMES},
-        priorities={m: int(values[f"models.{m}.priority"]) for m in MODEL_NAMES},
-    )
 
 
 def default_runtime_factory(values: Mapping[str, ParamValue], models: Sequence[str]) -> ModelRuntime:
