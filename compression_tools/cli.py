@@ -134,7 +134,13 @@ def setup_registry_model(
     return ModelSetup(pm, inputs, None, metric, spec.weights is not None)
 
 
-def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7, model_name: str | None = None) -> ModelSetup:
+def setup_model(
+    name: str,
+    frames: int = DEFAULT_FRAMES,
+    seed: int = 7,
+    model_name: str | None = None,
+    input_hw: tuple[int, int] | None = None,
+) -> ModelSetup:
     """Build, partition and prepare scene inputs for a default model, a torchvision model name or a registry
     name (``source:name``, see :func:`setup_registry_model`).
 
@@ -146,7 +152,7 @@ def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7, model_na
     from multidnn_sched.runtime.partition import partition_model
 
     if ":" in name:
-        return setup_registry_model(name, frames, seed, model_name)
+        return setup_registry_model(name, frames, seed, model_name, input_hw=input_hw)
     scenes = _scene_frames(frames, seed)
     if name in DEFAULT_MODELS:
         from multidnn_sched.models.crops import crop_batch
@@ -232,7 +238,9 @@ def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: S
     those for every other significant block (see :data:`SIGNIFICANT_BLOCK_MAC_FRACTION`)."""
     from .variants import BuildOptions, build_block_variants
 
-    setup = setup_model(model, args.frames, model_name=getattr(args, "name", None) or None)
+    size = getattr(args, "input", None)
+    setup = setup_model(model, args.frames, model_name=getattr(args, "name", None) or None,
+                        input_hw=(size[0], size[1]) if size else None)
     if not setup.trained and model in DEFAULT_MODELS:
         print(f"warning: {model} has no trained weights yet; accuracy figures are for random init", file=sys.stderr)
     names = [heaviest_block(setup.pm, setup.inputs[0]) if b == "heaviest" else b for b in blocks]
@@ -367,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None,
                    help="model name in the manifest: the runtime's model (e.g. classifier when a node runs it; "
                    "default: --model)")
+    p.add_argument("--input", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="network input size of a registry model (as the node / workload runs it)")
     p.add_argument("--block", action="append", default=None)
     p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="comma-separated variant kinds")
     _common(p)
