@@ -117,3 +117,34 @@ def test_v2_workload_of_four_torchvision_models_runs_every_bench_mode(tmp_path: 
         text = json.dumps(entry)
         for name in ("ssdlite", "mobilenet", "effnet", "resnet"):
             assert name in text, (mode, name)
+
+
+def test_executor_device_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _tiny_v2(tmp_path / "w.yaml")
+    raw = yaml.safe_load(path.read_text())
+    raw["executor"] = {"device": "gpu0"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="expected cpu, cuda or cuda:N, got 'gpu0'"):
+        load_workload(path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw["executor"] = {"device": "cuda"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="'cuda' requested but no CUDA GPU is usable"):
+        load_workload(path)
+
+
+@pytest.mark.needs_cuda
+def test_bench_blocks_mode_runs_on_cuda(tmp_path: Path) -> None:
+    """Runs the blocks mode with ``executor: {device: cuda}``; the models' blocks must allocate GPU memory
+    (``bench/block_modes.py`` has to hand ``workload.executor.device`` to its BlockExecutor)."""
+    from multidnn_sched.bench.cli import main
+
+    path = _tiny_v2(tmp_path / "w.yaml")
+    raw = yaml.safe_load(path.read_text())
+    raw["executor"] = {"device": "cuda"}
+    path.write_text(yaml.safe_dump(raw))
+    torch.cuda.reset_peak_memory_stats()
+    out = tmp_path / "bench.json"
+    assert main(["--workload", str(path), "--json", str(out), "--modes", "blocks"]) == 0
+    assert "blocks" in json.loads(out.read_text())["modes"]
+    assert torch.cuda.max_memory_allocated() > 0

@@ -108,6 +108,8 @@ class ExecutorSettings:
     queue_order: str = "edf"
     priority_weight_ms: float | None = None
     """Key bias per priority level (``None``: the executor's default, strict priority)."""
+    device: str = "cpu"
+    """torch device of the blocks modes: ``cpu``, ``cuda`` or ``cuda:N`` (checked at load time)."""
 
 
 @dataclass
@@ -150,6 +152,22 @@ class Workload:
         """Open-loop arrival instants of model ``name``'s frames at its own rate."""
         period = 1.0 / self.rate_for(name)
         return [t0 + i * period for i in range(self.n_frames_for(name))]
+
+
+def _check_device(device: str, where: str) -> None:
+    """``cpu`` / ``cuda`` / ``cuda:N``; CUDA without a usable GPU is an error here, never a silent CPU run."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", str(device)):
+        raise ConfigError(f"{where}: executor.device: expected cpu, cuda or cuda:N, got {device!r}")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{where}: executor.device: {device!r} requested but no CUDA GPU is usable here "
+                "(torch.cuda.is_available() is False)"
+            )
 
 
 def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
@@ -244,10 +262,11 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: model names must be unique (set name: per entry), got {names}")
     ex_raw = raw.get("executor", {}) or {}
-    unknown = set(ex_raw) - {"num_workers", "queue_order", "priority_weight_ms"}
+    unknown = set(ex_raw) - {"num_workers", "queue_order", "priority_weight_ms", "device"}
     if unknown:
         raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
     executor = ExecutorSettings(**ex_raw)
+    _check_device(executor.device, where)
     if version == 1:
         rate = float(_require(raw, "rate_hz", where))
     else:
