@@ -144,3 +144,56 @@ def test_container_runs_registry_models_on_cuda(tiny_bag: Path, tmp_path: Path) 
     run_ = replay_mode("blocks", bag, options, None)
     assert len(run_.outputs["detections"]) >= 4
     assert all(len(o.scores) > 0 for o in run_.outputs["detections"])
+
+
+def test_exported_detector_and_module_classifier_run_in_the_container(
+    tiny_bag: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import textwrap
+
+    from torch import nn
+
+    class TinyDetector(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 4, 1))
+            self.heat = nn.Conv2d(8, 2, 1)
+            self.box = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = torch.relu(self.body(x))
+            return self.heat(f) + 3.0, torch.relu(self.box(f)) * 8.0 + 8.0
+
+    torch.manual_seed(4)
+    exported = tmp_path / "det.pt2"
+    torch.export.save(torch.export.export(TinyDetector().eval(), (torch.zeros(1, 3, 64, 96),)), str(exported))
+    (tmp_path / "det_labels.txt").write_text("robot\npallet\n")
+    package = tmp_path / "user_nets_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def build() -> nn.Module:
+            return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                                 nn.Linear(8, 3))
+    """))
+    (tmp_path / "cls_labels.txt").write_text("ok\nworn\nbroken\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "detector": {"ros__parameters": {
+            "model": f"exported:{exported}", "labels_file": str(tmp_path / "det_labels.txt"),
+            "score_threshold": 0.0, "max_detections": 4}},
+        "tracker": {"ros__parameters": {"min_hits": 1}},
+        "classifier": {"ros__parameters": {"model": "module:user_nets_pkg.nets:build", "input_width": 32,
+                                           "input_height": 32, "labels_file": str(tmp_path / "cls_labels.txt")}},
+    }))
+    options = parse_options([str(tiny_bag), "--mode", "baseline", "--params-file", str(params), "--rate", "3",
+                             "--no-progress"])
+    run_ = replay_mode("baseline", load_bag(options.bag, options.image_topic, options.gt_topic), options, None)
+    detections = run_.outputs["detections"]
+    assert len(detections) >= 4 and all(len(o.scores) > 0 for o in detections)
+    assert {c for o in detections for c in o.class_ids} <= {"robot", "pallet"}
+    attributes = [a for o in run_.outputs["classified"] for a in o.attributes if a]
+    assert attributes and set(attributes) <= {"ok", "worn", "broken"}
