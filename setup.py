@@ -26,6 +26,7 @@ setup(
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
         (f"share/{PACKAGE}/config/workloads", sorted(glob("config/workloads/*.yaml"))),
+        (f"share/{PACKAGE}/config/examples", sorted(glob("config/examples/*.yaml"))),
     ],
     # rclpy, torch, vision_msgs... come from the ROS distribution (rosdep keys in package.xml) on robots and
     # from requirements/lock.txt in the standalone environment, so nothing is pinned here.
