@@ -146,6 +146,8 @@ class PerceptionContainer:
         from multidnn_sched.ros.tasks import default_tasks
 
         device = resolve_device(str(self.values["device"]))
+        if tasks is not None and runtime is not None:  # both injected (tests): nothing to load
+            return tasks, runtime
         choices = {n: read_model_choice(n, context, overrides.get(n)) for n in self.node_names}
         use_registry = runtime is None and runtime_factory is default_runtime_factory
         loaded = {}
