@@ -37,6 +37,7 @@ setup(
         (f"share/{PACKAGE}/launch", _data("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", _data("config/*.yaml")),
         (f"share/{PACKAGE}/config/workloads", _data("config/workloads/*.yaml")),
+        (f"share/{PACKAGE}/config/examples", _data("config/examples/*.yaml")),
     ],
     # rclpy, torch, vision_msgs... come from the ROS distribution (rosdep keys in package.xml) on robots and
     # from requirements/lock.txt in the standalone environment, so nothing is pinned here.

@@ -102,8 +102,47 @@ def _classifier_metric(crops: Sequence[torch.Tensor], labels: Sequence[Any]) -> 
     return metric
 
 
-def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7) -> ModelSetup:
-    """Build, partition and prepare scene inputs for a default model or a torchvision model name.
+def setup_registry_model(
+    name: str, frames: int = DEFAULT_FRAMES, seed: int = 7, model_name: str | None = None, **options: Any
+) -> ModelSetup:
+    """Build, partition and prepare scene inputs for any registry model (``torchvision:efficientnet_b0``,
+    ``exported:net.pt2``, ``module:pkg.mod:factory``...).
+
+    Models whose labels are not the synthetic scene's have no task metric there: accuracy is measured as
+    agreement with the model's own fp32 outputs (top-1 agreement for classifiers, output cosine otherwise).
+
+    Args:
+        name: registry name.
+        frames: scene frames used as inputs.
+        seed: scene seed.
+        model_name: the model's name in the manifest (the runtime's model name, e.g. ``classifier``; default:
+            the registry name).
+        options: ``weights``, ``labels_file``, ``input_hw``, ``task`` for the registry lookup.
+
+    Raises:
+        ConfigError: unknown name; CheckpointError: a file is missing or does not fit.
+    """
+    from multidnn_sched.models.registry import get_model_spec
+
+    spec = get_model_spec(name, **options)
+    if spec.source == "default":
+        return setup_model(name.removeprefix("default:"), frames, seed, model_name=model_name)
+    loaded = spec.load("cpu")
+    pm = loaded.partition(model_name or name)
+    inputs = [loaded.preprocess(f.image) for f in _scene_frames(frames, seed)]
+    metric = "top1_agreement_pct" if spec.task == "classification" else "output_cosine_pct"
+    return ModelSetup(pm, inputs, None, metric, spec.weights is not None)
+
+
+def setup_model(
+    name: str,
+    frames: int = DEFAULT_FRAMES,
+    seed: int = 7,
+    model_name: str | None = None,
+    input_hw: tuple[int, int] | None = None,
+) -> ModelSetup:
+    """Build, partition and prepare scene inputs for a default model, a torchvision model name or a registry
+    name (``source:name``, see :func:`setup_registry_model`).
 
     Raises:
         ConfigError: unknown model name.
@@ -112,13 +151,15 @@ def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7) -> Model
     from multidnn_sched.exceptions import ConfigError
     from multidnn_sched.runtime.partition import partition_model
 
+    if ":" in name:
+        return setup_registry_model(name, frames, seed, model_name, input_hw=input_hw)
     scenes = _scene_frames(frames, seed)
     if name in DEFAULT_MODELS:
         from multidnn_sched.models.crops import crop_batch
         from multidnn_sched.models.detector import detector_preprocess
 
         model, trained = _default_model(name)
-        pm = partition_model(model, name)
+        pm = partition_model(model, model_name or name)
         if name == "detector":
             return ModelSetup(pm, [detector_preprocess(f.image) for f in scenes], _detector_metric(scenes), "mAP50",
                               trained)
@@ -137,11 +178,12 @@ def setup_model(name: str, frames: int = DEFAULT_FRAMES, seed: int = 7) -> Model
     from multidnn_sched.models.detector import normalize_images, resize_uint8
 
     if name not in torchvision.models.list_models():
-        raise ConfigError(f"unknown model {name!r}: expected one of {list(DEFAULT_MODELS)} or a torchvision "
-                          "classification model name (random init)")
+        raise ConfigError(f"unknown model {name!r}: expected one of {list(DEFAULT_MODELS)}, a torchvision "
+                          "classification model name (random init) or a registry name such as "
+                          "torchvision:efficientnet_b0, exported:net.pt2, module:pkg.mod:factory")
     model = torchvision.models.get_model(name, weights=None).eval()
     inputs = [normalize_images(resize_uint8(f.image, (224, 224))) for f in scenes]
-    return ModelSetup(partition_model(model, name), inputs, None, "top1_agreement_pct", False)
+    return ModelSetup(partition_model(model, model_name or name), inputs, None, "top1_agreement_pct", False)
 
 
 def block_macs(pm: PartitionedModel, example: Carry) -> dict[str, int]:
@@ -196,7 +238,9 @@ def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: S
     those for every other significant block (see :data:`SIGNIFICANT_BLOCK_MAC_FRACTION`)."""
     from .variants import BuildOptions, build_block_variants
 
-    setup = setup_model(model, args.frames)
+    size = getattr(args, "input", None)
+    setup = setup_model(model, args.frames, model_name=getattr(args, "name", None) or None,
+                        input_hw=(size[0], size[1]) if size else None)
     if not setup.trained and model in DEFAULT_MODELS:
         print(f"warning: {model} has no trained weights yet; accuracy figures are for random init", file=sys.stderr)
     names = [heaviest_block(setup.pm, setup.inputs[0]) if b == "heaviest" else b for b in blocks]
@@ -325,7 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", action="append", default=None)
     _common(p)
     p = sub.add_parser("build", help="build variant kinds (combinations) for blocks")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="default model name, torchvision name or registry name (torchvision:efficientnet_b0, "
+                   "exported:net.pt2, module:pkg.mod:factory)")
+    p.add_argument("--name", default=None,
+                   help="model name in the manifest: the runtime's model (e.g. classifier when a node runs it; "
+                   "default: --model)")
+    p.add_argument("--input", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="network input size of a registry model (as the node / workload runs it)")
     p.add_argument("--block", action="append", default=None)
     p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="comma-separated variant kinds")
     _common(p)

@@ -26,58 +26,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from multidnn_sched.exceptions import CheckpointError, ConfigError, VariantError
+from multidnn_sched.exceptions import ConfigError, VariantError
+from multidnn_sched.runtime.backends.carry import (  # noqa: F401 - re-exported for the compression side
+    CARRY_METADATA_KEY,
+    carry_layout,
+    flatten_carry,
+    unflatten_carry,
+)
+from multidnn_sched.runtime.backends.ort import OrtBlock  # noqa: F401 - re-exported
 from multidnn_sched.runtime.block import Carry
 
 LOGGER = logging.getLogger(__name__)
 
-CARRY_METADATA_KEY = "multidnn_sched.carry"
 DEFAULT_OPSET = 17
 
 
-# --- carry <-> flat list of tensors ----------------------------------------------------------------------
-
-def carry_layout(carry: Carry) -> Any:
-    """Return a JSON-able layout of ``carry``: ``"T"`` for a tensor, ``{"tuple": [...]}``, ``{"list": [...]}``,
-    ``{"dict": [[key, layout], ...]}``.
-
-    Raises:
-        VariantError: a carry element that is not a tensor / tuple / list / dict.
-    """
-    if isinstance(carry, torch.Tensor):
-        return "T"
-    if isinstance(carry, tuple):
-        return {"tuple": [carry_layout(item) for item in carry]}
-    if isinstance(carry, list):
-        return {"list": [carry_layout(item) for item in carry]}
-    if isinstance(carry, dict):
-        return {"dict": [[str(key), carry_layout(value)] for key, value in carry.items()]}
-    raise VariantError(f"expected a carry of tensors (Tensor, tuple, list or dict), got {type(carry).__name__}")
-
-
-def flatten_carry(carry: Carry) -> list[torch.Tensor]:
-    """Return the tensors of ``carry`` in layout order."""
-    if isinstance(carry, torch.Tensor):
-        return [carry]
-    if isinstance(carry, dict):
-        return [t for value in carry.values() for t in flatten_carry(value)]
-    return [t for item in carry for t in flatten_carry(item)]
-
-
-def unflatten_carry(layout: Any, tensors: Sequence[torch.Tensor]) -> Carry:
-    """Inverse of :func:`flatten_carry` given a :func:`carry_layout`."""
-    iterator = iter(tensors)
-
-    def build(node: Any) -> Carry:
-        if node == "T":
-            return next(iterator)
-        if "tuple" in node:
-            return tuple(build(item) for item in node["tuple"])
-        if "list" in node:
-            return [build(item) for item in node["list"]]
-        return {key: build(value) for key, value in node["dict"]}
-
-    return build(layout)
 
 
 class _FlatWrapper(nn.Module):
@@ -212,73 +175,5 @@ def quantize_block_ort_int8(
     return out_path
 
 
-# --- runtime wrapper -----------------------------------------------------------------------------------------
 
-class OrtBlock(nn.Module):
-    """An ONNX file run by ONNX Runtime (CPU) behind the block contract: torch carry in, torch carry out.
-
-    ORT has its own intra-op thread pool, which competes with torch's threads; the executor sets the count
-    (e.g. 1 when blocks run in parallel, 2 when one runs alone) with :meth:`set_intra_op_threads`. One session
-    per thread count is created lazily and kept, so switching is a dict lookup after the first time.
-
-    Args:
-        onnx_path: the ``.onnx`` file (from :func:`export_onnx` / :func:`quantize_block_ort_int8`).
-        intra_op_threads: ORT intra-op threads; ``None`` (default): follow the calling thread's torch intra-op
-            thread count at every call — the BlockExecutor sets that per block (1 when sharing the CPU, all cores
-            when exclusive), so an ORT variant obeys the same thread budget as the torch block it replaces.
-
-    Raises:
-        CheckpointError: the file cannot be loaded or has no carry layout.
-    """
-
-    def __init__(self, onnx_path: Path, intra_op_threads: int | None = None) -> None:
-        super().__init__()
-        self.onnx_path = Path(onnx_path)
-        self._sessions: dict[int, Any] = {}
-        self.intra_op_threads = intra_op_threads
-        session = self._session(1 if intra_op_threads is None else intra_op_threads)
-        meta = session.get_modelmeta().custom_metadata_map
-        if CARRY_METADATA_KEY not in meta:
-            raise CheckpointError(f"ONNX file {self.onnx_path} lacks the {CARRY_METADATA_KEY!r} metadata entry")
-        layout = json.loads(meta[CARRY_METADATA_KEY])
-        self._in_layout, self._out_layout = layout["in"], layout["out"]
-        self._in_names = [i.name for i in session.get_inputs()]
-
-    def _session(self, threads: int) -> Any:
-        import onnxruntime as ort
-
-        if threads < 1:
-            raise ConfigError(f"expected intra_op_threads >= 1, got {threads}")
-        if threads not in self._sessions:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            # No busy-waiting between kernels: on a shared CPU spinning threads steal cores from other blocks.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            try:
-                self._sessions[threads] = ort.InferenceSession(str(self.onnx_path), sess_options=options,
-                                                               providers=["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - ORT raises its own (non-exported) exception types
-                raise CheckpointError(f"ONNX file {self.onnx_path} cannot be loaded by ONNX Runtime: {exc}") from exc
-        return self._sessions[threads]
-
-    def set_intra_op_threads(self, threads: int) -> None:
-        """Use ``threads`` ORT intra-op threads from the next call on (creates that session once)."""
-        self._session(threads)
-        self.intra_op_threads = threads
-
-    def forward(self, carry: Carry) -> Carry:
-        tensors = flatten_carry(carry)
-        if len(tensors) != len(self._in_names):
-            raise VariantError(f"{self.onnx_path.name}: expected {len(self._in_names)} input tensors, got "
-                               f"{len(tensors)}")
-        feeds = {name: t.detach().cpu().float().contiguous().numpy()
-                 for name, t in zip(self._in_names, tensors, strict=True)}
-        threads = self.intra_op_threads if self.intra_op_threads is not None else torch.get_num_threads()
-        outputs = self._session(threads).run(None, feeds)
-        return unflatten_carry(self._out_layout, [torch.from_numpy(o) for o in outputs])
-
-    def extra_repr(self) -> str:
-        return f"{self.onnx_path.name}, intra_op_threads={self.intra_op_threads}"
 

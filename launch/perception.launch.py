@@ -1,7 +1,7 @@
 """Launch the perception container: detector, tracker and classifier in ONE process on ONE BlockExecutor.
 
     ros2 launch multidnn_sched perception.launch.py params_file:=/path/to/perception.yaml use_sim_time:=true \
-        image_topic:=/camera/image_raw baseline:=false container_name:=perception_container
+        image_topic:=/camera/image_raw baseline:=false container_name:=perception_container device:=cuda
 
 Outputs: ``detections``, ``tracks``, ``classified`` (vision_msgs/Detection2DArray) and ``/diagnostics``.
 
@@ -32,6 +32,7 @@ def generate_launch_description() -> LaunchDescription:
     image_topic = LaunchConfiguration("image_topic")
     baseline = LaunchConfiguration("baseline")
     container_name = LaunchConfiguration("container_name")
+    device = LaunchConfiguration("device")
 
     def container(extra_args: list[str], condition: object) -> Node:
         return Node(
@@ -40,7 +41,7 @@ def generate_launch_description() -> LaunchDescription:
             output="screen",
             emulate_tty=True,
             arguments=extra_args,
-            parameters=[params_file, {"use_sim_time": use_sim_time}],
+            parameters=[params_file, {"use_sim_time": use_sim_time, "device": device}],
             remappings=[("image", image_topic), (f"{CONTAINER_NODE}:__node", container_name)],
             condition=condition,
         )
@@ -71,6 +72,12 @@ def generate_launch_description() -> LaunchDescription:
                 "baseline",
                 default_value="false",
                 description="true: each model whole in its node callback (comparison)",
+            ),
+            DeclareLaunchArgument(
+                "device",
+                default_value="cpu",
+                description="torch device of every model: cpu, cuda or cuda:N (overrides the params file; "
+                "cuda without a GPU stops the container at start-up)",
             ),
             container([], UnlessCondition(baseline)),
             container(["--baseline"], IfCondition(baseline)),

@@ -72,7 +72,7 @@ def build_executor(
     config = policy_config or PolicyConfig()
     config.swap_enabled = variants is not None
     weight = {} if settings.priority_weight_ms is None else {"priority_weight_ms": settings.priority_weight_ms}
-    executor = BlockExecutor("cpu", Policy(config), clock=clock, num_workers=settings.num_workers,
+    executor = BlockExecutor(settings.device, Policy(config), clock=clock, num_workers=settings.num_workers,
                              queue_order=settings.queue_order, **weight)
     try:
         for name, load in loads.items():

@@ -40,7 +40,13 @@ from multidnn_sched.bench.session import (
     run_sweep,
     summary_tables,
 )
-from multidnn_sched.bench.tasks import TaskInputs, build_model, build_task_inputs, render_truth_and_frames
+from multidnn_sched.bench.tasks import (
+    TaskInputs,
+    build_model,
+    build_task_inputs,
+    on_device,
+    render_truth_and_frames,
+)
 from multidnn_sched.bench.workload import Workload, load_workload
 from multidnn_sched.exceptions import ConfigError, MultiDnnError
 
@@ -173,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{workload.warmup_sec:.0f} s warm-up + {workload.duration_sec:.0f} s timed per run, modes {modes}, "
               f"{'sweep' if args.sweep else f'{args.repeats} repeat(s)'}", file=sys.stderr, flush=True)
         images, truth = render_truth_and_frames(workload.scene, workload.rate_hz)
-        tasks = {name: build_task_inputs(name, images, truth) for name in names}
-        models = {name: build_model(name, random_init=args.random_init) for name in names}
+        device = workload.executor.device
+        tasks = {m.name: on_device(build_task_inputs(m, images, truth), device) for m in workload.models}
+        models = {m.name: build_model(m, random_init=args.random_init).to(device) for m in workload.models}
         ctx = BenchContext(loads={m.name: m for m in workload.models}, models=models, tasks=tasks,
                            executor_settings=workload.executor, workload_path=args.workload,
                            random_init=args.random_init,

@@ -37,14 +37,16 @@ class _Command:
 
 
 def _child(name: str, random_init: bool, workload_path: str, commands: Any, out: Any) -> None:
-    from multidnn_sched.bench.tasks import build_model, build_task_inputs, render_truth_and_frames
+    from multidnn_sched.bench.tasks import build_model, build_task_inputs, on_device, render_truth_and_frames
     from multidnn_sched.bench.workload import load_workload
 
     try:
         workload = load_workload(workload_path)
+        load = workload.model(name)
+        device = workload.executor.device
         images, truth = render_truth_and_frames(workload.scene, workload.rate_hz)
-        task = build_task_inputs(name, images, truth)
-        model = build_model(name, random_init=random_init)
+        task = on_device(build_task_inputs(load, images, truth), device)
+        model = build_model(load, random_init=random_init).to(device)
         with torch.inference_mode():
             for x in task.inputs[:3]:
                 model(x)

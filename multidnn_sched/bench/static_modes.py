@@ -111,6 +111,17 @@ def _newest_arrived(arrivals_sec: list[float], now: float, start: int) -> int:
     return i
 
 
+def _synchronize(output: object) -> None:
+    """Wait for a CUDA forward to finish before the clock is read (CPU outputs: nothing to do)."""
+    first = output
+    while isinstance(first, tuple | list) and first:
+        first = first[0]
+    if isinstance(first, dict) and first:
+        first = next(iter(first.values()))
+    if isinstance(first, torch.Tensor) and first.is_cuda:
+        torch.cuda.synchronize(first.device)
+
+
 def _forward(model: nn.Module, task: TaskInputs, index: int, arrival: float, run: ModelRun, rule: StaleRule,
              clock: Clock, lock: AbstractContextManager) -> None:
     """Compute frame ``index`` and record its outcome (a raising frame fails alone, as in the executor)."""
@@ -118,6 +129,7 @@ def _forward(model: nn.Module, task: TaskInputs, index: int, arrival: float, run
         with lock:
             start = clock()
             output = model(task.input_for(index))
+            _synchronize(output)
             done = clock()
     except (RuntimeError, ValueError):
         run.record_failure(index)

@@ -8,18 +8,23 @@ scores the outputs of the frames it actually processed with the model's own task
   crop, is its nearest neighbour (cosine) among the previous processed frame's crops the same track?
   That is exactly what the tracker's appearance association relies on.
 * ``classifier`` — input: crops of the frame's visible GT objects; metric: attribute top-1.
+
+Any other registry model (workload schema v2): a detector gets the frame at its input size, a classifier the
+frame (``crops: 0``) or ``crops`` crops of the frame's objects. Their labels are not the scene's, so they have no
+task metric here: accuracy is ``None`` (reported ``n/a``), latency only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from multidnn_sched.bench.workload import SceneSource
+from multidnn_sched.bench.workload import ModelLoad, SceneSource, loaded_entry
 
 VISIBLE_FRACTION_MIN: float = 0.5
 """Objects less visible than this are neither cropped nor scored (same rule as the evaluation's ignore flag)."""
@@ -41,14 +46,28 @@ class FrameTruth:
     all_visible: np.ndarray
 
 
+DEFAULT_METRICS: dict[str, str] = {"detector": "map50", "classifier": "attribute_top1", "embedder": "reid_top1"}
+"""Task metric of each default model on the scene's ground truth."""
+
+
 @dataclass
 class TaskInputs:
-    """Pre-computed inputs of one model for every unique frame, plus what its metric needs."""
+    """Pre-computed inputs of one model for every unique frame, plus what its metric needs.
+
+    Attributes:
+        metric: ``"map50"``, ``"attribute_top1"``, ``"reid_top1"`` or ``None`` (no metric: the model's labels are
+            not the scene's; accuracy ``n/a``). ``""`` (default): the default model's metric from ``name``.
+    """
 
     name: str
     inputs: list[Tensor]
     truth: list[FrameTruth]
     image_size_wh: tuple[int, int]
+    metric: str | None = ""
+
+    def __post_init__(self) -> None:
+        if self.metric == "":
+            self.metric = DEFAULT_METRICS.get(self.name)
 
     def input_for(self, frame_index: int) -> Tensor:
         return self.inputs[frame_index % len(self.inputs)]
@@ -79,8 +98,42 @@ def render_truth_and_frames(scene: SceneSource, rate_hz: float) -> tuple[list[np
     return images, truth
 
 
-def build_task_inputs(name: str, images: list[np.ndarray], truth: list[FrameTruth]) -> TaskInputs:
-    """Pre-process every unique frame for model ``name`` (outside any timed region)."""
+def resolve_load(model: str | ModelLoad) -> ModelLoad:
+    """A workload entry for ``model``: itself, the loaded workload's entry of that name, a default model name or a
+    registry name (defaults for everything else)."""
+    if isinstance(model, ModelLoad):
+        return model
+    entry = loaded_entry(model)
+    if entry is not None:
+        return entry
+    return ModelLoad(model, deadline_ms=100.0, model=model if ":" in model else f"default:{model}")
+
+
+def _registry_model(load: ModelLoad) -> Any:
+    from multidnn_sched.models.registry import load_model
+
+    return load_model(
+        load.model,
+        weights=load.weights or None,
+        labels_file=load.labels_file or None,
+        input_hw=load.input_hw,
+        task=load.task,
+    )
+
+
+def _crop_boxes(truth: FrameTruth, count: int, width: int, height: int) -> np.ndarray:
+    """``count`` boxes: the frame's visible objects cycled, or the whole frame when it has none."""
+    boxes = truth.boxes_xyxy if len(truth.boxes_xyxy) else np.array([[0, 0, width, height]], np.float32)
+    return boxes[np.arange(count) % len(boxes)]
+
+
+def build_task_inputs(model: str | ModelLoad, images: list[np.ndarray], truth: list[FrameTruth]) -> TaskInputs:
+    """Pre-process every unique frame for ``model`` (a default model name, a workload entry or its name, or a
+    registry name), outside any timed region."""
+    load = resolve_load(model)
+    if load.model != f"default:{load.name}" or load.input_hw is not None or load.crops:
+        return _registry_task_inputs(load, images, truth)
+    name = load.name
     from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
     from multidnn_sched.models.crops import crop_batch
     from multidnn_sched.models.detector import detector_preprocess
@@ -105,36 +158,89 @@ def build_task_inputs(name: str, images: list[np.ndarray], truth: list[FrameTrut
     return TaskInputs(name=name, inputs=inputs, truth=truth, image_size_wh=(w, h))
 
 
-def build_model(name: str, *, random_init: bool = False) -> nn.Module:
-    """The default model ``name`` in eval mode, with the shipped weights unless ``random_init``."""
+def _registry_task_inputs(load: ModelLoad, images: list[np.ndarray], truth: list[FrameTruth]) -> TaskInputs:
+    loaded = _registry_model(load)
+    h, w = images[0].shape[:2]
+    if loaded.spec.task == "detection" or load.crops == 0:
+        inputs = [loaded.preprocess(img) for img in images]
+    else:
+        inputs = [
+            loaded.crops(img, _crop_boxes(t, load.crops, w, h)) for img, t in zip(images, truth, strict=True)
+        ]
+    metric = loaded.spec.metric if loaded.spec.source == "default" and not load.labels_file else None
+    if metric in ("attribute_top1", "reid_top1") and load.crops:
+        metric = None  # crops are cycled, not one per visible object: the GT pairing does not hold
+    return TaskInputs(name=load.name, inputs=inputs, truth=truth, image_size_wh=(w, h), metric=metric)
+
+
+def build_model(model: str | ModelLoad, *, random_init: bool = False) -> nn.Module:
+    """The model (its runtime core: a torchvision detector's tensor core) in eval mode.
+
+    Default models: the shipped weights unless ``random_init``. Other registry models (and default models with a
+    v2 input size / crops): the registry's weights (random for torchvision unless the entry names a file).
+    """
     from multidnn_sched.models import zoo
 
+    load = resolve_load(model)
+    name = load.name
+    if load.model != f"default:{name}" or load.input_hw is not None or load.crops:
+        return _registry_model(load).core  # eval mode already (registry)
     if random_init:
         builders: dict[str, Callable[[], nn.Module]] = {
             "detector": zoo.build_detector, "embedder": zoo.build_embedder, "classifier": zoo.build_classifier,
         }
-        model = builders[name]()
+        network = builders[name]()
     else:
-        models = zoo.load_default_models(device="cpu")
-        model = getattr(models, name)
-    return model.eval()
+        network = getattr(zoo.load_default_models(device="cpu"), name)
+    return network.eval()
+
+
+def on_device(task: TaskInputs, device: str) -> TaskInputs:
+    """``task`` with its input tensors on ``device`` (every mode then feeds the same device-resident inputs;
+    transfers are not part of what the bench compares)."""
+    if device == "cpu":
+        return task
+    task.inputs = [_to(x, device) for x in task.inputs]
+    return task
+
+
+def _to(value: Any, device: str) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, tuple | list):
+        return type(value)(_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
 
 
 def compact_output(name: str, output: object) -> object:
-    """What to keep of a model output for scoring (small, detached, CPU)."""
-    if isinstance(output, tuple):
-        return tuple(t.detach().cpu() for t in output)
-    assert isinstance(output, Tensor), type(output)
-    return output.detach().cpu()
+    """What to keep of a model output for scoring: detached CPU tensors, as a tensor or a flat tuple.
+
+    Dicts (torchvision detection heads) and lists become a tuple of their tensors in order: the scored models'
+    outputs are a tensor or a tuple, and a flat tuple of tensors also crosses the multiprocess boundary as numpy.
+    """
+    if isinstance(output, Tensor):
+        return output.detach().cpu()
+    if isinstance(output, dict):
+        output = tuple(output.values())
+    if isinstance(output, (tuple, list)):
+        flat: list[Tensor] = []
+        for value in output:
+            kept = compact_output(name, value)
+            flat.extend(kept if isinstance(kept, tuple) else (kept,))  # type: ignore[arg-type]
+        return tuple(flat)
+    raise TypeError(f"{name}: expected model outputs of tensors (tuple / list / dict), got {type(output).__name__}")
 
 
 def task_accuracy(task: TaskInputs, outputs: dict[int, object]) -> float | None:
-    """The model's task metric over the unique frames it processed (``outputs``: unique index -> output)."""
-    if not outputs:
+    """The model's task metric over the unique frames it processed (``outputs``: unique index -> output);
+    ``None`` when nothing was processed or the model has no metric on the scene (``task.metric is None``)."""
+    if not outputs or task.metric is None:
         return None
-    if task.name == "detector":
+    if task.metric == "map50":
         return _detector_map50(task, outputs)
-    if task.name == "classifier":
+    if task.metric == "attribute_top1":
         return _classifier_top1(task, outputs)
     return _embedder_reid_top1(task, outputs)
 

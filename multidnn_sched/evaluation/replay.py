@@ -27,21 +27,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from multidnn_sched.exceptions import BagError, CheckpointError, ConfigError
-
-MODES: tuple[str, ...] = ("baseline", "blocks", "blocks+swap")
-STAGES: tuple[tuple[str, str, str], ...] = (
-    ("detector", "detector", "detections"),
-    ("tracker", "embedder", "tracks"),
-    ("classifier", "classifier", "classified"),
+from multidnn_sched.evaluation.replay_records import (  # noqa: F401 - re-exported (tests, callers)
+    MODES,
+    STAGES,
+    BagData,
+    ModeRun,
+    Output,
+    ReplayOptions,
+    Sample,
 )
-"""(node, runtime model, output topic), in pipeline order."""
+from multidnn_sched.exceptions import BagError, CheckpointError, ConfigError
 
 SAMPLE_PERIOD_SEC = 0.5
 """Runtime status / RSS sampling period during a replay."""
@@ -54,130 +54,6 @@ STARTUP_GRACE_SEC = 1.0
 
 
 # ------------------------------------------------------------------------------------------------ records
-
-
-@dataclass
-class BagData:
-    """What the replay needs from a bag.
-
-    Attributes:
-        images: serialized ``sensor_msgs/Image`` (CDR) in log order.
-        stamps_ns: header stamp of each image.
-        period_ns: median spacing of the stamps (the recorded rate).
-        ground_truth: per image, its objects (``None``: the bag has no ground-truth topic).
-    """
-
-    images: list[bytes]
-    stamps_ns: list[int]
-    period_ns: int
-    ground_truth: list[list[Any]] | None
-
-    @property
-    def rate_hz(self) -> float | None:
-        """The recorded frame rate (``None`` for a single image)."""
-        return 1e9 / self.period_ns if self.period_ns > 0 else None
-
-
-@dataclass
-class Output:
-    """One received output message, reduced to arrays."""
-
-    stamp_ns: int
-    receive_sec: float
-    boxes_xyxy: np.ndarray
-    scores: np.ndarray
-    class_ids: list[str]
-    ids: list[str]
-    attributes: list[str]
-
-
-@dataclass
-class Sample:
-    """Runtime state at one time during a replay.
-
-    Attributes:
-        time_sec: seconds since the first image.
-        rss_mb: resident set size of this process.
-        blocks: ``(model, block) -> (lag_ms, mode, variant)``.
-    """
-
-    time_sec: float
-    rss_mb: float
-    blocks: dict[str, tuple[float | None, str, str]]
-
-
-@dataclass
-class ModeRun:
-    """Everything recorded while replaying one mode.
-
-    Attributes:
-        mode: the mode name.
-        published: ``stamp_ns -> publish time`` (perf_counter seconds) of every image sent.
-        frame_of_stamp: ``stamp_ns -> index into BagData`` (repeats when looping).
-        outputs: output topic -> received outputs.
-        samples: runtime state over time.
-        decisions: ``(time_sec since first image, model, block, action, reason)``.
-        node_counters: final per-node counters (received, processed, dropped, bad inputs).
-        runtime_dropped: frames dropped by the runtime's queues, per model.
-        wall_sec: replay duration.
-        start_sec: perf_counter time of the first image.
-        loops: how many times the bag was played.
-    """
-
-    mode: str
-    published: dict[int, float] = field(default_factory=dict)
-    frame_of_stamp: dict[int, int] = field(default_factory=dict)
-    outputs: dict[str, list[Output]] = field(default_factory=dict)
-    samples: list[Sample] = field(default_factory=list)
-    decisions: list[tuple[float, str, str, str, str]] = field(default_factory=list)
-    node_counters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runtime_dropped: dict[str, int] = field(default_factory=dict)
-    wall_sec: float = 0.0
-    start_sec: float = 0.0
-    loops: int = 1
-
-
-@dataclass
-class ReplayOptions:
-    """Command-line options.
-
-    Attributes:
-        bag: bag directory or file.
-        modes: modes to run, in order.
-        report_dir: where the report goes.
-        rate_hz: publish rate (``None``: the recorded rate).
-        loops: times to play the bag (soak).
-        soak_minutes: play the bag repeatedly for this long (overrides ``loops``).
-        max_frames: use only the first N images.
-        image_topic: image topic in the bag (and published).
-        gt_topic: ground-truth topic in the bag.
-        random_weights: build the default networks with random weights (tests; no accuracy meaning).
-        variants_manifest: ``compression_tools`` manifest whose variants ``blocks+swap`` may swap in.
-        workers: BlockExecutor workers (0: auto).
-        progress: show a progress bar.
-        container_params: extra container parameter values (name -> value).
-        node_params: extra perception-node parameter values (node -> name -> value).
-        domain_id: DDS domain of the replay (``None``: :func:`private_domain_id`).
-        mmap_threshold_bytes: glibc ``M_MMAP_THRESHOLD`` to pin (0: leave glibc's dynamic threshold).
-    """
-
-    bag: Path
-    modes: list[str]
-    report_dir: Path
-    rate_hz: float | None = None
-    loops: int = 1
-    soak_minutes: float | None = None
-    max_frames: int | None = None
-    image_topic: str = "/camera/image_raw"
-    gt_topic: str = "/ground_truth/detections"
-    random_weights: bool = False
-    variants_manifest: Path | None = None
-    workers: int = 0
-    progress: bool = True
-    container_params: dict[str, Any] = field(default_factory=dict)
-    node_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    domain_id: int | None = None
-    mmap_threshold_bytes: int = 0
 
 
 # -------------------------------------------------------------------------------------------------- bag
@@ -263,12 +139,14 @@ def build_models(random_weights: bool) -> dict[str, Any]:
 
 
 def make_runtime_factory(
-    mode: str, models: dict[str, Any], variants_manifest: Path | None
+    mode: str, models: dict[str, Any] | None, variants_manifest: Path | None
 ) -> Callable[[Any, Sequence[str]], Any]:
     """The container's runtime factory for ``mode`` (``baseline``: whole models in the callbacks)."""
     from multidnn_sched.ros.runtime import DirectRuntime
 
     def factory(values: Any, names: Sequence[str]) -> Any:
+        if models is None:
+            raise ConfigError("replay: expected the networks to replay (models) when no --params-file chooses them")
         chosen = {name: models[name] for name in names}
         if mode == "baseline":
             return DirectRuntime(chosen)
@@ -376,7 +254,7 @@ class _Recorder:
             return len(self._run.outputs[topic])
 
 
-def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[str, Any]) -> ModeRun:
+def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[str, Any] | None) -> ModeRun:
     """Run the container in ``mode`` on a fresh rclpy context and replay the bag through it."""
     import rclpy
     from rclpy.context import Context
@@ -391,8 +269,11 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
 
     run = ModeRun(mode)
     context = Context()
+    ros_args = ["--ros-args", "-r", f"image:={options.image_topic}"]
+    if options.params_file is not None:
+        ros_args += ["--params-file", str(options.params_file)]
     rclpy.init(
-        args=["--ros-args", "-r", f"image:={options.image_topic}"],
+        args=ros_args,
         context=context,
         domain_id=options.domain_id if options.domain_id is not None else private_domain_id(),
     )
@@ -410,11 +291,17 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
             overrides[node] = [Parameter("use_sim_time", value=True)] + [
                 Parameter(name, value=value) for name, value in extra.items()
             ]
-        container = PerceptionContainer(
-            context=context,
-            runtime_factory=make_runtime_factory(mode, models, options.variants_manifest),
-            parameter_overrides=overrides,
-        )
+        if options.params_file is not None:  # the nodes' `model` parameters choose; the registry loads
+            from multidnn_sched.ros.container import default_runtime_factory
+
+            factory = default_runtime_factory
+            if mode == "blocks+swap" and options.variants_manifest is not None:
+                overrides["perception_container"].append(
+                    Parameter("variants_manifest", value=str(options.variants_manifest))
+                )
+        else:
+            factory = make_runtime_factory(mode, models, options.variants_manifest)
+        container = PerceptionContainer(context=context, runtime_factory=factory, parameter_overrides=overrides)
         player = Node("bag_player", context=context)
         recorder = _Recorder(player, run)
         image_pub = player.create_publisher(Image, options.image_topic, qos_profile_sensor_data)
@@ -574,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin glibc's M_MMAP_THRESHOLD (e.g. 131072) so frame-sized buffers are unmapped on "
         "free (soak memory); 0: glibc default",
     )
+    parser.add_argument(
+        "--params-file",
+        type=Path,
+        default=None,
+        help="ROS params file for the container and its nodes (e.g. the nodes' model / weights / input size)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -605,6 +498,8 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         raise ConfigError(f"--rate: expected a positive rate in Hz, got {args.rate}")
     if args.loop < 1:
         raise ConfigError(f"--loop: expected >= 1, got {args.loop}")
+    if args.params_file is not None and not args.params_file.is_file():
+        raise ConfigError(f"--params-file: expected a ROS params YAML file, {args.params_file} does not exist")
     if args.soak_minutes is not None and args.soak_minutes <= 0:
         raise ConfigError(f"--soak-minutes: expected > 0, got {args.soak_minutes}")
     extra: dict[str, Any] = {}
@@ -638,6 +533,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         node_params=node_params,
         domain_id=args.domain_id,
         mmap_threshold_bytes=args.mmap_threshold_bytes,
+        params_file=args.params_file,
     )
 
 
@@ -653,7 +549,7 @@ def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> 
     if options.mmap_threshold_bytes:
         pin_mmap_threshold(options.mmap_threshold_bytes)
     bag = load_bag(options.bag, options.image_topic, options.gt_topic, options.max_frames)
-    if models is None:
+    if models is None and options.params_file is None:
         models = build_models(options.random_weights)
     runs = [replay_mode(mode, bag, options, models) for mode in options.modes]
     return write_report(runs, bag, options)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from multidnn_sched.evaluation.replay import STAGES, BagData, ModeRun, Output, ReplayOptions
+from multidnn_sched.evaluation.replay_records import STAGES, BagData, ModeRun, Output, ReplayOptions
 from multidnn_sched.runtime.executor import percentile
 
 VISIBLE_IGNORE_BELOW = 0.5

@@ -41,10 +41,10 @@ from multidnn_sched.ros.params import (
     parse_overrides,
     split_list,
 )
-from multidnn_sched.ros.runtime import ModelRuntime, RuntimeSettings
+from multidnn_sched.ros.runtime import ModelRuntime
+from multidnn_sched.ros.settings import settings_from_values
 from multidnn_sched.ros.tasks import PerceptionTasks
 from multidnn_sched.ros.tracker_node import TrackerNode
-from multidnn_sched.runtime.policy import PolicyConfig
 
 NODE_MODELS: dict[str, str] = {"detector": "detector", "tracker": "embedder", "classifier": "classifier"}
 """Which runtime model each node submits to."""
@@ -59,41 +59,15 @@ RuntimeFactory = Callable[[Mapping[str, ParamValue], Sequence[str]], ModelRuntim
 """``(container parameter values, model names) -> runtime``."""
 
 
-def settings_from_values(values: Mapping[str, ParamValue]) -> RuntimeSettings:
-    """The container's parameter values -> :class:`RuntimeSettings`."""
-    policy = PolicyConfig(
-        lag_serialize_ms=float(values["policy.lag_serialize_ms"]),
-        lag_serialize_ratio=float(values["policy.lag_serialize_ratio"]),
-        hysteresis=float(values["policy.hysteresis"]),
-        min_dwell_sec=float(values["policy.min_dwell_sec"]),
-        settle_sec=float(values["policy.settle_sec"]),
-        accuracy_floor=float(values["policy.accuracy_floor"]),
-        swap_enabled=bool(values["policy.swap_enabled"]),
-        serialize_enabled=bool(values["policy.serialize_enabled"]),
-        swap_utilization=float(values["policy.swap_utilization"]),
-        admission_enabled=bool(values["policy.admission_enabled"]),
-        admission_utilization=float(values["policy.admission_utilization"]),
-    )
-    return RuntimeSettings(
-        policy=policy,
-        ema_alpha=float(values["lag.ema_alpha"]),
-        deadlines_ms={m: float(values[f"models.{m}.deadline_ms"]) for m in MODEL_NAMES},
-        priorities={m: int(values[f"models.{m}.priority"]) for m in MODEL_NAMES},
-    )
-
-
 def default_runtime_factory(values: Mapping[str, ParamValue], models: Sequence[str]) -> ModelRuntime:
-    """Load the default zoo; ``baseline`` -> :class:`DirectRuntime`, else the shared ``BlockExecutor``."""
-    from multidnn_sched.models.zoo import load_default_models
-    from multidnn_sched.ros.runtime import DirectRuntime
+    """The default models from the registry on the container's ``device``; ``baseline`` ->
+    :class:`DirectRuntime`, else the shared ``BlockExecutor``. (The container itself, given this factory, loads
+    the models its nodes' ``model`` parameters name instead.)"""
+    from multidnn_sched.models.registry import load_model
+    from multidnn_sched.ros.model_setup import resolve_device, runtime_from_models
 
-    zoo = load_default_models().as_dict()
-    chosen = {name: zoo[name] for name in models}
-    if bool(values["baseline"]):
-        return DirectRuntime(chosen)
-    from multidnn_sched.ros.shared_runtime import SharedRuntime
-
-    return SharedRuntime(chosen, values)
+    device = resolve_device(str(values.get("device", "cpu")))
+    return runtime_from_models(values, {name: load_model(f"default:{name}", device) for name in models})  # type: ignore[return-value]
 
 
 class PerceptionContainer:
@@ -127,7 +101,12 @@ class PerceptionContainer:
         self.values = declare_parameters(self.node, CONTAINER_PARAMS)
         self.node_names = split_list(str(self.values["nodes"]))
         models = [NODE_MODELS[n] for n in self.node_names]
-        self.runtime = runtime if runtime is not None else runtime_factory(self.values, models)
+        try:
+            tasks, runtime = self._load_models(context, overrides, tasks, runtime, runtime_factory, models)
+        except (ConfigError, CheckpointError) as error:
+            self.node.destroy_node()
+            raise ConfigError(f"{container_name}: start-up parameters rejected: {error}") from error
+        self.runtime = runtime
         self._overrides: dict[str, list[Override]] = {"force_variant": [], "force_mode": []}
         try:
             self.runtime.configure(settings_from_values(self.values))
@@ -137,10 +116,6 @@ class PerceptionContainer:
             self.runtime.shutdown()
             self.node.destroy_node()
             raise ConfigError(f"{container_name}: start-up parameters rejected: {error}") from error
-        if tasks is None:
-            from multidnn_sched.ros.tasks import default_tasks
-
-            tasks = default_tasks()
         self.nodes: dict[str, PerceptionNode] = {}
         for name in self.node_names:
             self.nodes[name] = self._make_node(name, tasks, context, overrides.get(name))
@@ -151,6 +126,43 @@ class PerceptionContainer:
         )
         # Freed frame buffers stay resident in glibc's arenas (RSS grows over a soak); give them back.
         self.heap_trim_timer = self.node.create_timer(HEAP_TRIM_PERIOD_SEC, release_free_heap)
+
+    def _load_models(
+        self,
+        context: Context | None,
+        overrides: Mapping[str, list[Parameter]],
+        tasks: PerceptionTasks | None,
+        runtime: ModelRuntime | None,
+        runtime_factory: RuntimeFactory,
+        models: list[str],
+    ) -> tuple[PerceptionTasks, ModelRuntime]:
+        """Resolve ``device``, read the nodes' ``model`` parameters, load those models from the registry (when
+        the default factory or the default tasks need them) and build tasks and runtime."""
+        from multidnn_sched.ros.model_setup import (
+            load_models,
+            read_model_choice,
+            resolve_device,
+            runtime_from_models,
+            tasks_from_models,
+        )
+        from multidnn_sched.ros.tasks import default_tasks
+
+        device = resolve_device(str(self.values["device"]))
+        if tasks is not None and runtime is not None:  # both injected (tests): nothing to load
+            return tasks, runtime
+        choices = {n: read_model_choice(n, context, overrides.get(n)) for n in self.node_names}
+        use_registry = runtime is None and runtime_factory is default_runtime_factory
+        loaded = {}
+        if use_registry or (tasks is None and not all(c.is_default for c in choices.values())):
+            loaded = load_models(choices, device)
+        if tasks is None:
+            tasks = tasks_from_models(loaded, default_tasks()) if loaded else default_tasks()
+        if runtime is None:
+            if use_registry:
+                runtime = runtime_from_models(self.values, {NODE_MODELS[n]: m for n, m in loaded.items()})
+            else:
+                runtime = runtime_factory(self.values, models)
+        return tasks, runtime  # type: ignore[return-value]
 
     def _make_node(
         self, name: str, tasks: PerceptionTasks, context: Context | None, overrides: list[Parameter] | None

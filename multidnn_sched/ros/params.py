@@ -9,6 +9,7 @@ invalid ``ros2 param set`` is rejected with a reason naming the parameter, what 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,35 @@ class ParamSpec:
     read_only: bool = False
 
 
+MODEL_SOURCES: tuple[str, ...] = ("default:", "torchvision:", "exported:", "module:")
+"""Registry sources a node's ``model`` parameter may name (see ``multidnn_sched.models.registry``)."""
+
+MODEL_PARAM_NAMES: tuple[str, ...] = ("model", "weights", "labels_file", "input_width", "input_height")
+"""The read-only per-node parameters that choose the node's network (read once, before the runtime starts)."""
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
+
+
+def model_specs(default_model: str) -> tuple[ParamSpec, ...]:
+    """The per-node model choice: registry name, weights, labels and input size (all read-only)."""
+    return (
+        ParamSpec(
+            "model",
+            default_model,
+            "registry name: default:<name>, torchvision:<name>, exported:<file.pt2> or module:<pkg.mod>:<factory>",
+            read_only=True,
+        ),
+        ParamSpec(
+            "weights", "", "weights file, .safetensors or a torch state dict ('' the model's own)", read_only=True
+        ),
+        ParamSpec("labels_file", "", "class names, one per line ('' the model's own labels)", read_only=True),
+        ParamSpec("input_width", 0, "network input width, pixels (0: the model's default)", 0, 8192, read_only=True),
+        ParamSpec(
+            "input_height", 0, "network input height, pixels (0: the model's default)", 0, 8192, read_only=True
+        ),
+    )
+
+
 def _image_qos_spec() -> ParamSpec:
     return ParamSpec(
         "image_reliability",
@@ -68,6 +98,7 @@ DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("max_detections", 50, "most detections published per image", 1, 1000),
     _image_qos_spec(),
+    *model_specs("default:detector"),
 )
 
 TRACKER_PARAMS: tuple[ParamSpec, ...] = (
@@ -79,6 +110,7 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("appearance_weight", 0.5, "weight of appearance vs motion cost in the association", 0.0, 1.0),
     ParamSpec("max_iou_distance", 0.7, "motion gate: largest 1 - IoU matched", 0.0, 1.0),
     _image_qos_spec(),
+    *model_specs("default:embedder"),
 )
 
 CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
@@ -91,6 +123,7 @@ CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("max_objects", 32, "most objects classified per image (highest-scored first)", 1, 1024),
     _image_qos_spec(),
+    *model_specs("default:classifier"),
 )
 
 
@@ -130,6 +163,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "variants_manifest", "", "compression_tools manifest.json of block variants ('' none)", read_only=True
     ),
+    ParamSpec("device", "cpu", "torch device of every model: cpu, cuda or cuda:N", read_only=True),
     ParamSpec(
         "workers", 0, "BlockExecutor worker threads (0: auto, 1 on CPU, one per model on CUDA)", 0, 64,
         read_only=True,
@@ -221,6 +255,10 @@ def validate(spec: ParamSpec, value: object) -> str | None:
         unknown = [n for n in split_list(value) if n not in NODE_NAMES]
         if unknown or not split_list(value):
             return f"nodes: expected a non-empty comma-separated subset of {list(NODE_NAMES)}, got {value!r}"
+    if spec.name == "device" and isinstance(value, str) and not DEVICE_PATTERN.match(value):
+        return f"device: expected cpu, cuda or cuda:N, got {value!r}"
+    if spec.name == "model" and isinstance(value, str) and not value.startswith(MODEL_SOURCES):
+        return f"model: expected a registry name starting with one of {list(MODEL_SOURCES)}, got {value!r}"
     if spec.name in ("force_variant", "force_mode") and isinstance(value, str):
         try:
             parse_overrides(value, modes_only=spec.name == "force_mode")

@@ -24,6 +24,7 @@ from multidnn_sched.ros.runtime import (
     RuntimeSettings,
     RuntimeStatus,
 )
+from multidnn_sched.ros.settings import settings_from_values
 from multidnn_sched.runtime.block import Carry, PartitionedModel
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
@@ -74,12 +75,10 @@ class SharedRuntime:
         profile: bool = True,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        from multidnn_sched.ros.container import settings_from_values
-
         settings = settings_from_values(values)
         self._clock = clock
         self.executor = BlockExecutor(
-            "cpu",
+            str(values.get("device", "cpu")),  # the container's `device`, checked at start-up
             Policy(settings.policy),
             schedule=schedule,
             # 0 = auto: one worker on CPU (executor.ONE_OPENMP_TEAM_NOTE), measured in `make demo` too: with 1
@@ -184,7 +183,7 @@ def _attach_manifest_variants(manifest_path: Path, pm: PartitionedModel) -> floa
     Raises:
         CheckpointError: unreadable manifest, missing file or sha256 mismatch (the message names the file).
     """
-    from compression_tools.manifest import read_manifest
+    from multidnn_sched.runtime.backends.manifest import read_manifest
     from multidnn_sched.runtime.variant_loader import attach_variants, load_variants
 
     attach_variants(pm, load_variants(manifest_path, pm))

@@ -20,6 +20,7 @@ from torch import fx, nn
 from multidnn_sched.exceptions import PartitionError
 from multidnn_sched.runtime.block import Block
 from multidnn_sched.runtime.partition_blocks import downsamples
+from multidnn_sched.runtime.partition_families import known_family, partition_known
 from multidnn_sched.runtime.partition_fx import Liveness, liveness, probably_not_tensor, split_graph, trace
 
 MAX_COMPOSED_BLOCKS: int = 8
@@ -59,7 +60,6 @@ def partition_composed(model: nn.Module, name: str, depth: int = 0) -> list[Bloc
     Raises:
         PartitionError: the model has no children, or FX cannot trace it with its children as leaves.
     """
-    from multidnn_sched.runtime.partition import known_family, partition_known  # noqa: PLC0415 (import cycle)
 
     children = dict(model.named_children())
     if not children:

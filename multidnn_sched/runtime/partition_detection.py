@@ -1,19 +1,27 @@
-"""Detection families: torchvision RetinaNet / FCOS / SSD / SSDlite tensor cores.
+"""Detection families: torchvision RetinaNet / FCOS / SSD / SSDlite / Faster R-CNN tensor cores.
 
 torchvision detectors take a list of images and return boxes; only their *tensor core* is cut into blocks:
 ``images.tensors [B, 3, H, W]`` (already resized, normalised and batched by the model's
 ``GeneralizedRCNNTransform``) -> backbone body -> FPN / extra layers -> head -> ``dict[str, Tensor]`` of raw
 head outputs. The transform, anchor generation, ``postprocess_detections`` and ``transform.postprocess`` stay
 outside the blocks (see :class:`TorchvisionDetectionCore` and docs/partitioning.md).
+
+Faster R-CNN's region proposal network and RoI heads are data-dependent (top-k, NMS, RoI pooling of a variable
+number of proposals) and cannot be traced: its backbone stages and FPN are blocks, and RPN + RoI heads form
+ONE ``head`` block (:class:`TwoStageHead`) that returns the per-image ``boxes`` / ``scores`` / ``labels`` in
+network-input pixels (before ``transform.postprocess``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD, SSDFeatureExtractorVGG
 from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNet
@@ -25,8 +33,63 @@ from multidnn_sched.runtime.partition_blocks import (
     FpnBlock,
     L2NormFeature,
     ListHead,
+    as_tuple,
     group_by_stride,
 )
+
+
+class TwoStageHead(nn.Module):
+    """Faster R-CNN's RPN + RoI heads as one block.
+
+    Carry in: the FPN levels (tuple or list, in the FPN's output order); carry out: ``{"boxes": Tensor[N, 4]
+    (x1, y1, x2, y2) in network-input pixels, "scores": Tensor[N], "labels": Tensor[N]}`` for batch size 1,
+    else a list of such dicts, one per image.
+
+    Args:
+        rpn: the model's ``RegionProposalNetwork`` (shared, not copied).
+        roi_heads: the model's ``RoIHeads`` (shared).
+        level_names: the FPN output keys the RoI pooler expects (``"0"``, ``"1"``, ``"pool"``...).
+        level0_stride: network-input pixels per cell of the first level (input size = level-0 size x this;
+            inputs are padded to a multiple of 32, so it is exact).
+    """
+
+    def __init__(self, rpn: nn.Module, roi_heads: nn.Module, level_names: list[str], level0_stride: int) -> None:
+        super().__init__()
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.level_names = list(level_names)
+        self.level0_stride = int(level0_stride)
+
+    def forward(self, carry: object) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        levels = as_tuple(carry)
+        if len(levels) != len(self.level_names):
+            raise ValueError(
+                f"TwoStageHead expected {len(self.level_names)} levels {self.level_names}, got {len(levels)}"
+            )
+        features = OrderedDict(zip(self.level_names, levels, strict=True))
+        batch = levels[0].shape[0]
+        h, w = (int(v) * self.level0_stride for v in levels[0].shape[-2:])
+        # Anchors only read the image batch's shape, dtype and device: an expanded scalar allocates nothing.
+        images = ImageList(levels[0].new_zeros(()).expand(batch, 3, h, w), [(h, w)] * batch)
+        proposals, _ = self.rpn(images, features)
+        detections, _ = self.roi_heads(features, proposals, images.image_sizes)
+        return detections[0] if batch == 1 else detections
+
+
+def two_stage_head(model: nn.Module, probe_hw: tuple[int, int] = (224, 224)) -> TwoStageHead:
+    """The :class:`TwoStageHead` of a torchvision Faster R-CNN (level names and stride probed on zeros)."""
+    backbone = model.backbone
+    param = next(backbone.parameters())
+    training = backbone.training
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            features = backbone(torch.zeros(1, 3, *probe_hw, dtype=param.dtype, device=param.device))
+    finally:
+        backbone.train(training)
+    names = list(features)
+    first = features[names[0]]
+    return TwoStageHead(model.rpn, model.roi_heads, names, probe_hw[0] // int(first.shape[-2]))
 
 
 class TorchvisionDetectionCore(nn.Module):
@@ -49,24 +112,41 @@ class TorchvisionDetectionCore(nn.Module):
         return self.head(list(features.values()))
 
 
-DETECTION_FAMILIES: tuple[str, ...] = ("retinanet", "fcos", "ssd", "ssdlite")
+def detection_core(model: nn.Module) -> TorchvisionDetectionCore:
+    """The tensor core (batch tensor -> head outputs) the blocks of a torchvision detector reproduce."""
+    head = two_stage_head(model) if isinstance(model, FasterRCNN) else model.head
+    return TorchvisionDetectionCore(model.backbone, head)
+
+
+DETECTION_FAMILIES: tuple[str, ...] = ("retinanet", "fcos", "ssd", "ssdlite", "fasterrcnn")
 """Family names of the torchvision detectors whose tensor core is cut."""
 
 
 def is_torchvision_detector(model: nn.Module) -> bool:
-    """True for torchvision RetinaNet, FCOS and SSD / SSDlite models."""
-    return isinstance(model, (RetinaNet, FCOS, SSD))
+    """True for torchvision RetinaNet, FCOS, SSD / SSDlite and Faster R-CNN models."""
+    return isinstance(model, (RetinaNet, FCOS, SSD, FasterRCNN))
 
 
 def torchvision_detector_family(model: nn.Module) -> str:
-    """``"retinanet"``, ``"fcos"``, ``"ssd"`` (VGG) or ``"ssdlite"`` (MobileNet); raises ``ValueError`` else."""
+    """``"retinanet"``, ``"fcos"``, ``"ssd"`` (VGG), ``"ssdlite"`` (MobileNet) or ``"fasterrcnn"``; raises
+    ``ValueError`` else."""
+    if isinstance(model, FasterRCNN):
+        return "fasterrcnn"
     if isinstance(model, RetinaNet):
         return "retinanet"
     if isinstance(model, FCOS):
         return "fcos"
     if isinstance(model, SSD):
         return "ssdlite" if isinstance(model.backbone, SSDLiteFeatureExtractorMobileNet) else "ssd"
-    raise ValueError(f"expected a torchvision RetinaNet, FCOS or SSD model, got {type(model).__name__}")
+    raise ValueError(f"expected a torchvision RetinaNet, FCOS, SSD or Faster R-CNN model, got {type(model).__name__}")
+
+
+def detection_head(model: nn.Module) -> nn.Module:
+    """The head block module of a torchvision detector: :class:`ListHead` or, for Faster R-CNN,
+    :class:`TwoStageHead`."""
+    if isinstance(model, FasterRCNN):
+        return two_stage_head(model)
+    return ListHead(model.head)
 
 
 def _body_blocks(body: IntermediateLayerGetter) -> tuple[list[Block], list[str]]:
@@ -133,8 +213,8 @@ def _ssdlite_blocks(backbone: SSDLiteFeatureExtractorMobileNet) -> list[Block]:
 
 
 def partition_torchvision_detector(model: nn.Module, name: str) -> list[Block]:
-    """Blocks of the tensor core of a torchvision RetinaNet / FCOS (body stages, ``fpn``, ``head``) or SSD /
-    SSDlite (backbone stages, ``extra``, ``head``).
+    """Blocks of the tensor core of a torchvision RetinaNet / FCOS / Faster R-CNN (body stages, ``fpn``,
+    ``head``) or SSD / SSDlite (backbone stages, ``extra``, ``head``).
 
     Raises:
         PartitionError: the backbone is not one of the layouts torchvision builds.
@@ -152,5 +232,5 @@ def partition_torchvision_detector(model: nn.Module, name: str) -> list[Block]:
             f"cannot partition detector {name!r} ({type(model).__name__}): expected a BackboneWithFPN, "
             f"SSDFeatureExtractorVGG or SSDLiteFeatureExtractorMobileNet backbone, got {type(backbone).__name__}"
         )
-    blocks.append(Block("head", ListHead(model.head)))
+    blocks.append(Block("head", detection_head(model)))
     return blocks

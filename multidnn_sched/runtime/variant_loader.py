@@ -2,7 +2,8 @@
 
 Every file is checked against its manifest sha256 before anything is read from it (a mismatch raises
 :class:`CheckpointError`); torch variants are rebuilt from safetensors + JSON (no pickles), ONNX variants become
-:class:`~compression_tools.quantize.OrtBlock` sessions, TensorRT engines :class:`~compression_tools.tensorrt.TrtBlock`
+:class:`~multidnn_sched.runtime.backends.ort.OrtBlock` sessions, TensorRT engines
+:class:`~multidnn_sched.runtime.backends.trt.TrtBlock`
 (only on a CUDA device). The result maps block names to ready :class:`BlockVariant` objects, so a swap is a
 reference switch.
 """
@@ -13,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from compression_tools.manifest import VariantRecord, load_variant, read_manifest, verify_file
 from multidnn_sched.exceptions import CheckpointError, VariantError
+from multidnn_sched.runtime.backends.manifest import VariantRecord, load_variant, read_manifest, verify_file
 from multidnn_sched.runtime.block import BlockVariant, PartitionedModel
 
 _log = logging.getLogger(__name__)
@@ -25,11 +26,11 @@ def _ready_module(record: VariantRecord, path: Path, pm: PartitionedModel, intra
     if record.format == "torch-safetensors":
         return load_variant(path, pm.block(record.block).module).to(device)
     if record.format == "onnx":
-        from compression_tools.quantize import OrtBlock
+        from multidnn_sched.runtime.backends.ort import OrtBlock
 
         return OrtBlock(path, intra_op_threads)
     if record.format == "tensorrt":
-        from compression_tools.tensorrt import TrtBlock
+        from multidnn_sched.runtime.backends.trt import TrtBlock
 
         return TrtBlock(path)
     raise CheckpointError(f"variant {record.model}/{record.block}/{record.name}: cannot load format {record.format!r}")

@@ -35,7 +35,7 @@ from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
 from multidnn_sched.exceptions import BagError, ConfigError, ImageConversionError
-from multidnn_sched.ros.conversions import image_msg_to_numpy, mono_to_rgb
+from multidnn_sched.msgs.conversions import image_msg_to_numpy, mono_to_rgb
 from multidnn_sched.scenes.generator import (
     ATTRIBUTES,
     CLASSES,

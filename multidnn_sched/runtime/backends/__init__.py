@@ -1,0 +1,1 @@
+"""Block-variant backends and manifest reading: ONNX Runtime, TensorRT, torch safetensors variants."""
