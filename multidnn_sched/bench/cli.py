@@ -32,6 +32,7 @@ from multidnn_sched.bench.report import (
 )
 from multidnn_sched.bench.runs import RunPlan
 from multidnn_sched.bench.session import (
+    PROBE_DURATION_SEC,
     Progress,
     calibrate,
     find_assignment,
@@ -81,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep-range", type=_rate_pair, default=(2.0, 60.0), metavar="LO,HI",
                         help="camera rates the sweep searches, Hz (default 2,60)")
     parser.add_argument("--sweep-resolution", type=float, default=0.5, help="sweep resolution, Hz (default 0.5)")
+    parser.add_argument("--probe-sec", type=float, default=PROBE_DURATION_SEC,
+                        help=f"timed seconds of a thread-calibration probe (default {PROBE_DURATION_SEC:g})")
     parser.add_argument("--json", default="runs/bench/bench.json", help="output JSON (PNG written beside it)")
     parser.add_argument("--variants", default=None,
                         help=f"variant manifest of blocks+swap and the +variants modes (default: "
@@ -99,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.probe_sec <= 0:
+        parser.error(f"--probe-sec must be > 0, got {args.probe_sec}")
     if args.sweep_resolution <= 0:
         parser.error(f"--sweep-resolution must be > 0, got {args.sweep_resolution}")
     return args
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 assignment = find_assignment(ctx, rates, workload.warmup_sec)
             ctx.assignment = assignment
             calibration["variant_assignment"] = assignment
-        calibration.update(calibrate(ctx, modes, rates))
+        calibration.update(calibrate(ctx, modes, rates, args.probe_sec))
         result: dict[str, Any] = {
             "schema": 2,
             "provenance": provenance(args.workload, manifest, argv),

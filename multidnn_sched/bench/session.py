@@ -96,16 +96,18 @@ def find_assignment(ctx: BenchContext, rates_hz: Mapping[str, float], warmup_sec
 
 
 def calibrate(ctx: BenchContext, modes: Sequence[str], rates_hz: Mapping[str, float],
-              progress: Progress | None = None) -> dict[str, Any]:
-    """Calibrate the threads of every requested mode in ``CALIBRATED``; stores them in ``ctx.threads``."""
+              probe_sec: float = PROBE_DURATION_SEC, progress: Progress | None = None) -> dict[str, Any]:
+    """Calibrate the threads of every requested mode in ``CALIBRATED``; stores them in ``ctx.threads``.
+
+    ``probe_sec``: the timed window of a probe (its warm-up is half of it, at most ``PROBE_WARMUP_SEC``)."""
     out: dict[str, Any] = {}
-    plan = RunPlan.uniform(list(ctx.loads), dict(rates_hz), PROBE_WARMUP_SEC, PROBE_DURATION_SEC)
+    plan = RunPlan.uniform(list(ctx.loads), dict(rates_hz), min(PROBE_WARMUP_SEC, probe_sec / 2), probe_sec)
     for mode in (m for m in modes if m in CALIBRATED):
         def probe(threads: dict[str, int], mode: str = mode) -> float:
             if progress is not None:
                 progress.step(f"calibrating {mode}: threads {threads}")
             run = run_mode(ctx, mode, plan, threads=threads)
-            return score_run(ctx, run, plan, PROBE_DURATION_SEC).on_time_rate
+            return score_run(ctx, run, plan, probe_sec).on_time_rate
 
         calibration = calibrate_threads(probe, list(ctx.loads), ctx.cores)
         ctx.threads[mode] = calibration.threads
