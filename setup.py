@@ -56,10 +56,10 @@ setup(
             "multidnn-compress = compression_tools.cli:main",
             "multidnn-replay = multidnn_sched.evaluation.replay:main",
             # ROS 2 executables (`ros2 run multidnn_sched <name>`)
-            "perception_container = multidnn_sched.ros.container:main",
-            "detector = multidnn_sched.ros.detector_node:main",
-            "tracker = multidnn_sched.ros.tracker_node:main",
-            "classifier = multidnn_sched.ros.classifier_node:main",
+            "perception_container = multidnn_sched.ros.launcher:main",
+            "detector = multidnn_sched.ros.launcher:detector_main",
+            "tracker = multidnn_sched.ros.launcher:tracker_main",
+            "classifier = multidnn_sched.ros.launcher:classifier_main",
         ],
     },
 )

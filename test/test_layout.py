@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("multidnn_sched", "compression_tools")
 
@@ -125,12 +123,6 @@ def test_no_import_cycles_outside_ros() -> None:
     assert cycles == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remaining (issue 12, item 5): the node modules' main() import the container that imports the node "
-    "classes; the launcher split moves every main() into ros/launcher.py and the console_scripts there -- it "
-    "rewrites run()/main() and setup.py, which issue 10 is changing, so it is done after that merge",
-)
 def test_no_import_cycles_in_ros() -> None:
     assert _cycles(_package_graph()) == []
 

@@ -15,7 +15,8 @@ from rclpy.parameter import Parameter
 
 from multidnn_sched.evaluation.replay import load_bag, parse_options, replay_mode
 from multidnn_sched.exceptions import ConfigError
-from multidnn_sched.ros.container import PerceptionContainer, run
+from multidnn_sched.ros.container import PerceptionContainer
+from multidnn_sched.ros.launcher import run
 from multidnn_sched.ros.model_setup import read_model_choice, resolve_device
 from multidnn_sched.ros.params import CONTAINER_PARAMS, DETECTOR_PARAMS, specs_by_name, validate
 from multidnn_sched.scenes.bag import write_scene_bag

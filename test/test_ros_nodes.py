@@ -615,7 +615,7 @@ CTRL_C_SCRIPT = """
 import sys, time
 sys.path.insert(0, {test_dir!r})
 from test_ros_nodes import FakeRuntime, fake_tasks
-from multidnn_sched.ros.container import exit_after_teardown, run
+from multidnn_sched.ros.launcher import exit_after_teardown, run
 print("starting", flush=True)
 code = run(["perception_container", "--baseline"], runtime_factory=lambda values, names: FakeRuntime(),
            tasks=fake_tasks())

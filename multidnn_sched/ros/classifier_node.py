@@ -142,10 +142,3 @@ class ClassifierNode(PerceptionNode):
     def _label(self, index: int) -> str:
         labels = self._task.labels
         return labels[index] if 0 <= index < len(labels) else str(index)
-
-
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run multidnn_sched classifier``: this node alone, with its own runtime."""
-    from multidnn_sched.ros.container import run_standalone
-
-    run_standalone("classifier", args)

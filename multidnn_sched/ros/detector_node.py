@@ -72,10 +72,3 @@ class DetectorNode(PerceptionNode):
             self.stats.on_processed(now_ms() - start_ms)
 
         self.run_model(self._task.preprocess(frame), publish)
-
-
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run multidnn_sched detector``: this node alone, with its own runtime."""
-    from multidnn_sched.ros.container import run_standalone
-
-    run_standalone("detector", args)

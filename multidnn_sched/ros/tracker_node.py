@@ -142,10 +142,3 @@ def _to_numpy(output: object) -> np.ndarray:
     if detach is not None:
         return detach().float().cpu().numpy()
     return np.asarray(output, np.float32)
-
-
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run multidnn_sched tracker``: this node alone, with its own runtime."""
-    from multidnn_sched.ros.container import run_standalone
-
-    run_standalone("tracker", args)
