@@ -14,6 +14,7 @@ from pathlib import Path
 from multidnn_sched.evaluation.evaluate import bag_frames, evaluate, generated_frames
 from multidnn_sched.exceptions import BagError, CheckpointError, ConfigError
 from multidnn_sched.models.checkpoints import WEIGHTS_DIR
+from multidnn_sched.scenes.generator import PROFILES, profile_config
 
 EXIT_BAD_INPUT: int = 2
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bag", type=Path, help="rosbag2 written by multidnn-scenes (image + ground truth)")
     source.add_argument("--scene-seed", type=int, help="evaluate frames straight from SceneGenerator(seed)")
+    parser.add_argument("--profile", choices=PROFILES, default="hard",
+                        help="scene profile of --scene-seed frames (default hard; a bag carries its own)")
     parser.add_argument("--frames", type=int, default=None, help="evaluate at most this many frames")
     parser.add_argument("--json", type=Path, default=None, help="write the report here (also printed)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights dir with manifest.json")
@@ -50,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise BagError(f"{args.bag}: no such bag (expected a rosbag2 directory or storage file)")
             frames = bag_frames(args.bag, args.frames)
         else:
-            frames = generated_frames(args.scene_seed, args.frames if args.frames is not None else 300)
+            frames = generated_frames(
+                args.scene_seed, args.frames if args.frames is not None else 300, profile_config(args.profile)
+            )
         report = evaluate(frames, args.weights, args.device, profile=not args.no_profile)
     except (BagError, CheckpointError, ConfigError) as exc:
         print(f"multidnn-evaluate: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report["source"] = str(args.bag) if args.bag is not None else f"SceneGenerator(seed={args.scene_seed})"
+    report["source"] = (
+        str(args.bag) if args.bag is not None else f"SceneGenerator(seed={args.scene_seed}, profile={args.profile})"
+    )
     text = json.dumps(report, indent=2, sort_keys=True)
     if args.json is not None:
         try:
