@@ -518,17 +518,22 @@ class _Sequence:
         model = self.movers[int(rng.integers(0, len(self.movers)))] if self.movers else None
         if model is not None and rng.uniform() < _HARD_LOOKALIKE_PROBABILITY:
             mover.class_id, mover.attribute_id, mover.fill_id = model.class_id, model.attribute_id, model.fill_id
-            mover.colour_rgb = (model.colour_rgb + rng.uniform(-8.0, 8.0, 3)).astype(np.float32)
+            # Same size, colours and texture scale: only the texture kind tells them apart.
+            mover.colour_rgb = model.colour_rgb.copy()
+            mover.fill_rgb = None if model.fill_rgb is None else model.fill_rgb.copy()
             others = [p for p in range(len(PATTERNS)) if p != model.pattern_id]
             mover.pattern_id = others[int(rng.integers(0, len(others)))]
-            mover.size_px = float(model.size_px * rng.uniform(0.85, 1.15))
+            mover.size_px = model.size_px
+            mover.pattern_freq = model.pattern_freq
         else:
             fills = [a for a in range(n_attr) if a != mover.attribute_id]
             mover.fill_id = fills[int(rng.integers(0, len(fills)))]
             mover.pattern_id = int(rng.integers(0, len(PATTERNS)))
-        mover.fill_rgb = (_ATTRIBUTE_RGB[mover.fill_id] + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(
-            np.float32)
-        mover.pattern_freq = float(rng.uniform(2.5, 4.0))
+            mover.fill_rgb = (_ATTRIBUTE_RGB[mover.fill_id]
+                              + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(np.float32)
+            mover.pattern_freq = float(rng.uniform(2.5, 4.0))
+        # Faster spin than the easy profile: a template taken a second earlier no longer matches.
+        mover.spin_rad_per_frame = float(rng.uniform(-0.08, 0.08)) if self.cfg.rotation else 0.0
         mover.appearance_id = ((mover.class_id * n_attr + mover.attribute_id) * n_attr + mover.fill_id) * len(
             PATTERNS) + mover.pattern_id
 
