@@ -24,8 +24,9 @@ from multidnn_sched.models.zoo import (
     build_classifier,
     build_detector,
     build_embedder,
+    load_default_models,
 )
-from multidnn_sched.scenes.generator import easy_config
+from multidnn_sched.scenes.generator import easy_config, hard_config
 
 
 def test_colour_rule_reads_solid_easy_objects() -> None:
@@ -82,3 +83,44 @@ def test_cli_sanity_with_random_weights_fails_the_gates(tmp_path: Path,
     assert section["frames"] == 6 and section["passed"] is False and section["reid_gap_frames"] == 3
     assert not next(g for g in section["gates"] if g["name"].startswith("classifier top1"))["passed"]
     assert "FAILED" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- shipped weights
+@pytest.fixture(scope="module")
+def shipped_sanity() -> dict:
+    """The sanity section of the shipped weights on 36 hard frames of a seed used nowhere else (~15 s)."""
+    torch.set_num_threads(1)
+    frames = list(generated_frames(2027, 36, hard_config()))
+    return sanity_report(frames, load_default_models(), random_seeds=(0,), reid_gap=12)
+
+
+def _gate(section: dict, prefix: str) -> dict:
+    return next(g for g in section["gates"] if g["name"].startswith(prefix))
+
+
+def test_shipped_detector_beats_random_init_by_the_margin(shipped_sanity: dict) -> None:
+    assert _gate(shipped_sanity, "detector map50: random_init")["passed"], shipped_sanity["detector"]
+    # Honest floor of the shipped detector (measured 0.50 on 300 frames of seed 4242, 0.59 here; the issue's
+    # 0.75 is not reached, see the strict xfail below and docs/models.md).
+    assert shipped_sanity["detector"]["trained"]["map50"] >= 0.45, shipped_sanity["detector"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13: the shipped detector reaches mAP50 0.50-0.59 on hard frames, "
+                   "below the 0.75 floor (16 min of fine-tuning on 2 shared cores). Strict: passes -> update.")
+def test_shipped_detector_meets_the_issue_floor(shipped_sanity: dict) -> None:
+    assert _gate(shipped_sanity, "trained detector_map50")["passed"], shipped_sanity["detector"]
+
+
+def test_shipped_classifier_beats_the_colour_rule_and_its_floor(shipped_sanity: dict) -> None:
+    assert shipped_sanity["classifier"]["num_crops"] >= 100
+    assert _gate(shipped_sanity, "classifier top1: colour_rule")["passed"], shipped_sanity["classifier"]
+    assert _gate(shipped_sanity, "trained classifier_top1")["passed"], shipped_sanity["classifier"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13: the shipped embedder (easy-profile training, kept because "
+                   "the hard retrain missed the gates) is not 0.25 above the thumbnail / random-init baselines at "
+                   "look-alike re-ID or IDF1; see docs/models.md. Strict: passes -> update this test.")
+def test_shipped_embedder_meets_the_gates(shipped_sanity: dict) -> None:
+    assert shipped_sanity["embedder"]["lookalike_queries"] >= 50
+    gates = [g for g in shipped_sanity["gates"] if g["name"].startswith("embedder")]
+    assert gates and all(g["passed"] for g in gates), gates
