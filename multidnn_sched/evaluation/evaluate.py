@@ -33,7 +33,7 @@ from multidnn_sched.models.detector import DETECTOR_INPUT_HW
 from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
 from multidnn_sched.models.profiling import DEFAULT_CROPS_PER_FRAME, model_cost
 from multidnn_sched.models.zoo import DefaultModels, PerceptionPipeline, load_default_models
-from multidnn_sched.scenes.generator import GroundTruthObject, SceneConfig, SceneGenerator
+from multidnn_sched.scenes.generator import GroundTruthObject, SceneConfig, SceneGenerator, hard_config
 
 MIN_VISIBLE_FRACTION: float = 0.5
 
@@ -71,8 +71,11 @@ def bag_frames(path: Path, max_frames: int | None = None) -> Iterator[LabelledFr
 def generated_frames(
     seed: int, num_frames: int, config: SceneConfig | None = None
 ) -> Iterator[LabelledFrame]:
-    """Frames straight from ``SceneGenerator`` (same content as a bag written with that seed)."""
-    for frame in SceneGenerator(config or SceneConfig(), seed).frames(num_frames):
+    """Frames straight from ``SceneGenerator`` (same content as a bag written with that seed and profile).
+
+    ``config`` defaults to the hard profile (``hard_config()``), the evaluation default.
+    """
+    for frame in SceneGenerator(config or hard_config(), seed).frames(num_frames):
         yield LabelledFrame(frame.image, frame.objects)
 
 

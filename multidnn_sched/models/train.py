@@ -48,7 +48,7 @@ from multidnn_sched.models.zoo import (
     build_detector,
     build_embedder,
 )
-from multidnn_sched.scenes.generator import SceneConfig, SceneGenerator
+from multidnn_sched.scenes.generator import PATTERNS, PROFILES, SceneGenerator, profile_config
 
 EVALUATION_SEED: int = 1234
 """Seed of the acceptance sequence; never used for training."""
@@ -69,7 +69,8 @@ class TrainData:
         images: ``uint8[N, 3, 240, 320]`` detector inputs.
         boxes: per image ``float32[K, 4]`` boxes in detector-input pixels.
         labels: per image ``int64[K]`` class ids.
-        emb_crops: ``uint8[M, 3, 64, 64]``; emb_ids: ``int64[M]`` appearance identity (class * A + attribute).
+        emb_crops: ``uint8[M, 3, 64, 64]``; emb_ids: ``int64[M]`` appearance identity
+            (``SceneFrame.appearance``: easy ``class * A + attribute``, hard also fill colour and texture).
         cls_crops: ``uint8[M, 3, 96, 96]``; cls_labels: ``int64[M]`` attribute ids.
         seeds: scene seeds used.
     """
@@ -82,6 +83,14 @@ class TrainData:
     cls_crops: Tensor
     cls_labels: Tensor
     seeds: list[int]
+    profile: str = "hard"
+
+
+def num_appearance_ids(profile: str) -> int:
+    """Size of the appearance-identity space of a scene profile (see ``SceneFrame.appearance``)."""
+    if profile == "hard":
+        return NUM_CLASSES * NUM_ATTRIBUTES * NUM_ATTRIBUTES * len(PATTERNS)
+    return NUM_CLASSES * NUM_ATTRIBUTES
 
 
 def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
@@ -106,7 +115,13 @@ def _crops_uint8(image: np.ndarray, boxes: np.ndarray, size_hw: tuple[int, int],
 
 
 def render_training_data(
-    seeds: list[int], frames_per_seed: int, keep_every: int, crop_every: int, crops_per_object: int, seed: int
+    seeds: list[int],
+    frames_per_seed: int,
+    keep_every: int,
+    crop_every: int,
+    crops_per_object: int,
+    seed: int,
+    profile: str = "hard",
 ) -> TrainData:
     """Render scenes and cut the training material (see ``TrainData``)."""
     if EVALUATION_SEED in seeds:
@@ -121,7 +136,7 @@ def render_training_data(
     emb_ids: list[np.ndarray] = []
     cls_crops: list[Tensor] = []
     cls_labels: list[np.ndarray] = []
-    config = SceneConfig()
+    config = profile_config(profile)
     scale_x = DETECTOR_INPUT_HW[1] / config.width
     scale_y = DETECTOR_INPUT_HW[0] / config.height
     progress = tqdm(total=len(seeds) * frames_per_seed, desc="render", unit="frame")
@@ -139,10 +154,11 @@ def render_training_data(
             if (frame.index // keep_every) % crop_every or not objects:
                 continue
             attrs = np.array([o.attribute_id for o in objects], np.int64)
+            ids = np.array([frame.appearance[o.track_id] for o in objects], np.int64)
             for _ in range(crops_per_object):
                 jittered = jitter_boxes(boxes, rng, 0.12)
                 emb_crops.append(_crops_uint8(frame.image, jittered, EMBEDDER_INPUT_HW, 0.1))
-                emb_ids.append(labels * NUM_ATTRIBUTES + attrs)
+                emb_ids.append(ids)
                 cls_crops.append(_crops_uint8(frame.image, jittered, CLASSIFIER_INPUT_HW, 0.1))
                 cls_labels.append(attrs)
     progress.close()
@@ -155,14 +171,17 @@ def render_training_data(
         cls_crops=torch.cat(cls_crops),
         cls_labels=torch.from_numpy(np.concatenate(cls_labels)),
         seeds=list(seeds),
+        profile=profile,
     )
 
 
 def load_or_render(
-    cache_dir: Path, seeds: list[int], frames_per_seed: int, keep_every: int, seed: int
+    cache_dir: Path, seeds: list[int], frames_per_seed: int, keep_every: int, seed: int, profile: str = "hard"
 ) -> TrainData:
-    """Render once, then reuse ``cache_dir/train_<...>.pt`` (plain tensors; loaded with weights_only=True)."""
-    key = f"train_s{seeds[0]}-{seeds[-1]}_f{frames_per_seed}_k{keep_every}_r{seed}.pt"
+    """Render once, then reuse ``cache_dir/train_<profile>_<...>.pt`` (plain tensors; weights_only=True)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"scene profile: expected one of {PROFILES}, got {profile!r}")
+    key = f"train_{profile}_s{seeds[0]}-{seeds[-1]}_f{frames_per_seed}_k{keep_every}_r{seed}.pt"
     path = cache_dir / key
     if path.is_file():
         raw = torch.load(path, weights_only=True)
@@ -175,9 +194,10 @@ def load_or_render(
             cls_crops=raw["cls_crops"],
             cls_labels=raw["cls_labels"],
             seeds=[int(s) for s in raw["seeds"].tolist()],
+            profile=profile,
         )
     data = render_training_data(
-        seeds, frames_per_seed, keep_every, crop_every=2, crops_per_object=2, seed=seed
+        seeds, frames_per_seed, keep_every, crop_every=2, crops_per_object=2, seed=seed, profile=profile
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -380,7 +400,7 @@ def train_embedder(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = _initial(build_embedder(), "embedder", init)
-    num_ids = NUM_CLASSES * NUM_ATTRIBUTES
+    num_ids = num_appearance_ids(data.profile)
     proxies = nn.Parameter(torch.randn(num_ids, model.embedding_dim) * 0.1)
     optimizer = _optimizer(model, schedule.lr_max, 0.05)
     optimizer.add_param_group({"params": [proxies], "weight_decay": 0.0})
@@ -451,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cache", type=Path, default=Path("runs/train_cache"), help="rendered-frame cache")
     parser.add_argument("--train-seeds", default="101-116", help="scene seeds, 'LO-HI' or 'A,B,C' (not 1234)")
+    parser.add_argument("--profile", choices=PROFILES, default="hard", help="scene profile (default hard)")
     parser.add_argument("--frames-per-seed", type=int, default=120)
     parser.add_argument("--keep-every", type=int, default=2, help="keep every k-th rendered frame")
     parser.add_argument("--seed", type=int, default=0, help="training seed (init, batches, augmentation)")
@@ -481,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             args.minutes = 15.0
         crop_h, crop_w = (int(v) for v in args.detector_crop.lower().split("x"))
         t0 = time.perf_counter()
-        data = load_or_render(args.cache, seeds, args.frames_per_seed, args.keep_every, args.seed)
+        data = load_or_render(
+            args.cache, seeds, args.frames_per_seed, args.keep_every, args.seed, args.profile
+        )
         print(
             f"data: {data.images.shape[0]} frames, {data.emb_crops.shape[0]} crops from seeds "
             f"{seeds[0]}..{seeds[-1]} ({time.perf_counter() - t0:.0f} s)"
@@ -512,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
             storage_dtype=torch.float32 if args.fp32 else torch.float16,
             training={
                 "train_seeds": f"{seeds[0]}-{seeds[-1]}",
+                "scene_profile": args.profile,
+                "init_from": str(args.init_from) if args.init_from is not None else None,
                 "frames_per_seed": args.frames_per_seed,
                 "keep_every": args.keep_every,
                 "seed": args.seed,

@@ -3,6 +3,8 @@
 Example::
 
     multidnn-scenes --seed 1234 --frames 300 --out data/scene_seed1234 --preview data/scene_seed1234.png
+
+The default profile is ``hard`` (the evaluation and demo default); ``--profile easy`` gives the plain scenes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from multidnn_sched.exceptions import BagError, ConfigError
-from multidnn_sched.scenes.generator import ATTRIBUTES, CLASSES, SceneConfig, SceneFrame, SceneGenerator
+from multidnn_sched.scenes.generator import (
+    ATTRIBUTES,
+    CLASSES,
+    PROFILES,
+    SceneConfig,
+    SceneFrame,
+    SceneGenerator,
+    profile_config,
+)
 
 EXIT_USAGE = 2
 
@@ -32,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=640, help="image width in pixels (default 640)")
     parser.add_argument("--height", type=int, default=480, help="image height in pixels (default 480)")
     parser.add_argument("--rate", type=float, default=15.0, help="frame rate in Hz (default 15)")
+    parser.add_argument("--profile", choices=PROFILES, default="hard",
+                        help="scene profile: hard (default; clutter, occluders, look-alikes, rim-coloured "
+                             "attributes) or easy (solid shapes)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage")
     parser.add_argument("--preview", type=Path, default=None, help="also write frame 0 with GT boxes as a PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -39,16 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scaled_config(width: int, height: int, rate_hz: float) -> SceneConfig:
-    """Default world scaled to the image size (object sizes and speeds are defined for 640x480)."""
-    scale = min(width / 640.0, height / 480.0)
-    base = SceneConfig()
-    return SceneConfig(
-        width=width, height=height, rate_hz=rate_hz,
-        min_size_px=max(4.0, base.min_size_px * scale), max_size_px=max(4.0, base.max_size_px * scale),
-        min_speed_px_per_frame=base.min_speed_px_per_frame * scale,
-        max_speed_px_per_frame=base.max_speed_px_per_frame * scale,
-    )
+def _scaled_config(width: int, height: int, rate_hz: float, profile: str = "hard") -> SceneConfig:
+    """The profile's world scaled to the image size (object sizes and speeds are defined for 640x480)."""
+    return profile_config(profile, width, height, rate_hz)
 
 
 def write_preview(path: Path, frame: SceneFrame) -> None:
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.frames < 1:
             raise ConfigError(f"--frames: expected >= 1, got {args.frames}")
-        config = _scaled_config(args.width, args.height, args.rate)
+        config = _scaled_config(args.width, args.height, args.rate, args.profile)
         config.validate()
         if out.exists():
             if not args.overwrite:
@@ -105,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     size_mb = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({args.storage}, {size_mb:.1f} MB) in {elapsed_sec:.1f} s: {args.frames} frames "
-          f"{config.width}x{config.height} @ {config.rate_hz:g} Hz, seed {args.seed}, "
+          f"{config.width}x{config.height} @ {config.rate_hz:g} Hz, seed {args.seed}, profile {config.profile}, "
           f"{info.duration_sec:.2f} s of data")
     for topic, summary in sorted(info.topics.items()):
         print(f"  {topic}  {summary.msgtype}  x{summary.message_count}")

@@ -24,6 +24,12 @@ import numpy as np
 
 from multidnn_sched.exceptions import ConfigError
 
+PROFILES: tuple[str, ...] = ("easy", "hard")
+"""Scene profiles: ``easy`` (solid shapes, mild photometrics) and ``hard`` (see :func:`hard_config`)."""
+
+PATTERNS: tuple[str, ...] = ("stripes", "checker", "dots", "rings")
+"""Fill textures of the hard profile (dark marks in the fill colour, ~50 % coverage each)."""
+
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 """Shape class names; ``class_id`` indexes this tuple."""
 
@@ -38,6 +44,10 @@ _ATTRIBUTE_RGB: np.ndarray = np.array(
 _COLOUR_JITTER = 18.0  # +/- per channel, uniform, per object
 _NOISE_BANK_MARGIN_PX = 64  # noise comes from a random crop of one pre-drawn bank (12 ms -> ~1 ms per frame)
 _DISTRACTOR_COUNT = 6
+_HARD_RIM_BAND = 0.22  # hard profile: rim width in units of the half-size; the rim carries the attribute colour
+_HARD_PATTERN_DARKEN = 0.5  # pattern marks: fill colour x this
+_HARD_CLUTTER_COUNT = 14  # coloured non-object shapes (rings, bars, half-discs) in the backdrop
+_HARD_LOOKALIKE_PROBABILITY = 0.5  # a newcomer copies an on-screen object's shape / colours, other texture
 
 
 @dataclass
@@ -61,6 +71,12 @@ class SceneConfig:
         occlusion: When False, objects are placed so that their squares do not overlap at spawn time and
             are drawn without depth order effects (still possible to overlap later while moving).
         rotation: When True, shapes rotate slowly (triangle/star/square/cross orientation varies).
+        profile: ``"easy"`` (solid shapes coloured by their attribute) or ``"hard"``: the attribute colour is
+            only a rim around a textured fill of ANOTHER colour (a mean-colour rule reads the fill), look-alike
+            newcomers (same shape, rim and fill colours, other texture), log-uniform sizes, coloured clutter
+            shapes in the backdrop, static foreground occluders (poles), a colour cast and a moving light
+            gradient, stronger and varying noise, box or directional motion blur. Use :func:`hard_config`.
+        occluder_count: Hard profile: number of static foreground poles (vertical or horizontal bars).
     """
 
     width: int = 640
@@ -78,6 +94,8 @@ class SceneConfig:
     lighting_period_frames: float = 120.0
     occlusion: bool = True
     rotation: bool = True
+    profile: str = "easy"
+    occluder_count: int = 0
 
     def validate(self) -> None:
         """Check ranges.
@@ -102,10 +120,54 @@ class SceneConfig:
             (0.0 <= self.blur_probability <= 1.0, f"blur_probability in 0..1, got {self.blur_probability}"),
             (0.0 <= self.lighting_amplitude < 1.0, f"lighting_amplitude in [0, 1), got {self.lighting_amplitude}"),
             (self.lighting_period_frames > 0.0, f"lighting_period_frames > 0, got {self.lighting_period_frames}"),
+            (self.profile in PROFILES, f"profile in {PROFILES}, got {self.profile!r}"),
+            (0 <= self.occluder_count <= 16, f"occluder_count in 0..16, got {self.occluder_count}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"SceneConfig: expected {message}")
+
+
+def hard_config(width: int = 640, height: int = 480, rate_hz: float = 15.0) -> SceneConfig:
+    """The ``hard`` profile (default of evaluation and the demo bag), sizes and speeds scaled to the image.
+
+    Objects 22..200 px (log-uniform) at 640x480, up to 9 on screen, noise 10 grey levels (x0.6..1.6 per
+    frame), 30 % of frames blurred (half box, half directional motion blur), lighting +/-35 % plus a colour
+    cast and a moving light gradient, 3 foreground poles.
+    """
+    scale = min(width / 640.0, height / 480.0)
+    return SceneConfig(
+        width=width, height=height, rate_hz=rate_hz, min_objects=3, max_objects=9,
+        min_size_px=max(4.0, 22.0 * scale), max_size_px=max(4.0, min(200.0 * scale, float(min(width, height)))),
+        min_speed_px_per_frame=0.5 * scale, max_speed_px_per_frame=7.0 * scale,
+        noise_std=10.0, blur_probability=0.3, lighting_amplitude=0.35, lighting_period_frames=120.0,
+        profile="hard", occluder_count=3,
+    )
+
+
+def easy_config(width: int = 640, height: int = 480, rate_hz: float = 15.0) -> SceneConfig:
+    """The ``easy`` profile (``SceneConfig()`` defaults) with sizes and speeds scaled to the image."""
+    scale = min(width / 640.0, height / 480.0)
+    base = SceneConfig()
+    return SceneConfig(
+        width=width, height=height, rate_hz=rate_hz,
+        min_size_px=max(4.0, base.min_size_px * scale), max_size_px=max(4.0, base.max_size_px * scale),
+        min_speed_px_per_frame=base.min_speed_px_per_frame * scale,
+        max_speed_px_per_frame=base.max_speed_px_per_frame * scale,
+    )
+
+
+def profile_config(profile: str, width: int = 640, height: int = 480, rate_hz: float = 15.0) -> SceneConfig:
+    """``easy_config`` or ``hard_config`` by name.
+
+    Raises:
+        ConfigError: unknown profile name.
+    """
+    if profile == "hard":
+        return hard_config(width, height, rate_hz)
+    if profile == "easy":
+        return easy_config(width, height, rate_hz)
+    raise ConfigError(f"scene profile: expected one of {PROFILES}, got {profile!r}")
 
 
 @dataclass
@@ -136,12 +198,16 @@ class SceneFrame:
         stamp_ns: Capture time, ``round(index * 1e9 / rate_hz)`` nanoseconds.
         image: [H, W, 3] uint8 RGB.
         objects: Objects with ``visible_fraction > 0``, in drawing order (back to front).
+        appearance: ``track_id -> appearance identity`` of the objects in ``objects`` (not stored in bags;
+            for training re-identification): easy ``class * A + attribute``; hard
+            ``((class * A + attribute) * A + fill) * len(PATTERNS) + pattern``.
     """
 
     index: int
     stamp_ns: int
     image: np.ndarray
     objects: list[GroundTruthObject] = field(default_factory=list)
+    appearance: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +227,60 @@ class _Mover:
     spin_rad_per_frame: float
     depth: float  # larger = closer to the camera = drawn later
     entered: bool = False  # True once it has been (partly) visible
+    fill_id: int = -1  # hard profile: fill colour (an attribute index != attribute_id); -1: solid (easy)
+    fill_rgb: np.ndarray | None = None
+    pattern_id: int = 0
+    pattern_freq: float = 3.0
+    appearance_id: int = 0
+
+
+def _inner_mask(class_id: int, u: np.ndarray, v: np.ndarray, band: float) -> np.ndarray:
+    """The shape shrunk by about ``band`` (half-size units): ``shape & ~inner`` is its rim."""
+    if class_id == 0:
+        return u * u + v * v <= (1.0 - band) ** 2
+    if class_id == 1:
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.88 - band
+    if class_id == 2:
+        return (v <= 0.75 - band) & (v >= 1.732 * np.abs(u) - 1.0 + 2.0 * band)
+    if class_id == 3:
+        r = np.sqrt(u * u + v * v)
+        phi = np.arctan2(u, -v)
+        wave = np.abs(((phi * (5.0 / (2.0 * math.pi))) % 1.0) - 0.5) * 2.0
+        return r <= 0.45 + 0.55 * wave - band
+    if class_id == 4:
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= 0.32 - band) & (av <= 0.95 - band)) | ((av <= 0.32 - band) & (au <= 0.95 - band))
+    raise ValueError(f"expected class_id in 0..{len(CLASSES) - 1}, got {class_id}")
+
+
+def _pattern_mask(pattern_id: int, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    """Texture marks (~50 % coverage) in object coordinates, so they rotate with the object."""
+    if pattern_id == 0:  # stripes
+        return np.sin(math.pi * freq * u) > 0.0
+    if pattern_id == 1:  # checker
+        return (np.sin(math.pi * freq * u) * np.sin(math.pi * freq * v)) > 0.0
+    if pattern_id == 2:  # dots
+        fu = (0.5 * freq * u) % 1.0 - 0.5
+        fv = (0.5 * freq * v) % 1.0 - 0.5
+        return fu * fu + fv * fv <= 0.16
+    if pattern_id == 3:  # concentric rings
+        return np.sin(math.pi * freq * np.sqrt(u * u + v * v)) > 0.0
+    raise ValueError(f"expected pattern_id in 0..{len(PATTERNS) - 1}, got {pattern_id}")
+
+
+def _motion_blur(image: np.ndarray, dx: int, dy: int, length: int) -> np.ndarray:
+    """Average of ``length`` copies shifted along (dx, dy) (unit steps), edges replicated."""
+    h, w = image.shape[:2]
+    r = length // 2
+    pad = ((r * abs(dy), r * abs(dy)), (r * abs(dx), r * abs(dx)), (0, 0))
+    padded = np.pad(image, pad, mode="edge")
+    oy, ox = r * abs(dy), r * abs(dx)
+    out = np.zeros_like(image)
+    for k in range(-r, r + 1):
+        y0, x0 = oy + k * dy, ox + k * dx
+        out += padded[y0:y0 + h, x0:x0 + w]
+    out *= 1.0 / (2 * r + 1)
+    return out
 
 
 def _shape_mask(class_id: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -243,11 +363,16 @@ class _Sequence:
         self.next_track_id = 1
         self.movers: list[_Mover] = []
         h, w = config.height, config.width
+        self.hard = config.profile == "hard"
         self.background = self._make_background()
         m = _NOISE_BANK_MARGIN_PX
         self.noise_bank = self.rng.standard_normal((h + m, w + m, 3), dtype=np.float32) * config.noise_std
         self.light_phase = float(self.rng.uniform(0.0, 2.0 * math.pi))
         self.light_phase2 = float(self.rng.uniform(0.0, 2.0 * math.pi))
+        self.occluder_mask: np.ndarray | None = None
+        self.occluder_image: np.ndarray | None = None
+        if self.hard:
+            self._make_hard_extras()
         self.target_count = int(self.rng.integers(config.min_objects, config.max_objects + 1))
         # Initial objects start inside the image so frame 0 is not empty.
         for _ in range(self.target_count):
@@ -283,6 +408,53 @@ class _Sequence:
             image[mask] = 0.5 * image[mask] + 0.5 * level
         return image.astype(np.float32)
 
+    def _make_hard_extras(self) -> None:
+        """Hard profile: coloured clutter in the backdrop, foreground poles, colour cast and light gradient."""
+        cfg, rng = self.cfg, self.rng
+        h, w = cfg.height, cfg.width
+        scale = min(w / 640.0, h / 480.0)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        image = self.background
+        # Clutter: saturated rings, bars and half-discs in the attribute colours (not objects, never in GT).
+        for _ in range(_HARD_CLUTTER_COUNT):
+            kind = int(rng.integers(0, 3))
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            r = float(rng.uniform(10.0, 45.0)) * scale
+            colour = _ATTRIBUTE_RGB[int(rng.integers(0, len(ATTRIBUTES)))] * float(rng.uniform(0.6, 1.0))
+            angle = float(rng.uniform(0.0, math.pi))
+            du, dv = xx - cx, yy - cy
+            pu = math.cos(angle) * du + math.sin(angle) * dv
+            pv = -math.sin(angle) * du + math.cos(angle) * dv
+            if kind == 0:  # ring
+                d2 = pu * pu + pv * pv
+                mask = (d2 <= r * r) & (d2 >= (0.6 * r) ** 2)
+            elif kind == 1:  # bar
+                mask = (np.abs(pu) <= r) & (np.abs(pv) <= max(2.0, 0.18 * r))
+            else:  # half-disc
+                mask = (pu * pu + pv * pv <= r * r) & (pv >= 0.0)
+            image[mask] = 0.3 * image[mask] + 0.7 * colour
+        # Foreground poles: static grey bars in front of every object (partial occlusion).
+        self.occluder_mask = np.zeros((h, w), dtype=bool)
+        self.occluder_image = np.zeros((h, w, 3), dtype=np.float32)
+        for _ in range(self.cfg.occluder_count):
+            thick = float(rng.uniform(6.0, 22.0)) * scale
+            level = float(rng.uniform(50.0, 190.0))
+            if rng.uniform() < 0.6:
+                x0 = float(rng.uniform(0.1 * w, 0.9 * w))
+                bar = np.abs(xx - x0) <= thick / 2.0
+            else:
+                y0 = float(rng.uniform(0.1 * h, 0.9 * h))
+                bar = np.abs(yy - y0) <= thick / 2.0
+            shade = level * (0.9 + 0.2 * (xx + yy) / float(w + h))
+            self.occluder_mask |= bar
+            self.occluder_image[bar] = shade[bar][:, None]
+        # A light gradient field (direction random), scaled per frame; a colour cast per frame.
+        angle = float(rng.uniform(0.0, 2.0 * math.pi))
+        field_ = (xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle)
+        self.light_field = (field_ / max(float(np.abs(field_).max()), 1e-6)).astype(np.float32)
+        self.cast_phases = rng.uniform(0.0, 2.0 * math.pi, size=3)
+        self.field_phase = float(rng.uniform(0.0, 2.0 * math.pi))
+
     def _random_speed(self) -> float:
         lo, hi = self.cfg.min_speed_px_per_frame, self.cfg.max_speed_px_per_frame
         # Log-uniform-ish: many slow objects, some fast ones.
@@ -291,7 +463,10 @@ class _Sequence:
     def _spawn(self, inside: bool) -> _Mover:
         cfg, rng = self.cfg, self.rng
         w, h = cfg.width, cfg.height
-        size = float(rng.uniform(cfg.min_size_px, cfg.max_size_px))
+        if self.hard:
+            size = float(math.exp(rng.uniform(math.log(cfg.min_size_px), math.log(cfg.max_size_px))))
+        else:
+            size = float(rng.uniform(cfg.min_size_px, cfg.max_size_px))
         half = size / 2.0
         speed = self._random_speed()
         if inside:
@@ -329,8 +504,38 @@ class _Sequence:
             vx=speed * math.cos(direction), vy=speed * math.sin(direction),
             angle_rad=angle, spin_rad_per_frame=spin, depth=float(rng.uniform(0.0, 1.0)),
         )
+        if self.hard:
+            self._hard_appearance(mover)
+        else:
+            mover.appearance_id = class_id * len(ATTRIBUTES) + attribute_id
         self.next_track_id += 1
         return mover
+
+    def _hard_appearance(self, mover: _Mover) -> None:
+        """Rim colour = attribute, fill = another colour with a dark texture; look-alikes of on-screen objects."""
+        rng = self.rng
+        n_attr = len(ATTRIBUTES)
+        model = self.movers[int(rng.integers(0, len(self.movers)))] if self.movers else None
+        if model is not None and rng.uniform() < _HARD_LOOKALIKE_PROBABILITY:
+            mover.class_id, mover.attribute_id, mover.fill_id = model.class_id, model.attribute_id, model.fill_id
+            # Same size, colours and texture scale: only the texture kind tells them apart.
+            mover.colour_rgb = model.colour_rgb.copy()
+            mover.fill_rgb = None if model.fill_rgb is None else model.fill_rgb.copy()
+            others = [p for p in range(len(PATTERNS)) if p != model.pattern_id]
+            mover.pattern_id = others[int(rng.integers(0, len(others)))]
+            mover.size_px = model.size_px
+            mover.pattern_freq = model.pattern_freq
+        else:
+            fills = [a for a in range(n_attr) if a != mover.attribute_id]
+            mover.fill_id = fills[int(rng.integers(0, len(fills)))]
+            mover.pattern_id = int(rng.integers(0, len(PATTERNS)))
+            mover.fill_rgb = (_ATTRIBUTE_RGB[mover.fill_id]
+                              + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(np.float32)
+            mover.pattern_freq = float(rng.uniform(2.5, 4.0))
+        # Faster spin than the easy profile: a template taken a second earlier no longer matches.
+        mover.spin_rad_per_frame = float(rng.uniform(-0.08, 0.08)) if self.cfg.rotation else 0.0
+        mover.appearance_id = ((mover.class_id * n_attr + mover.attribute_id) * n_attr + mover.fill_id) * len(
+            PATTERNS) + mover.pattern_id
 
     def _step_world(self) -> None:
         """Move, retire objects that left, and let new ones enter."""
@@ -390,8 +595,20 @@ class _Sequence:
             # Shading: a soft linear gradient across the object (light from the top-left).
             shade = (1.08 - 0.08 * (u + v)[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]).astype(np.float32)
             patch = image[y0:y1, x0:x1]
-            patch[sub] = (shade[sub][:, None] * m.colour_rgb[None, :])
+            if m.fill_rgb is None:
+                patch[sub] = (shade[sub][:, None] * m.colour_rgb[None, :])
+            else:
+                us = u[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
+                vs = v[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
+                inner = _inner_mask(m.class_id, us, vs, _HARD_RIM_BAND) & sub
+                marks = _pattern_mask(m.pattern_id, us, vs, m.pattern_freq)
+                fill = np.where(marks[..., None], m.fill_rgb * _HARD_PATTERN_DARKEN, m.fill_rgb)
+                colour = np.where(inner[..., None], fill, m.colour_rgb)
+                patch[sub] = shade[sub][:, None] * colour[sub]
             owner[y0:y1, x0:x1][sub] = i
+        if self.occluder_mask is not None and self.occluder_image is not None:
+            image[self.occluder_mask] = self.occluder_image[self.occluder_mask]
+            owner[self.occluder_mask] = -1
         objects: list[GroundTruthObject] = []
         for i in order:
             if i not in windows:
@@ -415,13 +632,28 @@ class _Sequence:
         drift = 0.7 * math.sin(2.0 * math.pi * index / period + self.light_phase) + 0.3 * math.sin(
             2.0 * math.pi * index / (0.37 * period) + self.light_phase2)
         gain = 1.0 + cfg.lighting_amplitude * drift
-        image *= gain
+        if self.hard:
+            # Colour cast (+/-12 % per channel, slow) and a light gradient whose strength drifts (+/-30 %).
+            t = 2.0 * math.pi * index / period
+            cast = (1.0 + 0.12 * np.sin(t * np.array([0.8, 1.1, 1.3]) + self.cast_phases)).astype(np.float32)
+            k = 0.3 * math.sin(0.6 * t + self.field_phase)
+            image *= (gain + k * self.light_field)[..., None]
+            image *= cast[None, None, :]
+        else:
+            image *= gain
         if rng.uniform() < cfg.blur_probability:
-            image = _box_blur(image, int(rng.integers(1, 3)))
+            if self.hard and rng.uniform() < 0.5:
+                dx, dy = ((1, 0), (0, 1), (1, 1), (1, -1))[int(rng.integers(0, 4))]
+                image = _motion_blur(image, dx, dy, int(rng.integers(2, 5)) * 2 + 1)
+            else:
+                image = _box_blur(image, int(rng.integers(1, 3)))
         m_px = _NOISE_BANK_MARGIN_PX
         oy, ox = (int(v) for v in rng.integers(0, m_px, size=2))
         if cfg.noise_std > 0.0:
-            image += self.noise_bank[oy:oy + h, ox:ox + w]
+            if self.hard:
+                image += self.noise_bank[oy:oy + h, ox:ox + w] * float(rng.uniform(0.6, 1.6))
+            else:
+                image += self.noise_bank[oy:oy + h, ox:ox + w]
         np.clip(image, 0.0, 255.0, out=image)
         return image.astype(np.uint8), objects
 
@@ -431,4 +663,6 @@ class _Sequence:
                 self._step_world()
             image, objects = self._render(index)
             stamp_ns = int(round(index * 1e9 / self.cfg.rate_hz))
-            yield SceneFrame(index=index, stamp_ns=stamp_ns, image=image, objects=objects)
+            appearance = {m.track_id: m.appearance_id for m in self.movers}
+            yield SceneFrame(index=index, stamp_ns=stamp_ns, image=image, objects=objects,
+                             appearance={o.track_id: appearance[o.track_id] for o in objects})
