@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from multidnn_sched.exceptions import CheckpointError
+from multidnn_sched.models.weights_io import fit_state_dict
 
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent / "weights"
 MANIFEST_NAME: str = "manifest.json"
@@ -160,21 +161,5 @@ def load_checkpoint(model: nn.Module, name: str, weights_dir: Path = WEIGHTS_DIR
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from exc
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: tensor names do not match architecture {entry.architecture!r}: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: tensor {key!r} has shape {list(state[key].shape)}, expected {list(tensor.shape)} "
-                f"for architecture {entry.architecture!r}"
-            )
-        state[key] = state[key].to(tensor.dtype)
-    model.load_state_dict(state)
+    model.load_state_dict(fit_state_dict(model, state, f"{path} (architecture {entry.architecture!r})"))
     return entry

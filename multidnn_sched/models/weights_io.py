@@ -69,6 +69,37 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return {str(k): v for k, v in raw.items()}
 
 
+def fit_state_dict(model: nn.Module, state: dict[str, Tensor], where: str) -> dict[str, Tensor]:
+    """``state`` checked against ``model``'s tensor names and shapes and cast to its dtypes.
+
+    ``num_batches_tracked`` buffers may be absent (torchvision's BatchNorm counts batches in them; older
+    exports do not carry them: not a weight). ``where`` starts every message (file and model).
+
+    Raises:
+        CheckpointError: missing / unexpected tensors, or a tensor of the wrong shape (named, with both shapes).
+    """
+    expected = model.state_dict()
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: tensor names do not match: missing {len(missing)} {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {len(unexpected)} {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
+    fitted = dict(state)
+    for key, tensor in expected.items():
+        if key not in fitted:
+            continue
+        if tuple(fitted[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{where}: tensor {key!r} has shape {list(fitted[key].shape)}, expected {list(tensor.shape)}"
+            )
+        fitted[key] = fitted[key].to(tensor.dtype)
+    return fitted
+
+
 def load_weights(model: nn.Module, path: str | Path, what: str) -> None:
     """Copy the weights in ``path`` into ``model`` (cast to its dtypes) after checking names and shapes.
 
@@ -82,28 +113,8 @@ def load_weights(model: nn.Module, path: str | Path, what: str) -> None:
             message names the file, the tensor, the expected and the found shape).
     """
     path = Path(path)
-    state = read_state_dict(path)
-    expected = model.state_dict()
-    # torchvision's BatchNorm layers count batches in a buffer older exports do not carry: not a weight.
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit {what}: missing {len(missing)} tensors {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {len(unexpected)} {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}"
-        )
-    for key, tensor in expected.items():
-        if key not in state:
-            continue
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: weights do not fit {what}: tensor {key!r} expected shape {list(tensor.shape)}, "
-                f"got {list(state[key].shape)}"
-            )
-        state[key] = state[key].to(tensor.dtype)
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(fit_state_dict(model, read_state_dict(path), f"{path}: weights do not fit {what}"),
+                          strict=False)
 
 
 def read_labels_file(path: str | Path) -> tuple[str, ...]:
