@@ -22,6 +22,7 @@ from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -34,6 +35,11 @@ from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import NodeStats
 
 OUTPUT_QOS_DEPTH = 10
+RESULT_BACKSTOP_SEC = 0.2
+"""Period of the timer that drains results whose guard-condition wake-up was lost (RMW guard conditions can
+miss a trigger from another thread, cf. ros2/rcl#989): a lost wake-up then costs at most this, not the frame.
+0.2 s: a fifth of a second is well under the 1 s staleness at which a robot's consumers stop trusting a topic,
+and the idle timer costs ~5 wake-ups/s per node."""
 """Outputs (detections, tracks, classifications) use the default reliable QoS with this depth (REP-2003)."""
 
 
@@ -89,6 +95,11 @@ class PerceptionNode(Node):
         self._results: deque[tuple[Future, Callable[[Any], None], Callable[[], None] | None]] = deque()
         self._results_lock = threading.Lock()
         self._results_ready = self.create_guard_condition(self._drain_results, callback_group=self.callback_group)
+        self.rescued_results = 0
+        """Results the backstop timer found waiting: their guard-condition wake-up was lost (RMW race)."""
+        self._backstop_timer = self.create_timer(
+            RESULT_BACKSTOP_SEC, self._backstop, callback_group=self.callback_group
+        )
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         result = check_parameters(self._specs, params)
@@ -152,6 +163,26 @@ class PerceptionNode(Node):
                     return
                 future, on_output, on_failure = self._results.popleft()
             self._finish(future, on_output, on_failure)
+
+    def destroy_node(self) -> None:
+        try:
+            self._backstop_timer.cancel()  # no timer task may be taken once the node's handles go
+        except InvalidHandle:  # the context is already shut down: nothing can be taken any more
+            pass
+        super().destroy_node()
+
+    def _backstop(self) -> None:
+        """Timer: drain results whose wake-up never came, so a lost trigger delays a frame, never loses it."""
+        waiting = self.pending_results()
+        if waiting == 0:
+            return
+        self.rescued_results += waiting
+        if self.rescued_results == waiting:
+            self.get_logger().info(
+                f"{waiting} finished frame(s) waited for the {RESULT_BACKSTOP_SEC:.1f} s backstop: "
+                "a guard-condition wake-up was lost (logged once)"
+            )
+        self._drain_results()
 
     def pending_results(self) -> int:
         """Finished frames waiting for the node's thread."""
