@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -51,19 +52,16 @@ from multidnn_sched.exceptions import (
     FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
+from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision, DecisionKind, Mode
 from multidnn_sched.runtime.device import Device, SlotGate
-from multidnn_sched.runtime.lag import LagTracker, profile_model
+from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket, profile_model
 from multidnn_sched.runtime.policy import (
-    ADMIT,
-    MODES,
-    ORIGINAL,
-    PARALLEL,
-    SEQUENTIAL,
     BlockObservation,
-    Decision,
+    DeviceObservation,
     ModelObservation,
     Observations,
     Policy,
+    SchedulingPolicy,
     VariantOption,
 )
 from multidnn_sched.runtime.shedding import is_hopeless
@@ -75,26 +73,35 @@ DROPPED_FRAME_LATENCY_FACTOR = 2.0
 """A dropped or shed frame enters the policy's latency window as ``factor x deadline``: frames that never
 complete must look late to the policy (else shedding would hide an overload and nothing would be swapped)."""
 
-CPU_DEFAULT_WORKERS = 1
-"""Worker threads on CPU when ``num_workers`` is None (CUDA: one per model, one stream each).
+CPU_DEFAULT_WORKERS = None
+"""Worker threads on CPU when ``num_workers`` is None: ``None`` = one per registered model up to the usable
+cores (CUDA: one per model, one stream each). With two or more workers a ``parallel`` block runs with one
+intra-op thread beside another model's block and a ``sequential`` block waits for the whole device and runs
+with every core: the per-block choice the policy makes from measured LAG. One worker (``num_workers=1``) runs
+every block alone with all cores; the policy then never serializes (it would change nothing).
 
-ONE_OPENMP_TEAM_NOTE — measured on the 2-core dev/CI machine (torch 2.14 CPU, libgomp): every Python thread
-that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has more OpenMP threads than
-cores, libgomp throttles its spin-wait and every parallel region pays a wake-up: the default detector,
-embedder and classifier took 61 / 19 / 56 ms per frame in a second thread vs 42 / 10 / 19 ms in one thread
-(whole-model lock over three threads: 75 / 19 / 37 ms). Two single-threaded workers side by side gained no
-throughput over one two-threaded worker (the convolutions scale ~1.9x on 2 cores). So on CPU one worker runs
-every block with all cores, and the scheduling power is in block-boundary preemption (EDF + priority), the
-drop policy and hot-swap; ``num_workers > 1`` (parallel blocks, one intra-op thread each) pays off on many-core
-CPUs and is the default on CUDA, where parallel blocks overlap on streams."""
+ONE_OPENMP_TEAM_NOTE (the history of this default) — measured on the 2-core dev/CI machine (torch 2.14 CPU,
+libgomp): every Python thread that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has
+more OpenMP threads than cores, libgomp throttles its spin-wait and every parallel region pays a wake-up: the
+default detector, embedder and classifier took 61 / 19 / 56 ms per frame in a second thread vs 42 / 10 / 19 ms in
+one thread (whole-model lock over three threads: 75 / 19 / 37 ms). Two single-threaded workers side by side gained
+no throughput over one two-threaded worker (the convolutions scale ~1.9x on 2 cores). That is a per-block property:
+blocks that scale well with threads (large convolutions) lose from sharing the cores and belong in ``sequential``;
+small or Python-bound blocks (heads, crops, NMS) gain from overlapping. The policy decides per block from LAG
+measured against each block's solo latency (see :mod:`multidnn_sched.runtime.lag`)."""
 QUEUE_ORDERS = ("edf", "fifo")
-PRIORITY_WEIGHT_MS = 1000.0
-"""Default key bias per priority level: larger than any sensible deadline, so priority is strict and deadlines
-(EDF) order frames of equal priority. Measured on the default workload (1 worker, 2 cores): with a 10 ms bias
-the detector (loosest deadline) always ran last and its p99 rose to ~its deadline."""
+PRIORITY_WEIGHT_MS = 0.0
+"""Default key bias per priority level: none. The ready heap is pure EDF (earliest absolute deadline first);
+priority only breaks ties between equal deadlines, and acts where a choice must be made under overload (which
+late model the policy helps first). EDF is optimal on one processor: if any order meets every deadline, EDF
+does (Liu & Layland 1973; Dertouzos 1974), so a priority bias can only make a feasible load miss — and a strict
+priority starves the lowest model of an overloaded device (measured on a held-out workload before this
+default: every frame of the lowest-priority model dropped). No per-workload constant is needed; a user who
+wants a bias still passes ``priority_weight_ms``."""
 LOGGER_NAME = "multidnn_sched.executor"
-ADMIT_CREDIT_TOLERANCE = 1e-3
-"""Admission credit slack: fractions travel as 4-decimal strings ("0.3333" x 3 must admit the 3rd frame)."""
+ADMIT_PATTERN_MAX_DENOMINATOR = 1000
+"""Admission fractions become exact ``Fraction`` credits (denominator <= 1000): 1/3 admits exactly every third
+frame for ever, with no float drift to patch by a tolerance."""
 SLOWDOWN_WINDOW = 32
 """Frames behind a model's slowdown figure (median of observed / solo device time per frame)."""
 SLOWDOWN_MIN_FRAMES = 5
@@ -176,7 +183,7 @@ class _Model:
     queue_depth: int
     accuracy: float | None
     example_input: Carry | None
-    modes: list[str]
+    modes: list[Mode]
     stats: ModelStats
     latencies: deque
     recent: deque
@@ -186,14 +193,14 @@ class _Model:
     busy: bool = False
     last_profile_sec: float | None = None
     admit_fraction: float = 1.0
-    admit_credit: float = 0.0
+    admit_credit: Fraction = field(default_factory=Fraction)
     slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
     expected_rate_hz: float | None = None
 
 
 @dataclass(order=True)
 class _Job:
-    key: float
+    key: tuple[float, int]
     seq: int
     model: _Model = field(compare=False)
     frame: _Frame = field(compare=False)
@@ -208,15 +215,17 @@ class BlockExecutor:
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`Device`.
-        policy: decides modes/variants when ``schedule="policy"``; default :class:`Policy()`.
+        policy: decides modes/variants when ``schedule="policy"`` (any :class:`SchedulingPolicy`); default
+            :class:`Policy()`.
         schedule: ``"policy"`` (the policy decides), or static ``"parallel"`` / ``"sequential"`` for every
             block with no policy (benchmark baselines on the same code).
-        num_workers: worker threads; ``None``: one per registered model.
+        num_workers: worker threads; ``None``: one per registered model (on CPU at most one per usable core).
         clock: seconds clock for arrivals, latencies and CPU block timing.
         lag_alpha: EMA weight of the LAG tracker.
         decision_interval_sec: policy period; ``None`` disables the decision thread (call :meth:`decide_now`).
         queue_order: ``"edf"`` (arrival + deadline) or ``"fifo"`` (arrival).
-        priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS``: strict priority).
+        priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS`` = 0: pure EDF,
+            priority breaks ties).
         cpu_threads: intra-op threads of an exclusive block on CPU (default: torch's count = cores).
         latency_window: frames in the policy's latency figure (90th percentile of the last N).
         max_latency_samples: latencies kept per model for :meth:`stats`.
@@ -234,7 +243,7 @@ class BlockExecutor:
     def __init__(
         self,
         device: str | Device = "cpu",
-        policy: Policy | None = None,
+        policy: SchedulingPolicy | None = None,
         *,
         schedule: str = "policy",
         num_workers: int | None = None,
@@ -276,6 +285,12 @@ class BlockExecutor:
         self._solo_ms: dict[tuple[str, str, str], float] = {}
         self._variant_failures: dict[tuple[str, str], int] = {}
         self._alone_threads: dict[tuple[str, str], int] = {}
+        self._last_key: dict[tuple[str, str], LagKey] = {}
+        self._profiled_bucket: dict[tuple[str, str], int] = {}
+        self._running_blocks = 0
+        self._block_starts = 0
+        self._overlap_lock = threading.Lock()
+        self._worker_count = 0
         self._decisions: deque[Decision] = deque(maxlen=1000)
         self._decision_count = 0
         self._cond = threading.Condition(threading.Lock())
@@ -288,13 +303,18 @@ class BlockExecutor:
         if num_workers is None and not self.device.is_cuda:
             num_workers = CPU_DEFAULT_WORKERS
         self._fixed_workers = num_workers
+        self._max_workers = None if self.device.is_cuda else self.device.slots
         self._threads: list[threading.Thread] = []
         for _ in range(num_workers or 0):
-            self._start_thread(self._worker_loop, "blockexec-worker")
+            self._start_worker()
         if self.policy is not None and decision_interval_sec is not None:
             self._start_thread(lambda: self._decision_loop(decision_interval_sec), "blockexec-decide")
 
     # -- lifetime ------------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._worker_count += 1
+        self._start_thread(self._worker_loop, "blockexec-worker")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=f"{name}-{len(self._threads)}", daemon=True)
@@ -377,8 +397,8 @@ class BlockExecutor:
             if self._stopping:
                 raise ExecutorShutdownError(f"cannot register {pm.name!r}: BlockExecutor is shut down")
             self._models[pm.name] = model
-        if self._fixed_workers is None:
-            self._start_thread(self._worker_loop, "blockexec-worker")
+        if self._fixed_workers is None and (self._max_workers is None or self._worker_count < self._max_workers):
+            self._start_worker()
 
     def configure_model(
         self, name: str, *, deadline_ms: float | None = None, priority: int | None = None,
@@ -462,17 +482,19 @@ class BlockExecutor:
     def _admit(model: _Model) -> bool:
         """Credit-based admission (caller holds ``_cond``): evenly spread, ``admit_fraction`` of frames pass."""
         if model.admit_fraction >= 1.0:
-            model.admit_credit = 0.0
+            model.admit_credit = Fraction(0)
             return True
-        model.admit_credit += model.admit_fraction
-        if model.admit_credit >= 1.0 - ADMIT_CREDIT_TOLERANCE:
-            model.admit_credit -= 1.0
+        model.admit_credit += Fraction(model.admit_fraction).limit_denominator(ADMIT_PATTERN_MAX_DENOMINATOR)
+        if model.admit_credit >= 1:
+            model.admit_credit -= 1
             return True
         return False
 
-    def _job_key(self, model: _Model, arrival_sec: float) -> float:
+    def _job_key(self, model: _Model, arrival_sec: float) -> tuple[float, int]:
+        """Heap key: absolute deadline (EDF) or arrival (FIFO), minus the optional priority bias; equal keys go
+        to the higher priority."""
         key = arrival_sec + (model.deadline_ms / 1000.0 if self.queue_order == "edf" else 0.0)
-        return key - model.priority * self.priority_weight_ms / 1000.0
+        return key - model.priority * self.priority_weight_ms / 1000.0, -model.priority
 
     def _dispatch_next(self, model: _Model) -> None:
         """Move the model's oldest pending frame to the ready heap (caller holds ``_cond``)."""
@@ -531,17 +553,26 @@ class BlockExecutor:
             exclusive = model.modes[job.block_index] == SEQUENTIAL
             best_threads = self._alone_threads.get((name, block.name))
             greedy = not self.device.is_cuda and (best_threads is None or best_threads > 1)
+            bucket = input_bucket(job.carry)
             granted = self._gate.acquire(exclusive, job.key, greedy=greedy)
             try:
                 self.device.set_threads(granted if best_threads is None else min(granted, best_threads))
-                with self.device.stream_context(name):
-                    out, observed_ms = self._run_block(name, block, job.carry)
+                started = self._block_started()
+                try:
+                    with self.device.stream_context(name):
+                        out, observed_ms, ran = self._run_block(name, block, job.carry)
+                finally:
+                    alone = self._block_ended(started)
             finally:
                 self._gate.release(granted)
+            lag_key: LagKey = (name, block.name, ran, bucket)
             with self._stats_lock:
                 if observed_ms is not None:
-                    self._lag.update((name, block.name), observed_ms)
-                solo_ms = self._lag.timing((name, block.name)).solo_ms
+                    self._lag.update(lag_key, observed_ms, alone=alone)
+                    self._last_key[(name, block.name)] = lag_key
+                solo_ms = self._lag.timing(lag_key).solo_ms
+                if solo_ms is None:
+                    solo_ms = self._solo_ms.get((name, block.name, ran))
             if observed_ms is None or solo_ms is None or job.solo_ms is None:
                 job.solo_ms = None  # not comparable (a variant failed, or unprofiled)
             else:
@@ -551,8 +582,23 @@ class BlockExecutor:
             job.block_index += 1
         return _DONE
 
-    def _run_block(self, model: str, block: Any, carry: Carry) -> tuple[Carry, float | None]:
-        """Run the block's active implementation once; fall back to the original if a variant misbehaves."""
+    def _block_started(self) -> tuple[int, bool]:
+        """Count a block run in; (its start number, whether nothing else was running)."""
+        with self._overlap_lock:
+            self._running_blocks += 1
+            self._block_starts += 1
+            return self._block_starts, self._running_blocks == 1
+
+    def _block_ended(self, started: tuple[int, bool]) -> bool:
+        """Count a block run out; True when it ran alone from start to end (no other block overlapped it)."""
+        start_number, alone_at_start = started
+        with self._overlap_lock:
+            self._running_blocks -= 1
+            return alone_at_start and self._block_starts == start_number
+
+    def _run_block(self, model: str, block: Any, carry: Carry) -> tuple[Carry, float | None, str]:
+        """Run the block's active implementation once; fall back to the original if a variant misbehaves.
+        Returns (output, observed ms or ``None`` when a variant failed, the implementation that produced it)."""
         key = (model, block.name)
         variant, module = self._registry.active(key)
         in_sig = carry_signature(carry) if block.variants else None
@@ -563,19 +609,19 @@ class BlockExecutor:
             observed_ms = timer.stop()
             if in_sig is not None and self._registry.expected_output(key, in_sig) is None:
                 self._registry.record_original(key, in_sig, carry_signature(out))
-            return out, observed_ms
+            return out, observed_ms, ORIGINAL
         try:
             out = module(carry)
             problem = self._registry.check_output(key, in_sig, out)
         except Exception as exc:  # noqa: BLE001 - any variant failure disables it; the original re-runs
             problem = f"raised {type(exc).__name__}: {exc}"
         if problem is None:
-            return out, timer.stop()
+            return out, timer.stop(), variant
         timer.stop()
         self._variant_failures[key] += 1
         self._registry.disable(key, variant, problem)
         self._on_variant_change(model, block.name, ORIGINAL)
-        return block.module(carry), None
+        return block.module(carry), None, ORIGINAL
 
     def _predicted_run_ms(self, model: _Model, first_block: int = 0) -> tuple[float, float] | None:
         """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
@@ -583,7 +629,7 @@ class BlockExecutor:
         total = remaining = 0.0
         with self._stats_lock:
             for index, block in enumerate(model.pm.blocks):
-                timing = self._lag.timing((model.pm.name, block.name))
+                timing = self._timing_of(model.pm.name, block.name)
                 value = timing.ema_observed_ms if timing.ema_observed_ms is not None else timing.solo_ms
                 if value is None:
                     return None
@@ -591,6 +637,19 @@ class BlockExecutor:
                 if index >= first_block:
                     remaining += value
         return total, remaining
+
+    def _timing_of(self, model: str, block: str) -> BlockTiming:
+        """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
+        it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo
+        figure falls back to the profile of that implementation."""
+        variant = self._registry.active((model, block))[0]
+        key = self._last_key.get((model, block))
+        if key is None or key[2] != variant:
+            key = (model, block, variant, self._profiled_bucket.get((model, block), 1))
+        timing = self._lag.timing(key)
+        if timing.solo_ms is None:
+            timing.solo_ms = self._solo_ms.get((model, block, variant))
+        return timing
 
     def _hopeless(self, job: _Job) -> bool:
         """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
@@ -651,51 +710,38 @@ class BlockExecutor:
     # -- decisions and overrides ---------------------------------------------------------------------------
 
     def _on_variant_change(self, model: str, block: str, variant: str) -> None:
-        solo = self._solo_ms.get((model, block, variant))
-        if solo is not None:
-            with self._stats_lock:
-                self._lag.set_solo((model, block), solo)
+        """LAG is kept per implementation (:data:`LagKey`), so a swap needs no re-keying: the next run of the
+        block is measured against the solo latency of the variant that ran."""
+        self.log.debug("%s/%s now runs %s", model, block, variant)
 
     def apply(self, decision: Decision) -> None:
         """Apply one decision now (seen at the next block boundary) and log it with its reason."""
         model = self._model(decision.model)
-        index = model.pm.block_names.index(decision.block) if decision.block in model.pm.block_names else -1
-        if index < 0 and decision.kind != ADMIT:
-            raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
-        if decision.kind == "mode":
-            if decision.value not in MODES:
-                raise ConfigError(f"mode must be one of {MODES}, got {decision.value!r}")
-            model.modes[index] = decision.value
-        elif decision.kind == "variant":
-            switch_ms = self._registry.activate((decision.model, decision.block), decision.value)
-            self._on_variant_change(decision.model, decision.block, decision.value)
-            self.log.debug("variant switch %s/%s took %.3f ms", decision.model, decision.block, switch_ms)
-        elif decision.kind == ADMIT:
-            try:
-                fraction = float(decision.value)
-            except ValueError:
-                fraction = -1.0
-            if not 0.0 < fraction <= 1.0:
-                raise ConfigError(f"admit fraction must be in (0, 1], got {decision.value!r}")
+        if decision.kind is DecisionKind.ADMIT:
             with self._cond:
-                model.admit_fraction = model.stats.admit_fraction = fraction
+                model.admit_fraction = model.stats.admit_fraction = float(decision.value)
+                model.admit_credit = Fraction(0)
         else:
-            raise ConfigError(f"decision kind must be 'mode', 'variant' or 'admit', got {decision.kind!r}")
+            if decision.block not in model.pm.block_names:
+                raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
+            if decision.kind is DecisionKind.MODE:
+                model.modes[model.pm.block_names.index(decision.block)] = Mode(decision.value)
+            else:
+                switch_ms = self._registry.activate((decision.model, decision.block), str(decision.value))
+                self._on_variant_change(decision.model, decision.block, str(decision.value))
+                self.log.debug("variant switch %s/%s took %.3f ms", decision.model, decision.block, switch_ms)
         with self._stats_lock:
             self._decisions.append(decision)
             self._decision_count += 1
-        self.log.info(
-            "decision %s/%s %s=%s: %s", decision.model, decision.block, decision.kind, decision.value,
-            decision.reason,
-        )
+        self.log.info("decision %s: %s", decision.describe(), decision.reason)
 
     def set_override(self, model: str, block: str, *, mode: str | None = None, variant: str | None = None) -> None:
         """Force a block's mode and/or variant; the policy leaves it alone until :meth:`clear_override`."""
         now = self._clock()
         if mode is not None:
-            self.apply(Decision(model, block, "mode", mode, "override", now))
+            self.apply(Decision(model, block, DecisionKind.MODE, mode, "override", now))
         if variant is not None:
-            self.apply(Decision(model, block, "variant", variant, "override", now))
+            self.apply(Decision(model, block, DecisionKind.VARIANT, variant, "override", now))
         self._model(model).overridden.add(block)
 
     def clear_override(self, model: str, block: str | None = None) -> None:
@@ -721,7 +767,7 @@ class BlockExecutor:
                     arrivals_hz[name] = m.expected_rate_hz
         with self._stats_lock:
             snapshot = {
-                name: [self._lag.timing((name, b)) for b in m.pm.block_names] for name, m in self._models.items()
+                name: [self._timing_of(name, b) for b in m.pm.block_names] for name, m in self._models.items()
             }
         for name, model in self._models.items():
             window = recent[name]
@@ -740,7 +786,8 @@ class BlockExecutor:
                     name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
                     variant, tuple(options), block.name in model.overridden,
                 ))
-        return Observations(tuple(models), tuple(blocks))
+        device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots)
+        return Observations(tuple(models), tuple(blocks), device)
 
     def decide_now(self) -> list[Decision]:
         """One policy round: observe, decide, apply; returns the applied decisions."""
@@ -788,6 +835,7 @@ class BlockExecutor:
         caller's thread is left with all threads."""
         names = [model_name] if model_name is not None else list(self._models)
         measured: dict[tuple[str, str, str], float] = {}
+        buckets: dict[tuple[str, str], int] = {}
         outcome: list[BaseException] = []
 
         def measure() -> None:
@@ -801,10 +849,11 @@ class BlockExecutor:
                         model.example_input = example_input
                     profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
                                              repeats=repeats, warmup=warmup,
-                                             compare_threads=(self._fixed_workers or len(self._models)) > 1)
+                                             compare_threads=self._worker_count > 1)
                     for block_name, profile in profiles.items():
                         if profile.threads_alone is not None:
                             self._alone_threads[(name, block_name)] = profile.threads_alone
+                        buckets[(name, block_name)] = profile.bucket
                         for variant, solo_ms in profile.solo_ms.items():
                             measured[(name, block_name, variant)] = solo_ms
                     model.last_profile_sec = self._clock()
@@ -820,8 +869,10 @@ class BlockExecutor:
             raise outcome[0]
         with self._stats_lock:
             self._solo_ms.update(measured)
-        for name, block_name, _variant in measured:
-            self._on_variant_change(name, block_name, self._registry.active((name, block_name))[0])
+            self._profiled_bucket.update(buckets)
+            for (name, block_name, variant), solo_ms in measured.items():
+                bucket = buckets.get((name, block_name), 1)
+                self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
         return measured
 
     # -- statistics ----------------------------------------------------------------------------------------
@@ -844,7 +895,7 @@ class BlockExecutor:
             for name, model in self._models.items():
                 for index, block in enumerate(model.pm.blocks):
                     key = (name, block.name)
-                    t = self._lag.timing(key)
+                    t = self._timing_of(name, block.name)
                     blocks[key] = BlockStats(
                         name, block.name, t.solo_ms, t.ema_observed_ms, t.lag_ms, t.samples, model.modes[index],
                         self._registry.active(key)[0], block.name in model.overridden, self._variant_failures[key],

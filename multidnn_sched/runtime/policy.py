@@ -53,16 +53,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-PARALLEL = "parallel"
-SEQUENTIAL = "sequential"
-MODES = (PARALLEL, SEQUENTIAL)
-ORIGINAL = "original"
-"""Name of a block's original (uncompressed) implementation."""
-ADMIT = "admit"
-"""Decision kind: share of a model's arriving frames the executor admits (value ``"0.5000"``)."""
-ALL_BLOCKS = "*"
-"""``Decision.block`` of a model-wide decision."""
+from multidnn_sched.runtime.decisions import (
+    ADMIT,
+    MODES,
+    ORIGINAL,
+    PARALLEL,
+    SEQUENTIAL,
+    Decision,
+    DecisionKind,
+    Mode,
+)
+
+__all__ = [
+    "ADMIT", "MODES", "ORIGINAL", "PARALLEL", "SEQUENTIAL", "BlockObservation", "Decision", "DecisionKind",
+    "DeviceObservation", "Mode", "ModelObservation", "Observations", "Policy", "PolicyConfig", "SchedulingPolicy",
+    "VariantOption",
+]
+
+ALL_BLOCKS = None
+"""``Decision.block`` of a model-wide decision (kept for callers of the string era: it is ``None`` now)."""
 MAX_SKIP_PERIOD = 10
 """The mildest admission cut: skip every 10th frame."""
 SLOWDOWN_RANGE = (0.5, 3.0)
@@ -110,7 +121,7 @@ class BlockObservation:
     solo_ms: float | None
     ema_observed_ms: float | None
     lag_ms: float
-    mode: str = PARALLEL
+    mode: Mode = PARALLEL
     variant: str = ORIGINAL
     options: tuple[VariantOption, ...] = ()
     locked: bool = False
@@ -144,33 +155,45 @@ class ModelObservation:
 
 
 @dataclass(frozen=True)
-class Observations:
-    """One snapshot handed to :meth:`Policy.decide`."""
+class DeviceObservation:
+    """The device the blocks share, as far as scheduling can change anything on it.
 
-    models: tuple[ModelObservation, ...]
-    blocks: tuple[BlockObservation, ...]
+    Attributes:
+        kind: ``"cpu"`` or ``"cuda"``.
+        workers: executor worker threads (blocks that can run at the same time).
+        slots: shares of the device (CPU: cores; CUDA: effectively unlimited streams).
+    """
+
+    kind: str = "cpu"
+    workers: int = 1
+    slots: int = 1
+
+    @property
+    def can_overlap(self) -> bool:
+        """True when two blocks can really run at once: only then is ``sequential`` different from
+        ``parallel`` (one worker or one slot runs every block alone anyway)."""
+        return self.workers >= 2 and self.slots >= 2
 
 
 @dataclass(frozen=True)
-class Decision:
-    """One change to apply at a block boundary.
+class Observations:
+    """One snapshot handed to :meth:`SchedulingPolicy.decide`."""
 
-    Attributes:
-        model: model name.
-        block: block name (``"*"`` for a model-wide ``"admit"`` decision).
-        kind: ``"mode"``, ``"variant"`` or ``"admit"``.
-        value: the new mode (``"parallel"`` / ``"sequential"``), variant name, or admitted fraction of frames
-            (``"0.3333"``).
-        reason: human-readable why, with the numbers that drove it.
-        time_sec: the ``now_sec`` of the decision.
+    models: tuple[ModelObservation, ...]
+    blocks: tuple[BlockObservation, ...]
+    device: DeviceObservation = field(default_factory=DeviceObservation)
+
+
+class SchedulingPolicy(Protocol):
+    """What the executor needs of a policy: observations in, typed decisions out, no clock, no threads.
+
+    The executor calls :meth:`decide` from its decision thread and applies every returned decision at the next
+    block boundary; ``config`` may be read for logging (``None`` is fine).
     """
 
-    model: str
-    block: str
-    kind: str
-    value: str
-    reason: str
-    time_sec: float = 0.0
+    def decide(self, observations: Observations, now_sec: float) -> list[Decision]:
+        """The changes to apply now (possibly none), most urgent first."""
+        ...
 
 
 @dataclass
@@ -209,7 +232,8 @@ class PolicyConfig:
             even if no model is late yet (``None``: only lateness triggers swaps).
         admission_enabled: admit only a fraction of frames of the costliest models while the device is
             overloaded (see ``admission_utilization``).
-        admission_utilization: admission fractions keep the predicted utilization at or below this.
+        admission_utilization: admission fractions keep the predicted utilization at or below this: the
+            device's capacity (1.0), so frames are only refused when the admitted work cannot fit at all.
         min_admit_fraction: no model is admitted less often than this (it is the next model's turn).
     """
 
@@ -233,7 +257,7 @@ class PolicyConfig:
     relax_max_utilization: float = 0.5
     swap_utilization: float | None = 0.6
     admission_enabled: bool = True
-    admission_utilization: float = 0.8
+    admission_utilization: float = 1.0
     min_admit_fraction: float = 0.2
 
     def __post_init__(self) -> None:
@@ -335,29 +359,59 @@ def quantize_fraction(fraction: float, min_fraction: float) -> float:
     return max(1.0 / every, min_fraction)
 
 
+def quantize_up(fraction: float) -> float:
+    """The smallest regular frame pattern (see :func:`quantize_fraction`) at or above ``fraction``."""
+    if fraction >= 1.0:
+        return 1.0
+    if fraction > 0.5:
+        skip_every = min(max(2, math.ceil(1.0 / (1.0 - fraction) - 1e-9)), MAX_SKIP_PERIOD)
+        pattern = (skip_every - 1) / skip_every
+        return pattern if pattern >= fraction - 1e-12 else 1.0
+    every = max(1, math.floor(1.0 / max(fraction, 1e-9) + 1e-9))
+    return 1.0 / every
+
+
+def fair_share(demands: dict[str, float], capacity: float = 1.0) -> float:
+    """The fraction of its frames every model gets when a device of ``capacity`` serves the summed ``demands``
+    in proportion — what a static deadline-ordered loop that skips stale frames gives each model of an
+    overloaded device (every model's frames wait in the same queue, so each loses the same share). 1.0 when the
+    demand fits."""
+    total = sum(max(d, 0.0) for d in demands.values())
+    return 1.0 if total <= capacity else capacity / total
+
+
 def admission_fractions(
-    demands: dict[str, float], target: float, min_fraction: float
+    demands: dict[str, float],
+    target: float,
+    min_fraction: float,
 ) -> dict[str, float]:
     """Share of frames to admit per model so that the summed demand fits ``target``.
 
     Args:
         demands: model -> busy fraction it asks for at its full rate (rate x run time).
-        target: utilization the admitted demand must not exceed.
+        target: utilization the admitted demand must not exceed (the device's capacity).
         min_fraction: lowest fraction any model is cut to.
 
-    The model with the largest demand is cut first (each of its dropped frames frees the most device time, so
-    the fewest frames are lost), down to ``min_fraction``; then the next largest. Returns 1.0 for every model
-    when the demand already fits.
+    No model is cut below the proportional share (:func:`fair_share`) a static loop would give it, nor below
+    ``min_fraction``: admission control may shape an overload (drop on arrival, in a regular pattern, what would
+    otherwise be computed and then miss), never starve a model. The largest demand is cut first (each of its
+    dropped frames frees the most device time). The floors sum exactly to the capacity, so an overloaded device
+    ends with every model at the proportional share (the order matters only through ``min_fraction``: above the
+    share, an overload beyond ``1 / min_fraction``, the remaining excess is left to shedding). Returns 1.0 for
+    every model when the demand already fits.
     """
     fractions = dict.fromkeys(demands, 1.0)
     excess = sum(demands.values()) - target
+    if excess <= 0.0:
+        return fractions
+    floor = max(min_fraction, fair_share(demands, target))
     for name in sorted(demands, key=lambda n: -demands[n]):
         if excess <= 0.0:
             break
         demand = demands[name]
         if demand <= 0.0:
             continue
-        cut = min(excess, demand * (1.0 - min_fraction))
+        cut = min(excess, demand * (1.0 - floor))
         fractions[name] = 1.0 - cut / demand
         excess -= cut
     return fractions
@@ -420,7 +474,7 @@ class Policy:
                 break
             if not self._model_settled(model.name, now_sec):
                 continue
-            decision = self._serialize_or_swap(model, blocks_of, now_sec)
+            decision = self._serialize_or_swap(model, blocks_of, now_sec, observations.device.can_overlap)
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
         overloaded = (
@@ -489,11 +543,14 @@ class Policy:
         else:
             fractions = {m.name: 1.0 for m in models}
         total = sum(demands.values())
+        share = max(cfg.min_admit_fraction, fair_share(demands, cfg.admission_utilization)) if known else 1.0
         decisions = []
         for model in models:
-            new = round(quantize_fraction(fractions.get(model.name, 1.0), cfg.min_admit_fraction), 4)
+            new = quantize_fraction(fractions.get(model.name, 1.0), cfg.min_admit_fraction)
+            if new < share - _ACCURACY_EPS:  # a regular pattern, but never below the proportional share
+                new = quantize_up(share)
             current = model.admit_fraction
-            if abs(new - current) < 1e-6:
+            if abs(new - current) < 1e-9:
                 continue
             if new >= 1.0:
                 why = (f"device fits: predicted utilization {total:.2f} at full frame rate <= "
@@ -507,13 +564,14 @@ class Policy:
                     f"{model.rate_hz:.1f} Hz = {demands[model.name]:.2f} of the device; largest demands are cut "
                     f"first) admits {new:.0%} of frames, the rest are dropped on arrival"
                 )
-            decisions.append(Decision(model.name, ALL_BLOCKS, ADMIT, f"{new:.4f}", reason, now_sec))
+            decisions.append(Decision(model.name, None, ADMIT, new, reason, now_sec))
         return decisions
 
     # -- steps ---------------------------------------------------------------------------------------------
 
     def _serialize_or_swap(
-        self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float
+        self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float,
+        can_overlap: bool = True,
     ) -> Decision | None:
         cfg = self.config
         blocks = blocks_of.get(model.name, [])
@@ -522,7 +580,10 @@ class Policy:
         parallel = [b for b in blocks if b.mode == PARALLEL]
         interference_ms = sum(max(b.lag_ms, 0.0) for b in parallel)
         overshoot_ms = latency - model.deadline_ms
-        if cfg.serialize_enabled and interference_ms >= cfg.serialize_min_cover * overshoot_ms:
+        # On a device where blocks never overlap (one worker or one slot) sequential changes nothing: no
+        # decision that cannot change anything is emitted, and the model goes straight to a swap.
+        if (cfg.serialize_enabled and can_overlap
+                and interference_ms >= cfg.serialize_min_cover * overshoot_ms):
             lagging = [b for b in parallel if not b.locked and self._high_lag(b)]
             if lagging:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
@@ -534,7 +595,7 @@ class Policy:
                     f"{head}; block {block.block} LAG {block.lag_ms:.1f} ms over solo "
                     f"{block.solo_ms:.1f} ms (model LAG {interference_ms:.1f} ms) -> sequential (no accuracy cost)"
                 )
-                return Decision(model.name, block.block, "mode", SEQUENTIAL, reason)
+                return Decision(model.name, block.block, DecisionKind.MODE, SEQUENTIAL, reason)
         if cfg.swap_enabled:
             head = f"{head} (model LAG {interference_ms:.1f} ms)"
             if not cfg.shared_device_swaps:
@@ -599,7 +660,7 @@ class Policy:
             f"gain {gain_ms:.1f} ms, est. accuracy {accuracy:.3f} -> {new_accuracy:.3f} "
             f"(floor {cfg.accuracy_floor:.3f}), best gain/cost"
         )
-        return score, gain_ms, Decision(block.model, block.block, "variant", opt.name, reason)
+        return score, gain_ms, Decision(block.model, block.block, DecisionKind.VARIANT, opt.name, reason)
 
     def _relax(
         self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
@@ -629,7 +690,7 @@ class Policy:
                     continue
             if predicted <= comfort_ms:
                 reason = f"{head}; swap {block.block} back to original, predicted latency {predicted:.1f} ms"
-                return Decision(model.name, block.block, "variant", ORIGINAL, reason)
+                return Decision(model.name, block.block, DecisionKind.VARIANT, ORIGINAL, reason)
         sequential = [b for b in blocks if b.mode == SEQUENTIAL and not b.locked and self._dwell_ok(b, now_sec)]
         for block in sorted(sequential, key=lambda b: self._state.lag_at_serialize_ms.get((b.model, b.block), 0.0)):
             expected_lag = self._state.lag_at_serialize_ms.get((block.model, block.block), 0.0)
@@ -639,7 +700,7 @@ class Policy:
                     f"{head}; {block.block} back to parallel, predicted latency {predicted:.1f} ms "
                     f"(LAG {expected_lag:.1f} ms when serialized)"
                 )
-                return Decision(model.name, block.block, "mode", PARALLEL, reason)
+                return Decision(model.name, block.block, DecisionKind.MODE, PARALLEL, reason)
         return None
 
     # -- helpers -------------------------------------------------------------------------------------------
