@@ -314,6 +314,10 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
             assert summary["frames_offered"]["median"] == 15
     assert out.with_suffix(".png").is_file()
     assert "on-time rate" in printed and "| **blocks** | **all** |" in printed
+    fp32 = result["bounds"]["fp32"]  # what any scheduler could do with this plan, next to every mode
+    assert set(fp32["solo_ms"]) == set(result["workload"]["deadlines_ms"])
+    assert 0.0 <= fp32["ideal_edf"]["on_time_rate"] <= 1.0 and 0.0 <= fp32["capacity_bound"]["on_time_rate"] <= 1.0
+    assert "capacity bound" in printed
     assert cli.main(["--markdown", str(out)]) == 0
     markdown = capsys.readouterr().out
     assert markdown.startswith("### `default`") and format_table(result) in markdown
