@@ -652,7 +652,7 @@ def test_frame_preempted_past_its_deadline_is_shed_at_the_next_block_boundary() 
 def test_arrival_rate_ignores_one_pause_in_the_stream() -> None:
     from collections import deque
 
-    from multidnn_sched.runtime.executor import _rate_hz
+    from multidnn_sched.runtime.stats import rate_hz as _rate_hz
 
     arrivals = deque([i / 15.0 for i in range(16)] + [1.0 + 0.2 + i / 15.0 for i in range(16)])  # 0.2 s pause
     assert _rate_hz(arrivals) == pytest.approx(15.0)

@@ -31,14 +31,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from fractions import Fraction
 from typing import Any
 
@@ -54,6 +52,7 @@ from multidnn_sched.exceptions import (
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision, DecisionKind, Mode
 from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
 from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket, profile_model
 from multidnn_sched.runtime.policy import (
     BlockObservation,
@@ -65,6 +64,7 @@ from multidnn_sched.runtime.policy import (
     VariantOption,
 )
 from multidnn_sched.runtime.shedding import is_hopeless
+from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile, rate_hz
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
@@ -99,115 +99,9 @@ priority starves the lowest model of an overloaded device (measured on a held-ou
 default: every frame of the lowest-priority model dropped). No per-workload constant is needed; a user who
 wants a bias still passes ``priority_weight_ms``."""
 LOGGER_NAME = "multidnn_sched.executor"
-ADMIT_PATTERN_MAX_DENOMINATOR = 1000
-"""Admission fractions become exact ``Fraction`` credits (denominator <= 1000): 1/3 admits exactly every third
-frame for ever, with no float drift to patch by a tolerance."""
-SLOWDOWN_WINDOW = 32
-"""Frames behind a model's slowdown figure (median of observed / solo device time per frame)."""
 SLOWDOWN_MIN_FRAMES = 5
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
-
-
-@dataclass
-class ModelStats:
-    """Per-model counters and end-to-end latency (arrival to result), ms. ``dropped`` counts every frame that
-    was not computed (queue policy, shedding, admission); ``skipped`` the share of it that admission control
-    dropped on arrival while admitting only ``admit_fraction`` of the frames."""
-
-    name: str
-    deadline_ms: float
-    priority: int
-    submitted: int = 0
-    frames_done: int = 0
-    dropped: int = 0
-    failed: int = 0
-    deadline_misses: int = 0
-    latency_ms: list[float] = field(default_factory=list)
-    skipped: int = 0
-    admit_fraction: float = 1.0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-
-
-@dataclass
-class BlockStats:
-    """Per-block LAG figures and current settings (what the ROS layer puts on /diagnostics)."""
-
-    model: str
-    block: str
-    solo_ms: float | None
-    ema_observed_ms: float | None
-    lag_ms: float
-    samples: int
-    mode: str
-    variant: str
-    overridden: bool
-    variant_failures: int
-    threads_alone: int | None = None
-
-
-@dataclass
-class ExecutorStats:
-    """A snapshot of :meth:`BlockExecutor.stats`."""
-
-    models: dict[str, ModelStats]
-    blocks: dict[tuple[str, str], BlockStats]
-    decisions: int
-
-
-def percentile(values: list[float], q: float, *, ordered: bool = False) -> float | None:
-    """Linear-interpolated percentile (``q`` in [0, 100]) as numpy's default; ``None`` for no values.
-    ``ordered=True``: ``values`` is already sorted ascending."""
-    if not values:
-        return None
-    ordered_values = values if ordered else sorted(values)
-    pos = (len(ordered_values) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered_values) - 1)
-    return ordered_values[low] + (ordered_values[high] - ordered_values[low]) * (pos - low)
-
-
-@dataclass
-class _Frame:
-    future: Future
-    carry: Carry
-    arrival_sec: float
-
-
-@dataclass
-class _Model:
-    pm: PartitionedModel
-    deadline_ms: float
-    priority: int
-    queue_depth: int
-    accuracy: float | None
-    example_input: Carry | None
-    modes: list[Mode]
-    stats: ModelStats
-    latencies: deque
-    recent: deque
-    overridden: set[str] = field(default_factory=set)
-    pending: deque = field(default_factory=deque)
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=32))
-    busy: bool = False
-    last_profile_sec: float | None = None
-    admit_fraction: float = 1.0
-    admit_credit: Fraction = field(default_factory=Fraction)
-    slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
-    expected_rate_hz: float | None = None
-
-
-@dataclass(order=True)
-class _Job:
-    key: tuple[float, int]
-    seq: int
-    model: _Model = field(compare=False)
-    frame: _Frame = field(compare=False)
-    block_index: int = field(default=0, compare=False)
-    carry: Carry = field(default=None, compare=False)
-    observed_ms: float = field(default=0.0, compare=False)
-    solo_ms: float | None = field(default=0.0, compare=False)
 
 
 class BlockExecutor:
@@ -281,7 +175,7 @@ class BlockExecutor:
         self._gate = SlotGate(self.device.slots)
         self._lag = LagTracker(lag_alpha, clock)
         self._registry = VariantRegistry()
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, Model] = {}
         self._solo_ms: dict[tuple[str, str, str], float] = {}
         self._variant_failures: dict[tuple[str, str], int] = {}
         self._alone_threads: dict[tuple[str, str], int] = {}
@@ -295,7 +189,7 @@ class BlockExecutor:
         self._decision_count = 0
         self._cond = threading.Condition(threading.Lock())
         self._stats_lock = threading.Lock()
-        self._ready: list[_Job] = []
+        self._ready: list[Job] = []
         self._seq = itertools.count()
         self._stopping = False
         self._last_activity_sec = clock()
@@ -329,7 +223,7 @@ class BlockExecutor:
 
     def shutdown(self, timeout_sec: float = 5.0) -> bool:
         """Stop: fail pending/dispatched frames, join every thread; ``False`` if some did not join in time."""
-        failed: list[_Frame] = []
+        failed: list[Frame] = []
         with self._cond:
             self._stopping = True
             for model in self._models.values():
@@ -340,7 +234,7 @@ class BlockExecutor:
             self._cond.notify_all()
         self._stop_event.set()
         for frame in failed:
-            _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+            fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
         end = time.monotonic() + timeout_sec
         current = threading.current_thread()
         for thread in self._threads:
@@ -387,7 +281,7 @@ class BlockExecutor:
             self._variant_failures[(pm.name, block.name)] = 0
             for variant in block.variants.values():
                 self._remember_variant_solo(pm.name, block.name, variant)
-        model = _Model(
+        model = Model(
             pm, deadline_ms, priority, queue_depth, accuracy, example_input, [mode] * len(pm.blocks),
             ModelStats(pm.name, deadline_ms, priority), deque(maxlen=self.max_latency_samples),
             deque(maxlen=self.latency_window),
@@ -433,7 +327,7 @@ class BlockExecutor:
         if variant.solo_latency_ms is not None:
             self._solo_ms[(model, block, variant.name)] = variant.solo_latency_ms
 
-    def _model(self, name: str) -> _Model:
+    def _model(self, name: str) -> Model:
         try:
             return self._models[name]
         except KeyError:
@@ -448,8 +342,8 @@ class BlockExecutor:
         policy on an overloaded device) the other frames fail at once with :class:`FrameSkippedError` (a
         :class:`FrameDroppedError`)."""
         model = self._model(model_name)
-        frame = _Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
-        dropped: _Frame | None = None
+        frame = Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
+        dropped: Frame | None = None
         reason = ""
         error_type: type[FrameDroppedError] = FrameDroppedError
         with self._cond:
@@ -458,7 +352,7 @@ class BlockExecutor:
             model.stats.submitted += 1
             self._last_activity_sec = self._clock()
             model.arrivals.append(frame.arrival_sec)
-            if not self._admit(model):
+            if not admit(model):
                 dropped, error_type = frame, FrameSkippedError
                 model.stats.dropped += 1
                 model.stats.skipped += 1
@@ -475,33 +369,21 @@ class BlockExecutor:
                     reason = (f"model {model_name!r}: frame dropped, pending queue full "
                               f"(depth {model.queue_depth}, newest wins)")
         if dropped is not None:
-            _fail(dropped, error_type(reason))
+            fail(dropped, error_type(reason))
         return frame.future
 
-    @staticmethod
-    def _admit(model: _Model) -> bool:
-        """Credit-based admission (caller holds ``_cond``): evenly spread, ``admit_fraction`` of frames pass."""
-        if model.admit_fraction >= 1.0:
-            model.admit_credit = Fraction(0)
-            return True
-        model.admit_credit += Fraction(model.admit_fraction).limit_denominator(ADMIT_PATTERN_MAX_DENOMINATOR)
-        if model.admit_credit >= 1:
-            model.admit_credit -= 1
-            return True
-        return False
-
-    def _job_key(self, model: _Model, arrival_sec: float) -> tuple[float, int]:
+    def _job_key(self, model: Model, arrival_sec: float) -> tuple[float, int]:
         """Heap key: absolute deadline (EDF) or arrival (FIFO), minus the optional priority bias; equal keys go
         to the higher priority."""
         key = arrival_sec + (model.deadline_ms / 1000.0 if self.queue_order == "edf" else 0.0)
         return key - model.priority * self.priority_weight_ms / 1000.0, -model.priority
 
-    def _dispatch_next(self, model: _Model) -> None:
+    def _dispatch_next(self, model: Model) -> None:
         """Move the model's oldest pending frame to the ready heap (caller holds ``_cond``)."""
         while model.pending:
             frame = model.pending.popleft()
             if frame.future.set_running_or_notify_cancel():
-                job = _Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
+                job = Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
                 heapq.heappush(self._ready, job)
                 model.busy = True
                 self._cond.notify()
@@ -529,7 +411,7 @@ class BlockExecutor:
             elif outcome == _SHED:
                 self._shed(job)
 
-    def _run_job(self, job: _Job) -> str:
+    def _run_job(self, job: Job) -> str:
         """Run the job's remaining blocks: ``_DONE``, ``_HANDED_BACK`` to the ready heap (a more urgent job
         waits), or ``_SHED`` (with ``shed_late_frames``: at a block boundary, it can no longer make its
         deadline)."""
@@ -623,7 +505,7 @@ class BlockExecutor:
         self._on_variant_change(model, block.name, ORIGINAL)
         return block.module(carry), None, ORIGINAL
 
-    def _predicted_run_ms(self, model: _Model, first_block: int = 0) -> tuple[float, float] | None:
+    def _predicted_run_ms(self, model: Model, first_block: int = 0) -> tuple[float, float] | None:
         """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
         observed yet), in one pass under the stats lock; None if a block has neither."""
         total = remaining = 0.0
@@ -651,7 +533,7 @@ class BlockExecutor:
             timing.solo_ms = self._solo_ms.get((model, block, variant))
         return timing
 
-    def _hopeless(self, job: _Job) -> bool:
+    def _hopeless(self, job: Job) -> bool:
         """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
         predicted latency) but a fresh frame of the model could."""
         model = job.model
@@ -661,17 +543,17 @@ class BlockExecutor:
         waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
         return is_hopeless(waited_ms, predicted[1], predicted[0], model.deadline_ms)
 
-    def _shed(self, job: _Job) -> None:
+    def _shed(self, job: Job) -> None:
         model = job.model
         with self._cond:
             model.stats.dropped += 1
             model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
             self._dispatch_next(model)
-        _fail(job.frame, FrameShedError(
+        fail(job.frame, FrameShedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
         ))
 
-    def _finish(self, job: _Job, result: Carry, error: BaseException | None) -> None:
+    def _finish(self, job: Job, result: Carry, error: BaseException | None) -> None:
         model = job.model
         latency_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
         with self._cond:
@@ -703,9 +585,9 @@ class BlockExecutor:
                 # The traceback's finished frames hold this job (its future holds the error): a reference cycle
                 # that kept every failed frame's tensors until a full GC. Their locals go; file/line stay.
                 traceback.clear_frames(error.__traceback__)
-            _fail(job.frame, error)
+            fail(job.frame, error)
         for frame in failed:
-            _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+            fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
 
     # -- decisions and overrides ---------------------------------------------------------------------------
 
@@ -761,7 +643,7 @@ class BlockExecutor:
         with self._cond:
             recent = {name: list(m.recent) for name, m in self._models.items()}
             slowdowns = {name: list(m.slowdowns) for name, m in self._models.items()}
-            arrivals_hz = {name: _rate_hz(m.arrivals) for name, m in self._models.items()}
+            arrivals_hz = {name: rate_hz(m.arrivals) for name, m in self._models.items()}
             for name, m in self._models.items():
                 if arrivals_hz[name] is None:
                     arrivals_hz[name] = m.expected_rate_hz
@@ -903,23 +785,3 @@ class BlockExecutor:
                     )
             count = self._decision_count
         return ExecutorStats(models, blocks, count)
-
-
-def _rate_hz(arrivals: deque) -> float | None:
-    """Frames per second from a window of arrival instants: 1 / the median interval, so one pause in the
-    stream (a camera hiccup, a bag loop) does not read as a lower rate for a whole window (None with fewer
-    than 2 arrivals or no time span)."""
-    if len(arrivals) < 2:
-        return None
-    values = list(arrivals)
-    interval = percentile([b - a for a, b in zip(values[:-1], values[1:], strict=True)], 50.0)
-    if interval is None or interval <= 0.0:
-        return None
-    return 1.0 / interval
-
-
-def _fail(frame: _Frame, error: BaseException) -> None:
-    try:
-        frame.future.set_exception(error)
-    except InvalidStateError:  # cancelled or already resolved by the caller meanwhile
-        pass
