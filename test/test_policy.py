@@ -439,3 +439,34 @@ def test_overload_is_seen_before_every_model_has_a_rate() -> None:
     models = [loaded("det", 50.0), ModelObservation("cls", 100.0, None)]  # no rate, no latency yet
     decisions = Policy(cfg(swap_utilization=0.6)).decide(obs(models, blocks), now_sec=1.0)
     assert [(d.model, d.kind, d.value) for d in decisions] == [("det", "variant", "int8")]  # no admission yet
+
+
+def contended(model_name: str, name: str, solo_ms: float, contended_ms: float, *, mode: str = PARALLEL,
+              samples: int = 10) -> BlockObservation:
+    return replace(block(model_name, name, solo_ms=solo_ms, mode=mode), contended_ms=contended_ms,
+                   contended_samples=samples)
+
+
+def test_a_block_that_costs_more_device_time_in_parallel_goes_sequential_even_when_nobody_is_late() -> None:
+    policy = Policy(cfg())
+    # 2 slots: alone it holds both for 10 ms (20 slot-ms); beside another block it held one for 30 ms > 20 x 1.15
+    heavy = contended("det", "conv", 10.0, 30.0)
+    light = contended("det", "head", 10.0, 15.0)  # 15 < 20: overlapping pays, stays parallel
+    decisions = policy.decide(obs([model("det", 20.0)], [light, heavy]), now_sec=10.0)
+    assert [(d.block, d.kind, d.value) for d in decisions] == [("conv", "mode", SEQUENTIAL)]
+    assert "frees throughput" in decisions[0].reason and "30.0 ms" in decisions[0].reason
+    # one worker, or too few contended samples: no decision that could not change anything / is not measured
+    one = DeviceObservation("cpu", workers=1, slots=2)
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], one), now_sec=10.0) == []
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [replace(heavy, contended_samples=2)]), 10.0) == []
+
+
+def test_a_block_made_sequential_for_throughput_is_re_probed_in_parallel_and_not_relaxed_meanwhile() -> None:
+    policy = Policy(cfg(parallel_reprobe_sec=20.0, relax_dwell_sec=0.0))
+    heavy = contended("det", "conv", 10.0, 30.0)
+    assert policy.decide(obs([model("det", 20.0)], [heavy]), now_sec=10.0)[0].value == SEQUENTIAL
+    serialized = replace(heavy, mode=SEQUENTIAL)
+    for now in (15.0, 25.0):  # comfortable, but the relax step leaves throughput decisions alone
+        assert policy.decide(obs([model("det", 20.0)], [serialized]), now_sec=now) == []
+    back = policy.decide(obs([model("det", 20.0)], [serialized]), now_sec=30.0)
+    assert [(d.block, d.value) for d in back] == [("conv", PARALLEL)] and "re-measure" in back[0].reason

@@ -12,8 +12,9 @@ through the whole model, alone, with every core — so they say where a target i
 * :func:`simulate_ideal_edf` — an ACHIEVABLE reference: a zero-overhead single server, preemptive at any
   instant, earliest absolute deadline first, that never starts (and abandons) a frame that can no longer make
   its deadline, with each model's queue depth (newest wins). It is a strong heuristic, not the optimum (the
-  most on-time frames with release times is NP-hard in general), so it may score below the capacity bound. Real modes pay dispatch, Python and cache costs
-  it does not, and cannot preempt inside a block; beating it by a wide margin would be a measurement error.
+  most on-time frames with release times is NP-hard in general), so it may score below the capacity bound.
+  Real modes pay dispatch, Python and cache costs it does not, and cannot preempt inside a block; beating it
+  by a wide margin would be a measurement error.
 
 Pure functions with numbers in and numbers out (unit-tested with hand-computed cases).
 """

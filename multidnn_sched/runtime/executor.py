@@ -667,6 +667,7 @@ class BlockExecutor:
                 blocks.append(BlockObservation(
                     name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
                     variant, tuple(options), block.name in model.overridden,
+                    timing.ema_contended_ms, timing.contended_samples,
                 ))
         device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots)
         return Observations(tuple(models), tuple(blocks), device)

@@ -82,6 +82,9 @@ class BlockTiming:
         last_observed_ms: the most recent observed latency.
         samples: number of observed latencies folded in.
         last_update_sec: clock time of the last update (``None`` before the first).
+        ema_contended_ms: EMA of the latencies of runs that overlapped another block (``None``: none yet) —
+            what the block costs in ``parallel`` beside other models' blocks.
+        contended_samples: number of such runs.
     """
 
     solo_ms: float | None = None
@@ -90,6 +93,8 @@ class BlockTiming:
     last_observed_ms: float | None = None
     samples: int = 0
     last_update_sec: float | None = None
+    ema_contended_ms: float | None = None
+    contended_samples: int = 0
 
 
 def ema(previous: float | None, sample: float, alpha: float) -> float:
@@ -162,6 +167,9 @@ class LagTracker:
             self._lag_seeded.add(key)
         if alone and timing.solo_ms is not None:
             timing.solo_ms = ema(timing.solo_ms, observed_ms, self.alpha)
+        if not alone:
+            timing.ema_contended_ms = ema(timing.ema_contended_ms, observed_ms, self.alpha)
+            timing.contended_samples += 1
         timing.last_observed_ms = observed_ms
         timing.samples += 1
         timing.last_update_sec = self._clock()

@@ -114,6 +114,8 @@ class BlockObservation:
         variant: active variant name.
         options: every usable implementation of the block, the original included.
         locked: forced by an override; the policy leaves it alone.
+        contended_ms: EMA of the block's latency in runs that overlapped another block (``None``: none yet).
+        contended_samples: how many such runs are behind ``contended_ms``.
     """
 
     model: str
@@ -125,6 +127,8 @@ class BlockObservation:
     variant: str = ORIGINAL
     options: tuple[VariantOption, ...] = ()
     locked: bool = False
+    contended_ms: float | None = None
+    contended_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,9 @@ class PolicyConfig:
             even if no model is late yet (``None``: only lateness triggers swaps).
         admission_enabled: admit only a fraction of frames of the costliest models while the device is
             overloaded (see ``admission_utilization``).
+        parallel_reprobe_sec: a block made sequential because it cost more device time in parallel (step 0)
+            returns to parallel after this long, to re-measure: the other models' load changes. 20 s: one bench
+            timed window; a probe costs at most one dwell (2 s) of the more expensive mode per 20 s.
         admission_utilization: admission fractions keep the predicted utilization at or below this: the
             device's capacity (1.0), so frames are only refused when the admitted work cannot fit at all.
         min_admit_fraction: no model is admitted less often than this (it is the next model's turn).
@@ -257,6 +264,7 @@ class PolicyConfig:
     relax_max_utilization: float = 0.5
     swap_utilization: float | None = 0.6
     admission_enabled: bool = True
+    parallel_reprobe_sec: float = 20.0
     admission_utilization: float = 1.0
     min_admit_fraction: float = 0.2
 
@@ -283,6 +291,8 @@ class _State:
     model_change_sec: dict[str, float] = field(default_factory=dict)
     comfortable_since: dict[str, float] = field(default_factory=dict)
     lag_at_serialize_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    serialized_for_throughput: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Blocks the efficiency rule made sequential -> when (re-probed in parallel after ``parallel_reprobe_sec``)."""
 
 
 def option(block: BlockObservation, name: str) -> VariantOption | None:
@@ -468,7 +478,7 @@ class Policy:
         self._utilization = device_utilization(observations.models, blocks_of)
         load_floor = device_utilization(observations.models, blocks_of, lower_bound=True)
         admissions = self._admission(observations.models, blocks_of, now_sec)
-        decisions: list[Decision] = []
+        decisions: list[Decision] = self._efficiency(observations, now_sec)
         for model in late:
             if len(decisions) >= cfg.max_changes:
                 break
@@ -568,6 +578,47 @@ class Policy:
         return decisions
 
     # -- steps ---------------------------------------------------------------------------------------------
+
+    def _efficiency(self, observations: Observations, now_sec: float) -> list[Decision]:
+        """Step 0, every round, late or not: the per-block parallel/sequential choice by device time.
+
+        In ``parallel`` a block holds one of the device's ``slots`` for its contended latency; in ``sequential``
+        it holds every slot for its solo latency. When ``contended_ms > slots x solo_ms x (1 + hysteresis)``
+        the block's latency grows more in parallel than the throughput overlapping frees: it goes sequential.
+        It returns to parallel after ``parallel_reprobe_sec`` (to re-measure), or at once when its solo figure
+        has grown (e.g. a swap) so that the contended latency measured then no longer pays for sequential. At
+        most one change per round; nothing where blocks cannot overlap (one worker or one slot)."""
+        cfg = self.config
+        device = observations.device
+        if not (cfg.serialize_enabled and device.can_overlap):
+            return []
+        band = 1.0 + cfg.hysteresis
+        for block in observations.blocks:
+            key = (block.model, block.block)
+            if block.locked or not self._dwell_ok(block, now_sec) or block.solo_ms is None or block.solo_ms <= 0:
+                continue
+            alone_cost_ms = device.slots * block.solo_ms
+            if block.mode == PARALLEL and key not in self._state.serialized_for_throughput:
+                if block.contended_ms is None or block.contended_samples < cfg.min_samples:
+                    continue
+                if block.contended_ms > alone_cost_ms * band:
+                    self._state.serialized_for_throughput[key] = now_sec
+                    reason = (
+                        f"{block.model}/{block.block} costs more device time in parallel: {block.contended_ms:.1f} ms "
+                        f"on one of {device.slots} slots beside other blocks > {device.slots} x solo "
+                        f"{block.solo_ms:.1f} ms x {band:.2f} alone -> sequential (frees throughput)"
+                    )
+                    return [self._record(Decision(block.model, block.block, DecisionKind.MODE, SEQUENTIAL,
+                                                  reason), now_sec)]
+            elif block.mode == SEQUENTIAL and key in self._state.serialized_for_throughput:
+                since = self._state.serialized_for_throughput[key]
+                if now_sec - since >= cfg.parallel_reprobe_sec:
+                    del self._state.serialized_for_throughput[key]
+                    reason = (f"{block.model}/{block.block} sequential for {now_sec - since:.0f} s -> parallel again "
+                              f"to re-measure its contended latency (re-probe every {cfg.parallel_reprobe_sec:.0f} s)")
+                    return [self._record(Decision(block.model, block.block, DecisionKind.MODE, PARALLEL,
+                                                  reason), now_sec)]
+        return []
 
     def _serialize_or_swap(
         self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float,
@@ -691,7 +742,8 @@ class Policy:
             if predicted <= comfort_ms:
                 reason = f"{head}; swap {block.block} back to original, predicted latency {predicted:.1f} ms"
                 return Decision(model.name, block.block, DecisionKind.VARIANT, ORIGINAL, reason)
-        sequential = [b for b in blocks if b.mode == SEQUENTIAL and not b.locked and self._dwell_ok(b, now_sec)]
+        sequential = [b for b in blocks if b.mode == SEQUENTIAL and not b.locked and self._dwell_ok(b, now_sec)
+                      and (b.model, b.block) not in self._state.serialized_for_throughput]
         for block in sorted(sequential, key=lambda b: self._state.lag_at_serialize_ms.get((b.model, b.block), 0.0)):
             expected_lag = self._state.lag_at_serialize_ms.get((block.model, block.block), 0.0)
             predicted = latency + expected_lag
