@@ -119,10 +119,13 @@ class ControlMixin:
             }
         for name, model in self._models.items():
             window = recent[name]
+            completed = [latency for latency in window if latency is not None]
+            dropped = (len(window) - len(completed)) / len(window) if window else 0.0
             ratios = slowdowns[name]
             slowdown = percentile(ratios, 50.0) if len(ratios) >= SLOWDOWN_MIN_FRAMES else None
-            models.append(ModelObservation(name, model.deadline_ms, percentile(window, 90.0), model.priority,
-                                           len(window), arrivals_hz[name], model.admit_fraction, slowdown))
+            models.append(ModelObservation(name, model.deadline_ms, percentile(completed, 90.0), model.priority,
+                                           len(window), arrivals_hz[name], model.admit_fraction, slowdown,
+                                           dropped))
             for index, block in enumerate(model.pm.blocks):
                 timing = snapshot[name][index]
                 variant = self._registry.active((name, block.name))[0]

@@ -65,10 +65,6 @@ from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
 
-DROPPED_FRAME_LATENCY_FACTOR = 2.0
-"""A dropped or shed frame enters the policy's latency window as ``factor x deadline``: frames that never
-complete must look late to the policy (else shedding would hide an overload and nothing would be swapped)."""
-
 CPU_DEFAULT_WORKERS = None
 """Worker threads on CPU when ``num_workers`` is None: ``None`` = one per registered model up to the usable
 cores (CUDA: one per model, one stream each). With two or more workers a ``parallel`` block runs with one
@@ -360,7 +356,7 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
                 elif len(model.pending) > model.queue_depth:
                     dropped = model.pending.popleft()
                     model.stats.dropped += 1
-                    model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
+                    model.recent.append(None)  # not computed: the policy sees the share of such frames
                     reason = (f"model {model_name!r}: frame dropped, pending queue full "
                               f"(depth {model.queue_depth}, newest wins)")
         if dropped is not None:
@@ -542,7 +538,7 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
         model = job.model
         with self._cond:
             model.stats.dropped += 1
-            model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
+            model.recent.append(None)
             self._dispatch_next(model)
         fail(job.frame, FrameShedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
