@@ -189,13 +189,12 @@ def setup_model(
         calib = [f for f in render_calibration(plan.calibration, calibration_frames * 2, profile) if f.objects]
         metric = TASK_METRICS[name](scenes)
         if name == "detector":
-            inputs = [detector_preprocess(f.image) for f in scenes]
             calibration = [detector_preprocess(f.image) for f in calib[:calibration_frames]]
         else:
             size = CLASSIFIER_INPUT_HW if name == "classifier" else EMBEDDER_INPUT_HW
-            inputs = [crop_batch(f.image, [o.box_xyxy for o in f.objects], size) for f in scenes if f.objects]
             calibration = [crop_batch(f.image, [o.box_xyxy for o in f.objects], size)
                            for f in calib[:calibration_frames]]
+        inputs = metric.inputs
         return ModelSetup(pm, inputs, metric, metric.name, trained, calibration, plan)
     import torchvision
 
@@ -289,7 +288,8 @@ def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: S
     options = BuildOptions(importance=args.importance, finetune_steps=args.finetune_steps,
                            intra_op_threads=args.threads, torch_threads=args.threads, progress=not args.quiet,
                            latency_repeats=args.repeats,
-                           tucker_fn=_tucker_fn(args.rank_rule), extra={"scene_frames": len(setup.inputs)})
+                           tucker_fn=_tucker_fn(args.rank_rule),
+                           extra={"scene_frames": int(getattr(setup.accuracy_fn, "frames", len(setup.inputs)))})
     torch.manual_seed(0)
     records = build_block_variants(setup.pm, names, setup.inputs, kinds, args.out, setup.accuracy_fn, setup.metric,
                                    options, calibration_count=args.calibration, calibration_inputs=calibration)
@@ -327,7 +327,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile_model
 
     if args.model in DEFAULT_MODELS:
-        setup = setup_model(args.model, frames=1)
+        setup = setup_model(args.model, frames=1, calibration_frames=1)
         result = profile_model(setup.pm, input_shape=tuple(setup.inputs[0].shape))
     else:
         result = profile_model(args.model)

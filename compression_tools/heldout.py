@@ -21,6 +21,7 @@ embedder ``reid_top1`` (re-identification top-1 of ground-truth crops against th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,7 +128,16 @@ def check_disjoint(plan: SeedPlan) -> None:
 
 def render_heldout(seeds: Sequence[int], frames: int, profile: str = SCENE_PROFILE,
                    progress: bool = False) -> list[Any]:
-    """``frames`` consecutive frames in all, split evenly over ``seeds`` (at least one per seed)."""
+    """``frames`` consecutive frames in all, split evenly over ``seeds`` (at least one per seed).
+
+    The last rendering is cached (``build-defaults`` scores its three models on the same frames); treat the
+    returned frames as read-only.
+    """
+    return list(_render_heldout(tuple(int(s) for s in seeds), int(frames), profile, progress))
+
+
+@functools.lru_cache(maxsize=1)
+def _render_heldout(seeds: tuple[int, ...], frames: int, profile: str, progress: bool) -> tuple[Any, ...]:
     from tqdm import tqdm
 
     from multidnn_sched.scenes.generator import SceneGenerator, profile_config
@@ -140,7 +150,7 @@ def render_heldout(seeds: Sequence[int], frames: int, profile: str = SCENE_PROFI
             for frame in SceneGenerator(profile_config(profile), seed=seed).frames(per_seed):
                 out.append(frame)
                 bar.update()
-    return out
+    return tuple(out)
 
 
 def render_calibration(seeds: Sequence[int], frames: int, profile: str = SCENE_PROFILE) -> list[Any]:
@@ -165,12 +175,15 @@ class TaskMetric:
         frames: evaluation frames.
         samples: scored units (GT objects, re-ID queries, crops).
         fn: the scoring function.
+        inputs: the model inputs it scores, one carry per frame (frames without objects have none for crop
+            models), e.g. for calibration-free checks and example shapes.
     """
 
     name: str
     frames: int
     samples: int
     fn: Callable[[Callable[[Carry], Carry]], float]
+    inputs: list[Carry] = field(default_factory=list)
 
     def __call__(self, model: Callable[[Carry], Carry]) -> float:
         with torch.no_grad():
@@ -186,7 +199,8 @@ def detector_metric(frames: Sequence[Any]) -> TaskMetric:
     from multidnn_sched.evaluation.metrics import FrameGroundTruth, FramePredictions, detection_map
     from multidnn_sched.models.detector import detector_postprocess, detector_preprocess
 
-    images = _batches([detector_preprocess(f.image) for f in frames], DETECTOR_BATCH)
+    per_frame = [detector_preprocess(f.image) for f in frames]
+    images = _batches(per_frame, DETECTOR_BATCH)
     sizes = [(f.image.shape[1], f.image.shape[0]) for f in frames]
     truth = [FrameGroundTruth(i, np.array([o.box_xyxy for o in f.objects], dtype=np.float32).reshape(-1, 4),
                               np.array([o.class_id for o in f.objects], dtype=np.int64),
@@ -204,7 +218,7 @@ def detector_metric(frames: Sequence[Any]) -> TaskMetric:
                 predictions.append(FramePredictions(i, det.boxes_xyxy, det.scores, det.labels))
         return 100.0 * detection_map(predictions, truth)["map50"]
 
-    return TaskMetric("mAP50", len(frames), scored, score)
+    return TaskMetric("mAP50", len(frames), scored, score, per_frame)
 
 
 def _crops(frames: Sequence[Any], size_hw: tuple[int, int], visible_only: bool) -> tuple[list[torch.Tensor],
@@ -257,7 +271,7 @@ def embedder_metric(frames: Sequence[Any], gap: int | None = None) -> TaskMetric
             total += int(result["queries"])
         return 100.0 * hits / total if total else float("nan")
 
-    return TaskMetric("reid_top1", len(frames), queries, score)
+    return TaskMetric("reid_top1", len(frames), queries, score, [c for c in crops if len(c)])
 
 
 def _sequences(frames: Sequence[Any]) -> list[list[Any]]:
@@ -274,7 +288,8 @@ def classifier_metric(frames: Sequence[Any]) -> TaskMetric:
     """Attribute top-1 (percent) on ground-truth crops of objects >= 50 % visible, batched by crops."""
     from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
 
-    batches = _crop_batches(_crops(frames, CLASSIFIER_INPUT_HW, visible_only=True)[0])
+    crops = _crops(frames, CLASSIFIER_INPUT_HW, visible_only=True)[0]
+    batches = _crop_batches(crops)
     labels = torch.tensor([o.attribute_id for f in frames for o in f.objects
                            if o.visible_fraction >= MIN_VISIBLE_FRACTION], dtype=torch.long)
 
@@ -282,7 +297,7 @@ def classifier_metric(frames: Sequence[Any]) -> TaskMetric:
         predicted = _run_crops(model, batches).argmax(1)
         return 100.0 * float((predicted == labels).float().mean()) if len(labels) else float("nan")
 
-    return TaskMetric("attribute_top1", len(frames), len(labels), score)
+    return TaskMetric("attribute_top1", len(frames), len(labels), score, [c for c in crops if len(c)])
 
 
 TASK_METRICS: Mapping[str, Callable[[Sequence[Any]], TaskMetric]] = {
