@@ -72,7 +72,7 @@ def parse_seeds(text: str, what: str) -> list[int]:
         ConfigError: not a range or comma-separated integers, or empty.
     """
     try:
-        if "-" in text.strip().lstrip("-"):
+        if "-" in text:
             lo, hi = (int(v) for v in text.split("-", 1))
             seeds = list(range(lo, hi + 1))
         else:
@@ -256,6 +256,7 @@ def embedder_metric(frames: Sequence[Any], gap: int | None = None) -> TaskMetric
     crops, counts = _crops(frames, EMBEDDER_INPUT_HW, visible_only=False)
     batches = _crop_batches(crops)
     gap = max(1, min(gap, min(len(s) for s in sequences) // 2))
+    # the query count depends on the ground truth only (any embeddings give it)
     queries = sum(int(reid_scores(s, [np.zeros((len(f.objects), 1), np.float32) for f in s], gap)[0]["queries"])
                   for s in sequences)
 
