@@ -220,3 +220,16 @@ def test_report_shows_floor_verdicts(tmp_path: Path) -> None:
     data = json.loads(paths.json.read_text())
     assert data["accuracy_floor"] == 0.97 and data["models"]["toy"]["heldout_seeds"] == [7001]
     assert {v["variant"]: v["verdict"] for v in data["floor_verdicts"]}["int8"] == ACCEPTED
+
+
+def test_ros_runtime_takes_the_manifest_baseline_or_none(tmp_path: Path) -> None:
+    from multidnn_sched.ros.shared_runtime import _attach_manifest_variants
+
+    path = _floor_manifest(tmp_path, _toy())
+    assert _attach_manifest_variants(path, _toy()) == 80.0
+    manifest = read_manifest(path)
+    manifest.models = {}
+    write_manifest(manifest, path)
+    pm = _toy()
+    assert _attach_manifest_variants(path, pm) is None, "no baseline: relative accuracy unknown, never 1.0"
+    assert set(pm.block("body").variants) == {"int8", "prune50"}
