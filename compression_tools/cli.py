@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,45 @@ from torch import nn
 from multidnn_sched.exceptions import MultiDnnError
 from multidnn_sched.runtime.block import Carry, PartitionedModel
 
+from .heldout import SeedPlan
+
 DEFAULT_OUT_DIR = Path("runs/variants")
 """Default output of build / build-defaults: a run directory (git-ignored), not the package, so shipped files
 stay small; point the runtime at ``<out>/manifest.json``."""
 DEFAULT_MODELS: tuple[str, ...] = ("detector", "embedder", "classifier")
-DEFAULT_FRAMES = 48
+DEFAULT_FRAMES = 300
+"""Held-out evaluation frames of ``build`` / ``build-defaults`` (see :mod:`compression_tools.heldout`)."""
 DEFAULT_CALIBRATION = 16
+DEFAULT_MAX_DROP = 10.0
+"""Manifest gate (metric points): a variant further below the original is marked unusable and never loaded.
+
+It only weeds out broken variants (structured pruning without fine-tuning costs the detector and the embedder
+tens of points); the decision between usable variants is the runtime policy's ``accuracy_floor`` (relative,
+0.97 by default, and a ROS parameter), which also bounds combinations of variants. With a 1-point gate the
+policy floor could never bind: any variant it would refuse (> 3 % relative, i.e. > 1.4-3 points at the default
+models' accuracies) was already unloaded, and lowering the floor at run time had nothing to choose from."""
+MODEL_KINDS: dict[str, tuple[str, ...]] = {"classifier": ("unstructured80+int8",)}
+"""Extra kinds of a model's heaviest block in ``build-defaults``, so every default model has a variant that costs
+accuracy on the held-out frames (the floor has something to refuse). The classifier's default kinds all stay
+within 1 point: structured pruning of RegNetY's block4 removes only ~10 % of its parameters (the channels on its
+residual path are frozen) and int8 is lossless, so its lossy probe is 80 % magnitude pruning with int8
+(measured 99.23 -> 93.77 attribute top-1 on the 300 held-out frames; 84 % fell to 68, 80 % without int8 lost ~1
+point). The detector's and the embedder's ``prune50`` (no fine-tune) already cost far more than a point."""
 
 
 @dataclass
 class ModelSetup:
-    """A model ready for compression: partitioned, with scene inputs and its task metric.
+    """A model ready for compression: partitioned, with held-out evaluation inputs, calibration inputs and its
+    task metric.
 
     Attributes:
         pm: the partitioned model.
-        inputs: model inputs made from scene frames (one carry per frame).
-        accuracy_fn: task metric of a whole-model callable (``None``: output fidelity is used).
+        inputs: model inputs made from the held-out evaluation frames (one carry per frame).
+        accuracy_fn: task metric of a whole-model callable (``None``: output fidelity on ``inputs`` is used).
         metric: name of the metric.
         trained: whether shipped weights were loaded (random init otherwise).
+        calibration: model inputs of the calibration / fine-tune frames (disjoint seeds).
+        seeds: the seeds of every role (recorded in the manifest).
     """
 
     pm: PartitionedModel
@@ -46,13 +67,22 @@ class ModelSetup:
     accuracy_fn: Callable[[Callable[[Carry], Carry]], float] | None
     metric: str
     trained: bool
+    calibration: list[Carry] = field(default_factory=list)
+    seeds: SeedPlan | None = None
 
 
-def _scene_frames(count: int, seed: int) -> list[Any]:
-    from multidnn_sched.scenes.generator import SceneGenerator
+def _seed_plan(model: str, heldout_seeds: Sequence[int] | None, calibration_seeds: Sequence[int] | None,
+               profile: str) -> SeedPlan:
+    """The seeds of a build, checked: held-out disjoint from calibration, fine-tune and training seeds."""
+    from .heldout import CALIBRATION_SEEDS, HELDOUT_SEEDS, check_disjoint, training_seeds
 
-    # every 3rd frame of a longer sequence: more varied than consecutive frames
-    return list(SceneGenerator(seed=seed).frames(count * 3))[::3]
+    calibration = list(calibration_seeds or CALIBRATION_SEEDS)
+    trained_on = sorted({s for name in DEFAULT_MODELS for s in training_seeds(name)}) if model in DEFAULT_MODELS \
+        else []
+    plan = SeedPlan(heldout=list(heldout_seeds or HELDOUT_SEEDS), calibration=calibration, finetune=calibration,
+                    training=trained_on, profile=profile)
+    check_disjoint(plan)
+    return plan
 
 
 def _default_model(name: str) -> tuple[nn.Module, bool]:
@@ -66,113 +96,106 @@ def _default_model(name: str) -> tuple[nn.Module, bool]:
         return builders[name]().eval(), False
 
 
-def _detector_metric(frames: Sequence[Any]) -> Callable[[Callable[[Carry], Carry]], float]:
-    import numpy as np
-
-    from multidnn_sched.evaluation.metrics import FrameGroundTruth, FramePredictions, detection_map
-    from multidnn_sched.models.detector import detector_postprocess, detector_preprocess
-
-    images = [detector_preprocess(f.image) for f in frames]
-    truth = [FrameGroundTruth(i, np.array([o.box_xyxy for o in f.objects], dtype=np.float32).reshape(-1, 4),
-                              np.array([o.class_id for o in f.objects], dtype=np.int64),
-                              visible_fraction=np.array([o.visible_fraction for o in f.objects], dtype=np.float32))
-             for i, f in enumerate(frames)]
-
-    def metric(model: Callable[[Carry], Carry]) -> float:
-        predictions = []
-        with torch.no_grad():
-            for i, (image, frame) in enumerate(zip(images, frames, strict=True)):
-                det = detector_postprocess(model(image), image_size=(frame.image.shape[1], frame.image.shape[0]))
-                predictions.append(FramePredictions(i, det.boxes_xyxy, det.scores, det.labels))
-        return 100.0 * detection_map(predictions, truth)["map50"]
-
-    return metric
-
-
-def _classifier_metric(crops: Sequence[torch.Tensor], labels: Sequence[Any]) -> Callable[[Callable], float]:
-    def metric(model: Callable[[Carry], Carry]) -> float:
-        correct = total = 0
-        with torch.no_grad():
-            for batch, truth in zip(crops, labels, strict=True):
-                predicted = model(batch).argmax(1)
-                correct += int((predicted == truth).sum())
-                total += len(truth)
-        return 100.0 * correct / max(total, 1)
-
-    return metric
-
-
 def setup_registry_model(
-    name: str, frames: int = DEFAULT_FRAMES, seed: int = 7, model_name: str | None = None, **options: Any
+    name: str, frames: int = DEFAULT_FRAMES, seed: int | None = None, model_name: str | None = None, *,
+    heldout_seeds: Sequence[int] | None = None, calibration_seeds: Sequence[int] | None = None,
+    calibration_frames: int = DEFAULT_CALIBRATION, profile: str = "hard", **options: Any
 ) -> ModelSetup:
     """Build, partition and prepare scene inputs for any registry model (``torchvision:efficientnet_b0``,
     ``exported:net.pt2``, ``module:pkg.mod:factory``...).
 
     Models whose labels are not the synthetic scene's have no task metric there: accuracy is measured as
-    agreement with the model's own fp32 outputs (top-1 agreement for classifiers, output cosine otherwise).
+    agreement with the model's own fp32 outputs (top-1 agreement for classifiers, output cosine otherwise) on
+    the held-out frames.
 
     Args:
         name: registry name.
-        frames: scene frames used as inputs.
-        seed: scene seed.
-        model_name: the model's name in the manifest (the runtime's model name, e.g. ``classifier``; default:
-            the registry name).
+        frames: held-out evaluation frames.
+        seed: one held-out scene seed (shorthand for ``heldout_seeds=[seed]``).
+        model_name: the model's name in the manifest (the runtime's model name, e.g. ``classifier`` when a node
+            runs it; default: the registry name).
+        heldout_seeds: held-out scene seeds (default :data:`~compression_tools.heldout.HELDOUT_SEEDS`).
+        calibration_seeds: calibration / fine-tune scene seeds (default ``CALIBRATION_SEEDS``).
+        calibration_frames: calibration / fine-tune frames.
+        profile: scene profile.
         options: ``weights``, ``labels_file``, ``input_hw``, ``task`` for the registry lookup.
 
     Raises:
-        ConfigError: unknown name; CheckpointError: a file is missing or does not fit.
+        ConfigError: unknown name, or colliding seeds; CheckpointError: a file is missing or does not fit.
     """
     from multidnn_sched.models.registry import get_model_spec
 
+    from .heldout import render_calibration, render_heldout
+
+    heldout_seeds = [seed] if seed is not None and heldout_seeds is None else heldout_seeds
     spec = get_model_spec(name, **options)
     if spec.source == "default":
-        return setup_model(name.removeprefix("default:"), frames, seed, model_name=model_name)
+        return setup_model(name.removeprefix("default:"), frames, model_name=model_name, heldout_seeds=heldout_seeds,
+                           calibration_seeds=calibration_seeds, calibration_frames=calibration_frames,
+                           profile=profile)
+    plan = _seed_plan(name, heldout_seeds, calibration_seeds, profile)
     loaded = spec.load("cpu")
     pm = loaded.partition(model_name or name)
-    inputs = [loaded.preprocess(f.image) for f in _scene_frames(frames, seed)]
+    inputs = [loaded.preprocess(f.image) for f in render_heldout(plan.heldout, frames, profile)]
+    calibration = [loaded.preprocess(f.image) for f in render_calibration(plan.calibration, calibration_frames,
+                                                                          profile)]
     metric = "top1_agreement_pct" if spec.task == "classification" else "output_cosine_pct"
-    return ModelSetup(pm, inputs, None, metric, spec.weights is not None)
+    return ModelSetup(pm, inputs, None, metric, spec.weights is not None, calibration, plan)
 
 
 def setup_model(
     name: str,
     frames: int = DEFAULT_FRAMES,
-    seed: int = 7,
+    seed: int | None = None,
     model_name: str | None = None,
     input_hw: tuple[int, int] | None = None,
+    *,
+    heldout_seeds: Sequence[int] | None = None,
+    calibration_seeds: Sequence[int] | None = None,
+    calibration_frames: int = DEFAULT_CALIBRATION,
+    profile: str = "hard",
+    progress: bool = False,
 ) -> ModelSetup:
-    """Build, partition and prepare scene inputs for a default model, a torchvision model name or a registry
-    name (``source:name``, see :func:`setup_registry_model`).
+    """Build, partition and prepare held-out and calibration inputs for a default model, a torchvision model
+    name or a registry name (``source:name``, see :func:`setup_registry_model`).
+
+    Default models are scored with their task metric (:data:`~compression_tools.heldout.TASK_METRICS`) on
+    ``frames`` held-out frames; calibration and fine-tuning use ``calibration_frames`` frames of other seeds.
 
     Raises:
-        ConfigError: unknown model name.
+        ConfigError: unknown model name, or a held-out seed colliding with a calibration / training seed.
         PartitionError: the model cannot be cut into blocks.
     """
     from multidnn_sched.exceptions import ConfigError
     from multidnn_sched.runtime.partition import partition_model
 
+    from .heldout import TASK_METRICS, render_calibration, render_heldout
+
+    heldout_seeds = [seed] if seed is not None and heldout_seeds is None else heldout_seeds
     if ":" in name:
-        return setup_registry_model(name, frames, seed, model_name, input_hw=input_hw)
-    scenes = _scene_frames(frames, seed)
+        return setup_registry_model(name, frames, None, model_name, heldout_seeds=heldout_seeds,
+                                    calibration_seeds=calibration_seeds, calibration_frames=calibration_frames,
+                                    profile=profile, input_hw=input_hw)
+    plan = _seed_plan(name, heldout_seeds, calibration_seeds, profile)
     if name in DEFAULT_MODELS:
+        from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
         from multidnn_sched.models.crops import crop_batch
         from multidnn_sched.models.detector import detector_preprocess
+        from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
 
         model, trained = _default_model(name)
         pm = partition_model(model, model_name or name)
+        scenes = render_heldout(plan.heldout, frames, profile, progress=progress)
+        calib = [f for f in render_calibration(plan.calibration, calibration_frames * 2, profile) if f.objects]
+        metric = TASK_METRICS[name](scenes)
         if name == "detector":
-            return ModelSetup(pm, [detector_preprocess(f.image) for f in scenes], _detector_metric(scenes), "mAP50",
-                              trained)
-        from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
-        from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
-
-        size = CLASSIFIER_INPUT_HW if name == "classifier" else EMBEDDER_INPUT_HW
-        kept = [f for f in scenes if f.objects]
-        crops = [crop_batch(f.image, [o.box_xyxy for o in f.objects], size) for f in kept]
-        if name == "classifier":
-            labels = [torch.tensor([o.attribute_id for o in f.objects]) for f in kept]
-            return ModelSetup(pm, crops, _classifier_metric(crops, labels), "attribute_top1", trained)
-        return ModelSetup(pm, crops, None, "output_cosine_pct", trained)
+            calibration = [detector_preprocess(f.image) for f in calib[:calibration_frames]]
+        else:
+            size = CLASSIFIER_INPUT_HW if name == "classifier" else EMBEDDER_INPUT_HW
+            calibration = [crop_batch(f.image, [o.box_xyxy for o in f.objects], size)
+                           for f in calib[:calibration_frames]]
+        inputs = metric.inputs
+        return ModelSetup(pm, inputs, metric, metric.name, trained, calibration, plan)
     import torchvision
 
     from multidnn_sched.models.detector import normalize_images, resize_uint8
@@ -182,8 +205,14 @@ def setup_model(
                           "classification model name (random init) or a registry name such as "
                           "torchvision:efficientnet_b0, exported:net.pt2, module:pkg.mod:factory")
     model = torchvision.models.get_model(name, weights=None).eval()
-    inputs = [normalize_images(resize_uint8(f.image, (224, 224))) for f in scenes]
-    return ModelSetup(partition_model(model, model_name or name), inputs, None, "top1_agreement_pct", False)
+
+    def prepare(frames_: Sequence[Any]) -> list[Carry]:
+        return [normalize_images(resize_uint8(f.image, (224, 224))) for f in frames_]
+
+    inputs = prepare(render_heldout(plan.heldout, frames, profile))
+    calibration = prepare(render_calibration(plan.calibration, calibration_frames, profile))
+    return ModelSetup(partition_model(model, model_name or name), inputs, None, "top1_agreement_pct", False,
+                      calibration, plan)
 
 
 def block_macs(pm: PartitionedModel, example: Carry) -> dict[str, int]:
@@ -224,7 +253,12 @@ def _merge(out_dir: Path, setup: ModelSetup, records: list[Any], max_drop: float
     manifest.variants = [r for r in manifest.variants if (r.model, r.block, r.name) not in replaced] + records
     base = next((r for r in records if r.kind == "original"), None)
     if base is not None:
-        manifest.models[setup.pm.name] = ModelBaseline(base.accuracy, base.accuracy_metric, len(setup.inputs))
+        seeds = setup.seeds
+        manifest.models[setup.pm.name] = ModelBaseline(
+            base.accuracy, base.accuracy_metric, base.eval_frames or len(setup.inputs), base.eval_samples,
+            scene_profile=seeds.profile if seeds else "", heldout_seeds=list(seeds.heldout) if seeds else [],
+            calibration_seeds=list(seeds.calibration) if seeds else [],
+            finetune_seeds=list(seeds.finetune) if seeds else [], training_seeds=list(seeds.training) if seeds else [])
     for record in manifest.variants:  # the floor may have changed: re-judge accuracy verdicts
         if record.reason.startswith("accuracy"):
             record.usable, record.reason = True, ""
@@ -236,31 +270,40 @@ def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: S
            extra_kinds: Sequence[str] = ()) -> Path:
     """Build ``kinds`` for ``blocks`` (names or ``"heaviest"``) of ``model``; with ``extra_kinds``, also build
     those for every other significant block (see :data:`SIGNIFICANT_BLOCK_MAC_FRACTION`)."""
+    from .heldout import parse_seeds
     from .variants import BuildOptions, build_block_variants
 
     size = getattr(args, "input", None)
+    heldout = parse_seeds(args.heldout_seeds, "--heldout-seeds") if args.heldout_seeds else None
+    calibration_seeds = parse_seeds(args.calibration_seeds, "--calibration-seeds") if args.calibration_seeds \
+        else None
     setup = setup_model(model, args.frames, model_name=getattr(args, "name", None) or None,
-                        input_hw=(size[0], size[1]) if size else None)
+                        input_hw=(size[0], size[1]) if size else None, heldout_seeds=heldout,
+                        calibration_seeds=calibration_seeds, calibration_frames=args.calibration,
+                        progress=not args.quiet)
     if not setup.trained and model in DEFAULT_MODELS:
         print(f"warning: {model} has no trained weights yet; accuracy figures are for random init", file=sys.stderr)
-    names = [heaviest_block(setup.pm, setup.inputs[0]) if b == "heaviest" else b for b in blocks]
+    calibration = setup.calibration or setup.inputs
+    names = [heaviest_block(setup.pm, calibration[0]) if b == "heaviest" else b for b in blocks]
     options = BuildOptions(importance=args.importance, finetune_steps=args.finetune_steps,
                            intra_op_threads=args.threads, torch_threads=args.threads, progress=not args.quiet,
                            latency_repeats=args.repeats,
-                           tucker_fn=_tucker_fn(args.rank_rule), extra={"scene_frames": len(setup.inputs)})
+                           tucker_fn=_tucker_fn(args.rank_rule),
+                           extra={"scene_frames": int(getattr(setup.accuracy_fn, "frames", len(setup.inputs)))})
     torch.manual_seed(0)
     records = build_block_variants(setup.pm, names, setup.inputs, kinds, args.out, setup.accuracy_fn, setup.metric,
-                                   options, calibration_count=args.calibration)
-    others = significant_blocks(setup.pm, setup.inputs[0], exclude=names) if extra_kinds else []
+                                   options, calibration_count=args.calibration, calibration_inputs=calibration)
+    others = significant_blocks(setup.pm, calibration[0], exclude=names) if extra_kinds else []
     if others:
         extra = build_block_variants(setup.pm, others, setup.inputs, extra_kinds, args.out, setup.accuracy_fn,
-                                     setup.metric, options, calibration_count=args.calibration)
+                                     setup.metric, options, calibration_count=args.calibration,
+                                     calibration_inputs=calibration, baseline_accuracy=records[0].accuracy)
         records += extra
     path = _merge(Path(args.out), setup, records, args.max_drop)
     for r in records:
         accuracy = "n/a" if r.accuracy is None else f"{r.accuracy:.2f}"
         print(f"{r.model}/{r.block}/{r.name}: {r.solo_latency_ms.get('cpu', float('nan')):.2f} ms, "
-              f"{r.bytes / 1e6:.2f} MB, {r.accuracy_metric} {accuracy}"
+              f"{r.bytes / 1e6:.2f} MB, {r.accuracy_metric} {accuracy} ({r.eval_frames} held-out frames)"
               f"{'' if r.usable else ' UNUSABLE: ' + r.reason}")
     print(f"manifest: {path}")
     return path
@@ -284,7 +327,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile_model
 
     if args.model in DEFAULT_MODELS:
-        setup = setup_model(args.model, frames=1)
+        setup = setup_model(args.model, frames=1, calibration_frames=1)
         result = profile_model(setup.pm, input_shape=tuple(setup.inputs[0].shape))
     else:
         result = profile_model(args.model)
@@ -313,9 +356,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .manifest import read_manifest
     from .report import write_report
 
-    paths = write_report(read_manifest(args.manifest), args.out or Path(args.manifest).parent, args.device_key)
+    paths = write_report(read_manifest(args.manifest), args.out or Path(args.manifest).parent, args.device_key,
+                         args.accuracy_floor)
     print(f"wrote {paths.markdown}, {paths.json}, {paths.png}")
     return 0
+
+
+def _parse_model_kinds(text: str) -> dict[str, list[str]]:
+    """``"classifier=unstructured80+int8,int8;detector=prune75"`` -> ``{model: [kind, ...]}`` (kinds checked)."""
+    from multidnn_sched.exceptions import ConfigError
+
+    from .variants import parse_kind
+
+    out: dict[str, list[str]] = {}
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        model, sep, kinds = item.partition("=")
+        if not sep or not model.strip() or not kinds.strip():
+            raise ConfigError(f"--model-kinds: expected MODEL=KIND[,KIND] items separated by ';', got {item!r}")
+        out[model.strip()] = [k.strip() for k in kinds.split(",") if k.strip()]
+        for kind in out[model.strip()]:
+            parse_kind(kind)
+    return out
 
 
 def _cmd_build_defaults(args: argparse.Namespace) -> int:
@@ -324,7 +387,8 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
 
     path = None
     for model in args.models:
-        path = _build(args, model, ["heaviest"], args.kinds, args.other_kinds)
+        kinds = list(dict.fromkeys([*args.kinds, *args.model_kinds.get(model, ())]))
+        path = _build(args, model, ["heaviest"], kinds, args.other_kinds)
     if path is not None:
         paths = write_report(read_manifest(path), Path(args.out))
         print(f"report: {paths.markdown}")
@@ -333,13 +397,22 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser, kinds: bool = True) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output dir (manifest.json inside)")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="scene frames for evaluation")
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                        help="held-out evaluation frames, split over --heldout-seeds (hard scene profile)")
+    parser.add_argument("--heldout-seeds", default="",
+                        help="scene seeds of the evaluation frames, 'LO-HI' or 'A,B' (default: "
+                        "compression_tools.heldout.HELDOUT_SEEDS); must be disjoint from calibration and training "
+                        "seeds")
     parser.add_argument("--calibration", type=int, default=DEFAULT_CALIBRATION,
                         help="scene frames for int8 calibration and fine-tuning")
+    parser.add_argument("--calibration-seeds", default="",
+                        help="scene seeds of the calibration / fine-tune frames (default: CALIBRATION_SEEDS)")
     parser.add_argument("--importance", choices=("l1", "l2", "taylor"), default="l2")
     parser.add_argument("--finetune-steps", type=int, default=200, help="distillation steps of '+ft' kinds")
     parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads when measuring")
-    parser.add_argument("--max-drop", type=float, default=1.0, help="accuracy floor: baseline minus this")
+    parser.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+                        help="manifest gate: variants more than this many metric points below the original are "
+                        "marked unusable (not loaded)")
     parser.add_argument("--rank-rule", default="macs", help="Tucker rank rule of 'tucker' kinds")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per latency figure (20th percentile)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -385,11 +458,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="variant kinds of each model's heaviest block")
     p.add_argument("--other-kinds", default="int8",
                    help="variant kinds of every other block with >= 5%% of the model's MACs ('' for none)")
+    p.add_argument("--model-kinds", default=";".join(f"{m}={','.join(k)}"
+                                                     for m, k in MODEL_KINDS.items()),
+                   help="extra heaviest-block kinds per model, 'MODEL=KIND,KIND;MODEL=KIND' ('' for none; default: "
+                   "the lossy probes of compression_tools.cli.MODEL_KINDS)")
     _common(p)
     p = sub.add_parser("report", help="Markdown + JSON + PNG report of a manifest")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--device-key", default="cpu")
+    p.add_argument("--accuracy-floor", type=float, default=None,
+                   help="policy accuracy floor of the verdict table (default: the default workload's, "
+                   "PolicyConfig.accuracy_floor)")
     return parser
 
 
@@ -407,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "build-defaults":
             args.kinds = [k for k in args.kinds.split(",") if k]
             args.other_kinds = [k for k in args.other_kinds.split(",") if k]
+            args.model_kinds = _parse_model_kinds(args.model_kinds)
             return _cmd_build_defaults(args)
         blocks = args.block or ["heaviest"]
         if args.command == "prune":

@@ -149,6 +149,46 @@ def output_fidelity(pm: PartitionedModel, inputs: Sequence[Carry]) -> tuple[Accu
     return fn, "top1_agreement_pct" if logits else "output_cosine_pct"
 
 
+class PrefixCache:
+    """``input -> output`` callables of a model with one block replaced, sharing the unchanged blocks before it.
+
+    Every variant of one block sees the same carries at that block's input, so they are computed once per
+    evaluation input (keyed by the input object: a metric must pass the same tensor objects on every call, as
+    :class:`~compression_tools.heldout.TaskMetric` does) and each variant runs from the block on. Exact, not an
+    approximation; it holds one carry per input until the cache is dropped.
+    """
+
+    def __init__(self, pm: PartitionedModel, block_name: str) -> None:
+        self.index = pm.block_names.index(pm.block(block_name).name)
+        self.prefix = pm.blocks[:self.index]
+        self.rest = pm.blocks[self.index + 1:]
+        self._store: dict[int, tuple[Carry, Carry]] = {}
+
+    def _block_input(self, carry: Carry) -> Carry:
+        if not self.prefix:
+            return carry
+        hit = self._store.get(id(carry))
+        if hit is not None and hit[0] is carry:
+            return hit[1]
+        out = carry
+        for block in self.prefix:
+            out = block(out)
+        self._store[id(carry)] = (carry, out)
+        return out
+
+    def swapped(self, module: Callable[[Carry], Carry]) -> Callable[[Carry], Carry]:
+        """``input -> output`` of the model with this block replaced by ``module``."""
+
+        def run(carry: Carry) -> Carry:
+            with torch.no_grad():
+                out = module(self._block_input(carry))
+                for block in self.rest:
+                    out = block(out)
+            return out
+
+        return run
+
+
 # --- measurement ---------------------------------------------------------------------------------------------
 
 def measure_latency_ms(module: Callable[[Carry], Carry], carry: Carry, repeats: int = 20, warmup: int = 3,
@@ -348,6 +388,8 @@ def build_block_variants(
     accuracy_metric: str = "",
     options: BuildOptions | None = None,
     calibration_count: int = 16,
+    calibration_inputs: Sequence[Carry] | None = None,
+    baseline_accuracy: float | None = None,
 ) -> list[VariantRecord]:
     """Build, save and measure ``kinds`` for every block in ``block_names``.
 
@@ -356,32 +398,48 @@ def build_block_variants(
     Args:
         pm: partitioned model.
         block_names: blocks to compress.
-        inputs: model inputs (preprocessed scene frames, batch 1 each); the first ``calibration_count`` give
-            the calibration / distillation carries, all of them the fidelity metric when no ``accuracy_fn``.
+        inputs: model inputs (preprocessed scene frames, batch 1 each): the evaluation inputs of the fidelity
+            metric when no ``accuracy_fn``, and the calibration source when no ``calibration_inputs``.
         kinds: variant kinds.
         out_dir: output directory (records' ``file`` are relative to it; put the manifest there).
-        accuracy_fn: task metric of a whole-model callable; default: :func:`output_fidelity` on ``inputs``.
+        accuracy_fn: task metric of a whole-model callable (a :class:`~compression_tools.heldout.TaskMetric`
+            records its frame and sample counts); default: :func:`output_fidelity` on ``inputs``.
         accuracy_metric: name of ``accuracy_fn``'s metric.
         options: build settings.
-        calibration_count: scene frames used for calibration and fine-tuning.
+        calibration_count: frames used for calibration and fine-tuning.
+        calibration_inputs: model inputs of the calibration / fine-tune frames (default: the first
+            ``calibration_count`` of ``inputs``). Pass frames disjoint from the evaluation ones.
+        baseline_accuracy: the original model's metric if already measured (it is the same for every block).
 
     Returns:
         Records: one ``original`` per block, then its variants, with latency and accuracy filled in.
     """
+    from tqdm import tqdm
+
     options = options or BuildOptions()
     out_dir = Path(out_dir)
     if accuracy_fn is None:
         accuracy_fn, accuracy_metric = output_fidelity(pm, inputs)
+    frames = int(getattr(accuracy_fn, "frames", len(inputs)))
+    samples = int(getattr(accuracy_fn, "samples", frames))
+    calibration = list(calibration_inputs if calibration_inputs is not None else inputs)[:calibration_count]
+    if baseline_accuracy is None:
+        baseline_accuracy = accuracy_fn(pm)
     records: list[VariantRecord] = []
     for block_name in block_names:
-        carries = block_input_carries(pm, block_name, inputs[:calibration_count])
+        carries = block_input_carries(pm, block_name, calibration)
         example = carries[0]
         base = original_record(pm, block_name, example)
         base.solo_latency_ms[options.device_key] = measure_latency_ms(
             pm.block(block_name).module, example, options.latency_repeats, torch_threads=options.torch_threads)
-        base.accuracy, base.accuracy_metric = accuracy_fn(pm), accuracy_metric
+        base.accuracy, base.accuracy_metric = baseline_accuracy, accuracy_metric
+        base.eval_frames, base.eval_samples = frames, samples
         records.append(base)
-        for kind in kinds:
+        cache = PrefixCache(pm, block_name)
+        bar = tqdm(kinds, desc=f"{pm.name}/{block_name}", unit="variant", disable=not options.progress,
+                   leave=False)
+        for kind in bar:
+            bar.set_postfix_str(kind)
             try:
                 ready, record = build_variant(pm, block_name, kind, carries, out_dir, options)
             except (VariantError, RuntimeError, ValueError) as exc:
@@ -391,9 +449,10 @@ def build_block_variants(
                 ready.set_intra_op_threads(options.intra_op_threads)
             record.solo_latency_ms[options.device_key] = measure_latency_ms(
                 ready, example, options.latency_repeats, torch_threads=options.torch_threads)
-            record.accuracy, record.accuracy_metric = accuracy_fn(swapped(pm, block_name, ready)), accuracy_metric
-            LOGGER.info("%s/%s %s: %.2f ms (original %.2f), %s %.2f", pm.name, block_name, kind,
+            record.accuracy, record.accuracy_metric = accuracy_fn(cache.swapped(ready)), accuracy_metric
+            record.eval_frames, record.eval_samples = frames, samples
+            LOGGER.info("%s/%s %s: %.2f ms (original %.2f), %s %.2f on %d frames", pm.name, block_name, kind,
                         record.solo_latency_ms[options.device_key], base.solo_latency_ms[options.device_key],
-                        accuracy_metric, record.accuracy)
+                        accuracy_metric, record.accuracy, frames)
             records.append(record)
     return records

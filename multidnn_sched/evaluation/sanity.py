@@ -119,7 +119,7 @@ def network_embed(pipeline: PerceptionPipeline, embedder: torch.nn.Module) -> Em
     return embed
 
 
-def _reid(
+def reid_scores(
     frames: Sequence[Any], embeddings: list[np.ndarray], gap: int
 ) -> tuple[dict[str, float | int], dict[str, float | int]]:
     """Re-identification top-1 (all-object gallery, look-alike gallery) of per-frame GT-crop embeddings."""
@@ -254,7 +254,7 @@ def sanity_report(
     detector = {name: {"map50": float(detection_map(p, det_gt)["map50"])} for name, p in det_preds.items()}
     embedder: dict[str, Any] = {}
     for name in embedders:
-        reid_all, reid_la = _reid(frames, gt_emb[name], reid_gap)
+        reid_all, reid_la = reid_scores(frames, gt_emb[name], reid_gap)
         embedder[name] = {"reid_top1": reid_all["top1"], "reid_top1_lookalike": reid_la["top1"],
                           "idf1": _idf1(frames, inputs, images, embedders[name])}
         embedder["reid_queries"], embedder["reid_chance"] = reid_all["queries"], reid_all["chance"]

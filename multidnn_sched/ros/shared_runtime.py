@@ -101,7 +101,7 @@ class SharedRuntime:
         if variants_manifest is None and str(values.get("variants_manifest", "")):
             variants_manifest = Path(str(values["variants_manifest"]))
         self.partitioned: dict[str, PartitionedModel] = {}
-        accuracies: dict[str, float] = {}
+        accuracies: dict[str, float | None] = {}
         for name, model in models.items():
             pm = model if isinstance(model, PartitionedModel) else partition_model(model, name)
             if pm.name != name:
@@ -115,7 +115,7 @@ class SharedRuntime:
                 deadline_ms=settings.deadlines_ms.get(name, 100.0),
                 priority=settings.priorities.get(name, 0),
                 queue_depth=int(values.get(f"models.{name}.queue_depth", 2)),
-                accuracy=accuracies.get(name, 1.0),
+                accuracy=accuracies.get(name),
                 example_input=example_inputs.get(name),
                 expected_rate_hz=float(values["expected_rate_hz"]) or None,  # every node runs on every frame
             )
@@ -177,8 +177,11 @@ class SharedRuntime:
         return self.executor.shutdown(timeout_sec)
 
 
-def _attach_manifest_variants(manifest_path: Path, pm: PartitionedModel) -> float:
-    """Pre-load ``pm``'s usable variants from a manifest into its blocks; returns its reference accuracy.
+def _attach_manifest_variants(manifest_path: Path, pm: PartitionedModel) -> float | None:
+    """Pre-load ``pm``'s usable variants from a manifest into its blocks; returns its reference accuracy (the
+    original model's held-out metric the variants' figures are divided by; ``None`` when the manifest has none:
+    the variants' relative accuracy is then unknown and the policy never swaps them in, instead of taking a raw
+    metric such as 93.8 for a relative accuracy).
 
     Raises:
         CheckpointError: unreadable manifest, missing file or sha256 mismatch (the message names the file).
@@ -188,4 +191,4 @@ def _attach_manifest_variants(manifest_path: Path, pm: PartitionedModel) -> floa
 
     attach_variants(pm, load_variants(manifest_path, pm))
     baseline = read_manifest(manifest_path).models.get(pm.name)
-    return baseline.accuracy if baseline is not None and baseline.accuracy else 1.0
+    return baseline.accuracy if baseline is not None and baseline.accuracy else None

@@ -24,6 +24,7 @@ from multidnn_sched.runtime.policy import (
     Observations,
     SchedulingPolicy,
     VariantOption,
+    relative_accuracy,
 )
 from multidnn_sched.runtime.stats import percentile, rate_hz
 from multidnn_sched.runtime.variants import VariantRegistry
@@ -131,7 +132,7 @@ class ControlMixin:
                 variant = self._registry.active((name, block.name))[0]
                 options = [VariantOption(ORIGINAL, self._solo_ms.get((name, block.name, ORIGINAL)), 1.0)]
                 for v in self._registry.usable_variants((name, block.name)):
-                    rel = v.accuracy / model.accuracy if v.accuracy is not None and model.accuracy else None
+                    rel = relative_accuracy(v.accuracy, model.accuracy)  # the manifest's held-out figures
                     options.append(VariantOption(v.name, self._solo_ms.get((name, block.name, v.name)), rel))
                 blocks.append(BlockObservation(
                     name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],

@@ -435,6 +435,20 @@ def admission_fractions(
     return fractions
 
 
+def relative_accuracy(variant_accuracy: float | None, original_accuracy: float | None) -> float | None:
+    """A variant's relative accuracy as the policy uses it: the model's metric with only that block swapped,
+    divided by the original model's metric on the same frames (the variant manifest's held-out figures).
+    ``None`` when either is unknown or the original's is not positive (such a variant is never chosen)."""
+    if variant_accuracy is None or original_accuracy is None or original_accuracy <= 0.0:
+        return None
+    return variant_accuracy / original_accuracy
+
+
+def within_accuracy_floor(estimated: float, accuracy_floor: float) -> bool:
+    """Whether an estimated relative model accuracy satisfies the floor (the test every swap must pass)."""
+    return estimated >= accuracy_floor - _ACCURACY_EPS
+
+
 def estimated_accuracy(blocks: Sequence[BlockObservation]) -> float:
     """Relative model accuracy: product of the active variants' relative accuracies (unknown counts as 1)."""
     accuracy = 1.0
@@ -712,7 +726,7 @@ class Policy:
                 if gain_ms < max(cfg.min_swap_gain_ms, 1e-9):
                     continue
                 new_accuracy = accuracy / current_rel * opt.relative_accuracy
-                if new_accuracy < cfg.accuracy_floor - _ACCURACY_EPS:
+                if not within_accuracy_floor(new_accuracy, cfg.accuracy_floor):
                     continue
                 cost = max(current_rel - opt.relative_accuracy, _COST_FLOOR)
                 score = gain_ms / cost

@@ -56,6 +56,8 @@ class VariantRecord:
         solo_latency_ms: solo latency (20th percentile of timed runs) per device key (``"cpu"``, ``"cuda:..."``).
         accuracy: task metric (or fidelity, see ``accuracy_metric``) of the model with only this block swapped.
         accuracy_metric: what ``accuracy`` measures, e.g. ``"top1_agreement_pct"``, ``"mAP50"``.
+        eval_frames: held-out frames ``accuracy`` was measured on (0: unknown, older manifests).
+        eval_samples: scored units within them (GT objects, re-identification queries, crops; 0: unknown).
         usable: ``False`` when the variant must not be swapped in (accuracy below the floor, failed check).
         reason: why it is unusable (empty when usable).
     """
@@ -74,6 +76,8 @@ class VariantRecord:
     solo_latency_ms: dict[str, float] = field(default_factory=dict)
     accuracy: float | None = None
     accuracy_metric: str = ""
+    eval_frames: int = 0
+    eval_samples: int = 0
     usable: bool = True
     reason: str = ""
 
@@ -86,11 +90,23 @@ class ModelBaseline:
         accuracy: task metric of the original model on the evaluation frames.
         accuracy_metric: metric name (same as the variants' ``accuracy_metric``).
         eval_frames: number of frames the metric was computed on.
+        eval_samples: scored units within them (GT objects, re-identification queries, crops).
+        scene_profile: scene profile of the evaluation, calibration and fine-tune frames.
+        heldout_seeds: scene seeds of the evaluation frames, disjoint from the three lists below.
+        calibration_seeds: scene seeds of the int8 calibration carries.
+        finetune_seeds: scene seeds of the ``+ft`` distillation carries.
+        training_seeds: scene seeds the model's weights were trained on (empty: unknown).
     """
 
     accuracy: float | None = None
     accuracy_metric: str = ""
     eval_frames: int = 0
+    eval_samples: int = 0
+    scene_profile: str = ""
+    heldout_seeds: list[int] = field(default_factory=list)
+    calibration_seeds: list[int] = field(default_factory=list)
+    finetune_seeds: list[int] = field(default_factory=list)
+    training_seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -171,7 +187,13 @@ def read_manifest(path: Path) -> Manifest:
         got = raw.get("version") if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"manifest {path}: expected schema version {MANIFEST_VERSION}, got {got!r}")
     variants = [_record(item, path, i) for i, item in enumerate(raw.get("variants", []))]
-    models = {name: ModelBaseline(**info) for name, info in raw.get("models", {}).items()}
+    models: dict[str, ModelBaseline] = {}
+    for name, info in raw.get("models", {}).items():
+        try:
+            models[name] = ModelBaseline(**info)
+        except TypeError as exc:
+            raise CheckpointError(f"manifest {path}: model {name!r} expected keys "
+                                  f"{sorted(f.name for f in fields(ModelBaseline))}: {exc}") from exc
     return Manifest(variants=variants, models=models, max_accuracy_drop=float(raw.get("max_accuracy_drop", 1.0)),
                     created_utc=str(raw.get("created_utc", "")), version=MANIFEST_VERSION)
 
