@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from multidnn_sched.ros.timing import StageSummary, TimingLog
+
 LATENCY_WINDOW_SIZE = 512
 """Latency samples kept per node for p50 / p99 (about 30 s at 15 Hz)."""
 
@@ -114,6 +116,8 @@ class NodeSnapshot:
         latency_p50_ms: median input-to-output latency (``None``: no sample yet).
         latency_p99_ms: 99th percentile of the same.
         drop_causes: dropped frames by cause.
+        breakdown: per stage (``transport``, ``decode``, ``queue``, ``model``, ``postprocess``, ``publish``,
+            ``latency``) its p50 / p99 / mean over the timing window (:mod:`multidnn_sched.ros.timing`).
     """
 
     node: str
@@ -126,6 +130,7 @@ class NodeSnapshot:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     drop_causes: dict[str, int] = field(default_factory=dict)
+    breakdown: dict[str, StageSummary] = field(default_factory=dict)
 
     @property
     def bad_input_total(self) -> int:
@@ -142,6 +147,7 @@ class NodeStats:
         self.rate = RateMeter(clock=clock)
         self.bad_inputs = DropLog()
         self.drops = DropLog()
+        self.timing = TimingLog()
         self._received = 0
         self._processed = 0
         self._lock = threading.Lock()
@@ -178,6 +184,7 @@ class NodeStats:
             latency_p50_ms=self.latency.percentile_ms(50.0),
             latency_p99_ms=self.latency.percentile_ms(99.0),
             drop_causes=self.drops.counts(),
+            breakdown=self.timing.breakdown(),
         )
 
 
@@ -186,7 +193,7 @@ class StampPairer:
 
     There is no message_filters here. Both sides are kept in bounded caches (oldest evicted first); whichever
     arrives second completes the pair. Evicted detections (their image never came: the image subscription is
-    best effort, keep last 5) are counted and reported through ``on_evict(stamp_ns)``.
+    best effort, keep last ``image_depth``) are counted and reported through ``on_evict(stamp_ns)``.
     """
 
     def __init__(self, capacity: int = 30, on_evict: Callable[[int], None] | None = None) -> None:

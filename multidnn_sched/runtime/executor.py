@@ -51,6 +51,7 @@ from multidnn_sched.exceptions import (
     FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
+from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.lag import LagTracker, profile_model
 from multidnn_sched.runtime.policy import (
@@ -166,6 +167,7 @@ class _Frame:
     future: Future
     carry: Carry
     arrival_sec: float
+    started_sec: float | None = None
 
 
 @dataclass
@@ -514,6 +516,8 @@ class BlockExecutor:
         model, blocks = job.model, job.model.pm.blocks
         name = model.pm.name
         if job.block_index == 0:
+            if job.frame.started_sec is None:
+                job.frame.started_sec = self._clock()
             with self.device.stream_context(name):  # copy on the model's stream: ordered before its blocks
                 job.carry = self.device.to_device(job.carry)
         while job.block_index < len(blocks):
@@ -636,6 +640,9 @@ class BlockExecutor:
                 failed = []
                 self._dispatch_next(model)
         if error is None:
+            started = job.frame.started_sec
+            attach_frame_times(job.frame.future, FrameTimes(
+                job.frame.arrival_sec, job.frame.arrival_sec if started is None else started, self._clock()))
             job.frame.future.set_result(result)
         else:
             if not isinstance(error, ExecutorShutdownError):
