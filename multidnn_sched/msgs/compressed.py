@@ -77,7 +77,9 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
                 raise _error("too_large", f"expected at most {MAX_COMPRESSED_PIXELS} pixels, got {width}x{height}")
             found = (image.format or "").lower()
             if found != codec:
-                raise _error("bad_compressed", f"expected {codec} data (format {msg.format!r}), got {found or 'unknown'}")
+                raise _error(
+                    "bad_compressed", f"expected {codec} data (format {msg.format!r}), got {found or 'unknown'}"
+                )
             image.draft("RGB", (width, height))  # JPEG: decode straight to RGB
             rgb = image.convert("RGB")
             rgb.load()
@@ -88,7 +90,9 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
-def rgb_to_compressed_msg(array: np.ndarray, codec: str = "jpeg", header: Any = None, quality: int = JPEG_QUALITY) -> Any:
+def rgb_to_compressed_msg(
+    array: np.ndarray, codec: str = "jpeg", header: Any = None, quality: int = JPEG_QUALITY
+) -> Any:
     """Encode RGB ``uint8[H, W, 3]`` as a ``sensor_msgs/msg/CompressedImage`` (``format`` = ``codec``).
 
     Raises:

@@ -18,8 +18,8 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose
 
 from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, FrameClock, PerceptionNode, now_ms, stamp_ns
-from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.conversions import msg_to_detections
+from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.params import CLASSIFIER_PARAMS
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import StampPairer

@@ -30,8 +30,8 @@ from multidnn_sched.ros.classifier_node import ClassifierNode
 from multidnn_sched.ros.common import PerceptionNode
 from multidnn_sched.ros.detector_node import DetectorNode
 from multidnn_sched.ros.diagnostics import build_diagnostic_array
-from multidnn_sched.ros.image_input import ImageInput
 from multidnn_sched.ros.heap import HEAP_TRIM_PERIOD_SEC, release_free_heap
+from multidnn_sched.ros.image_input import ImageInput
 from multidnn_sched.ros.params import (
     CONTAINER_PARAMS,
     MODEL_NAMES,

@@ -11,8 +11,8 @@ from rclpy.parameter import Parameter
 from vision_msgs.msg import Detection2DArray
 
 from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, PerceptionNode, now_ms
-from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.conversions import detections_to_msg
+from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.params import DETECTOR_PARAMS
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.tasks import DetectorTask

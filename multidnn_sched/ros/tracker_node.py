@@ -16,8 +16,8 @@ from vision_msgs.msg import Detection2DArray
 
 from multidnn_sched.models.detector import Detections
 from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, PerceptionNode, now_ms, stamp_ns
-from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.conversions import detections_to_msg, msg_to_detections
+from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.params import TRACKER_PARAMS, ParamValue
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import InOrder, StampPairer

@@ -51,8 +51,8 @@ from multidnn_sched.exceptions import (
     FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
-from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.lag import LagTracker, profile_model
 from multidnn_sched.runtime.policy import (
     ADMIT,
