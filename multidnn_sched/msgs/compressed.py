@@ -57,17 +57,22 @@ def compressed_codec(format_text: str, data: bytes) -> str:
 
 
 def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """Decode a ``sensor_msgs/msg/CompressedImage`` to RGB ``uint8[H, W, 3]`` (a fresh array).
+    """Decode a ``sensor_msgs/msg/CompressedImage`` (rclpy or rosbags message) to RGB ``uint8[H, W, 3]``.
 
     Raises:
         ImageConversionError: ``cause`` ``unknown_format``, ``zero_size`` (no data), ``bad_compressed``
             (Pillow cannot decode it, or the codec differs from ``format``) or ``too_large``.
     """
+    data = msg.data
+    return decode_compressed(str(msg.format), data.tobytes() if isinstance(data, np.ndarray) else bytes(data))
+
+
+def decode_compressed(format_text: str, data: bytes) -> np.ndarray:
+    """JPEG / PNG bytes -> RGB ``uint8[H, W, 3]`` (a fresh array); errors as :func:`compressed_msg_to_rgb`."""
     from PIL import Image as PilImage
     from PIL import UnidentifiedImageError
 
-    data = bytes(msg.data)
-    codec = compressed_codec(str(msg.format), data)
+    codec = compressed_codec(format_text, data)
     if not data:
         raise _error("zero_size", f"expected {codec} data, got an empty CompressedImage")
     try:
@@ -78,7 +83,7 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
             found = (image.format or "").lower()
             if found != codec:
                 raise _error(
-                    "bad_compressed", f"expected {codec} data (format {msg.format!r}), got {found or 'unknown'}"
+                    "bad_compressed", f"expected {codec} data (format {format_text!r}), got {found or 'unknown'}"
                 )
             image.draft("RGB", (width, height))  # JPEG: decode straight to RGB
             rgb = image.convert("RGB")
@@ -90,17 +95,14 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
-def rgb_to_compressed_msg(
-    array: np.ndarray, codec: str = "jpeg", header: Any = None, quality: int = JPEG_QUALITY
-) -> Any:
-    """Encode RGB ``uint8[H, W, 3]`` as a ``sensor_msgs/msg/CompressedImage`` (``format`` = ``codec``).
+def encode_rgb(array: np.ndarray, codec: str = "jpeg", quality: int = JPEG_QUALITY) -> bytes:
+    """RGB ``uint8[H, W, 3]`` -> JPEG / PNG bytes.
 
     Raises:
         ImageConversionError: ``cause="unknown_format"`` for a codec outside :data:`COMPRESSED_FORMATS`,
             ``"bad_shape"`` for anything but ``uint8[H, W, 3]``.
     """
     from PIL import Image as PilImage
-    from sensor_msgs.msg import CompressedImage
 
     if codec not in COMPRESSED_FORMATS:
         raise _error("unknown_format", f"expected codec one of {', '.join(COMPRESSED_FORMATS)}, got {codec!r}")
@@ -112,9 +114,19 @@ def rgb_to_compressed_msg(
         image.save(buffer, "JPEG", quality=int(quality))
     else:
         image.save(buffer, "PNG", compress_level=1)  # fast; PNG is lossless at every level
+    return buffer.getvalue()
+
+
+def rgb_to_compressed_msg(
+    array: np.ndarray, codec: str = "jpeg", header: Any = None, quality: int = JPEG_QUALITY
+) -> Any:
+    """Encode RGB ``uint8[H, W, 3]`` as an rclpy ``sensor_msgs/msg/CompressedImage`` (``format`` = ``codec``);
+    errors as :func:`encode_rgb`."""
+    from sensor_msgs.msg import CompressedImage
+
     msg = CompressedImage()
     if header is not None:
         msg.header = header
     msg.format = codec
-    msg.data = buffer.getvalue()
+    msg.data = encode_rgb(array, codec, quality)
     return msg
