@@ -1,0 +1,86 @@
+"""multidnn-replay's player process, image accounting, per-stage breakdown and compressed bags (tiny models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_replay import tiny_models
+
+from multidnn_sched.evaluation.replay import ReplayOptions, load_bag, parse_options, run_replay
+from multidnn_sched.evaluation.replay_breakdown import BREAKDOWN_COLUMNS
+from multidnn_sched.ros.timing import BREAKDOWN_STAGES
+from multidnn_sched.scenes.bag import write_scene_bag
+from multidnn_sched.scenes.generator import SceneConfig
+
+FRAMES = 10
+
+
+def _bag(tmp_path_factory: pytest.TempPathFactory, image_format: str) -> Path:
+    path = tmp_path_factory.mktemp("bags") / f"scene_{image_format}"
+    config = SceneConfig(width=320, height=240, min_size_px=30.0, max_size_px=60.0, min_objects=2, max_objects=3)
+    return write_scene_bag(path, config=config, seed=7, n_frames=FRAMES, progress=False, image_format=image_format)
+
+
+@pytest.fixture(scope="module")
+def raw_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bag(tmp_path_factory, "raw")
+
+
+@pytest.fixture(scope="module")
+def jpeg_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bag(tmp_path_factory, "jpeg")
+
+
+def _check_mode(entry: dict, frames: int) -> None:
+    accounting = entry["accounting"]
+    assert accounting["published"] == frames
+    assert accounting["received"] == frames and accounting["lost_in_transport"] == 0, accounting
+    assert accounting["bad"] == 0 and accounting["decoded"] == frames
+    for node, counts in accounting["nodes"].items():
+        assert counts["unaccounted"] == 0, (node, counts)
+        assert counts["processed"] + counts["dropped"] + counts["bad"] == counts["received"]
+    detector = accounting["nodes"]["detector"]
+    assert detector["received"] == frames
+    for node, breakdown in entry["breakdown"].items():
+        assert breakdown["frames"] >= frames - 2, (node, breakdown["frames"])
+        assert breakdown["max_sum_error_ms"] < 1e-3  # the stages add up to the stage latency, frame by frame
+        assert breakdown["sum_of_means_vs_stage"] == pytest.approx(1.0, abs=0.05)
+        assert set(BREAKDOWN_COLUMNS) <= set(breakdown)
+        assert all(breakdown[s]["p50_ms"] is not None for s in BREAKDOWN_STAGES)
+        assert breakdown["model"]["p50_ms"] > 0.0
+        # the recorder's stage latency and the breakdown's agree
+        assert breakdown["stage"]["p50_ms"] == pytest.approx(entry["models"][node]["p50_ms"], rel=0.05, abs=0.5)
+    assert entry["cpu"]["cpu_percent"] is not None and entry["cpu"]["cpu_percent"] > 0.0
+
+
+def test_replay_from_a_player_process_delivers_and_accounts_for_every_image(raw_bag: Path, tmp_path: Path) -> None:
+    options = ReplayOptions(bag=raw_bag, modes=["blocks"], report_dir=tmp_path / "r", rate_hz=8.0, progress=False)
+    path = run_replay(options, models=tiny_models())
+    report = json.loads(path.read_text())
+    entry = report["modes"]["blocks"]
+    assert entry["player"] == "process"
+    assert entry["cpu"]["player_cpu_sec"] > 0.0  # the player ran in its own process
+    _check_mode(entry, FRAMES)
+    text = (path.parent / "report.md").read_text()
+    assert "| blocks | detector |" in text and "lost in transport" in text and "container CPU" in text
+
+
+def test_inprocess_player_and_compressed_bag_replay(jpeg_bag: Path, tmp_path: Path) -> None:
+    bag = load_bag(jpeg_bag, "/camera/image_raw", "/ground_truth/detections")
+    assert bag.compressed and bag.topic == "/camera/image_raw/compressed" and len(bag.images) == FRAMES
+    options = ReplayOptions(
+        bag=jpeg_bag, modes=["baseline"], report_dir=tmp_path / "c", rate_hz=8.0, progress=False, player="inprocess"
+    )
+    report = json.loads(run_replay(options, models=tiny_models()).read_text())
+    entry = report["modes"]["baseline"]
+    assert entry["player"] == "inprocess" and entry["cpu"]["player_cpu_sec"] is None
+    _check_mode(entry, FRAMES)
+
+
+def test_replay_options_choose_player_and_qos() -> None:
+    options = parse_options(["bag", "--player", "inprocess", "--qos", "sensor", "--image-depth", "7"])
+    assert options.player == "inprocess" and options.reliable is False and options.image_depth == 7
+    defaults = parse_options(["bag"])
+    assert defaults.player == "process" and defaults.reliable is True and defaults.image_depth == 30
