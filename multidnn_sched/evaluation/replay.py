@@ -26,15 +26,19 @@ records RSS every half second: the report gives its growth after the first loop 
 from __future__ import annotations
 
 import argparse
-import os
-import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from multidnn_sched.evaluation.replay_bag import (  # noqa: F401 - re-exported (tests, callers)
+    COMPRESSED_SUFFIX,
+    _read_stamp,
+    _with_stamp,
+    load_bag,
+    load_raw_images,
+    resolve_image_topic,
+)
 from multidnn_sched.evaluation.replay_records import (  # noqa: F401 - re-exported (tests, callers)
     MODES,
     STAGES,
@@ -44,103 +48,16 @@ from multidnn_sched.evaluation.replay_records import (  # noqa: F401 - re-export
     ReplayOptions,
     Sample,
 )
+from multidnn_sched.evaluation.replay_run import (  # noqa: F401 - re-exported (tests, callers)
+    PRIVATE_DOMAIN_BASE,
+    make_runtime_factory,
+    mode_parameters,
+    private_domain_id,
+    replay_mode,
+)
 from multidnn_sched.exceptions import BagError, CheckpointError, ConfigError
 
 # -------------------------------------------------------------------------------------------------- bag
-
-
-COMPRESSED_SUFFIX = "/compressed"
-IMAGE_MSGTYPES: tuple[str, ...] = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-
-
-def resolve_image_topic(path: Path, image_topic: str) -> tuple[str, str]:
-    """(topic, message type) of the bag's images: ``image_topic``, or ``image_topic/compressed`` when only
-    that is recorded (``multidnn-scenes --compressed``).
-
-    Raises:
-        BagError: unreadable bag, missing topic (the message lists the topics the bag has), wrong type.
-    """
-    from multidnn_sched.scenes.bag import bag_info
-
-    info = bag_info(path)
-    topic = image_topic
-    if topic not in info.topics and topic + COMPRESSED_SUFFIX in info.topics:
-        topic = topic + COMPRESSED_SUFFIX
-    if topic not in info.topics:
-        raise BagError(
-            f"{path}: expected image topic {image_topic!r}, bag has: "
-            f"{', '.join(sorted(info.topics)) or 'none'}"
-        )
-    msgtype = info.topics[topic].msgtype
-    if msgtype not in IMAGE_MSGTYPES:
-        raise BagError(f"{path}: expected {topic!r} of type {' or '.join(IMAGE_MSGTYPES)}, got {msgtype}")
-    if msgtype == IMAGE_MSGTYPES[1] and not topic.endswith(COMPRESSED_SUFFIX):
-        raise BagError(f"{path}: expected CompressedImage topic {topic!r} to end in {COMPRESSED_SUFFIX!r}")
-    return topic, msgtype
-
-
-def load_raw_images(
-    path: Path, image_topic: str, max_frames: int | None = None
-) -> tuple[str, list[bytes], list[int], int]:
-    """(message type, serialized images, header stamps, median stamp spacing ns) of the bag's images."""
-    from multidnn_sched.scenes.bag import iter_raw_messages
-
-    topic, msgtype = resolve_image_topic(path, image_topic)
-    images: list[bytes] = []
-    stamps: list[int] = []
-    for raw in iter_raw_messages(path, topic):
-        images.append(raw.data)
-        stamps.append(_read_stamp(raw.data))
-        if max_frames is not None and len(images) >= max_frames:
-            break
-    if not images:
-        raise BagError(f"{path}: topic {topic!r} has no messages")
-    period = int(np.median(np.diff(stamps))) if len(stamps) > 1 else 66_666_667
-    if period <= 0:
-        raise BagError(f"{path}: expected increasing image stamps, got a median spacing of {period} ns")
-    return msgtype, images, stamps, period
-
-
-def load_bag(path: Path, image_topic: str, gt_topic: str, max_frames: int | None = None) -> BagData:
-    """Read the images (serialized, raw or compressed) and the ground truth of a bag.
-
-    Raises:
-        BagError: unreadable bag, or the image topic is missing (the message lists the topics the bag has).
-    """
-    from rclpy.serialization import deserialize_message
-    from vision_msgs.msg import Detection2DArray
-
-    from multidnn_sched.scenes.bag import bag_info, iter_raw_messages, msg_to_ground_truth
-
-    topic, _ = resolve_image_topic(path, image_topic)
-    msgtype, images, stamps, period = load_raw_images(path, image_topic, max_frames)
-    ground_truth = None
-    if gt_topic in bag_info(path).topics:
-        by_stamp = {}
-        for raw in iter_raw_messages(path, gt_topic):
-            msg = deserialize_message(raw.data, Detection2DArray)
-            by_stamp[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg_to_ground_truth(
-                msg
-            )
-        ground_truth = [by_stamp.get(s, []) for s in stamps]
-    return BagData(images, stamps, period, ground_truth, msgtype, topic)
-
-
-_CDR_LE = b"\x00\x01"
-
-
-def _read_stamp(cdr: bytes) -> int:
-    """Header stamp of a serialized message whose first field is a ``std_msgs/Header`` (little-endian CDR)."""
-    if cdr[:2] != _CDR_LE:
-        raise BagError(f"expected little-endian CDR (00 01), got {cdr[:2].hex()}")
-    sec, nanosec = struct.unpack_from("<iI", cdr, 4)
-    return sec * 1_000_000_000 + nanosec
-
-
-def _with_stamp(cdr: bytes, stamp_ns: int) -> bytes:
-    """The same serialized message with its header stamp replaced (8 bytes at offset 4)."""
-    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-    return cdr[:4] + struct.pack("<iI", sec, nanosec) + cdr[12:]
 
 
 # ---------------------------------------------------------------------------------------------- runtime
@@ -158,59 +75,6 @@ def build_models(random_weights: bool) -> dict[str, Any]:
         }
         return {name: model.eval() for name, model in models.items()}
     return zoo.load_default_models().as_dict()
-
-
-def make_runtime_factory(
-    mode: str, models: dict[str, Any] | None, variants_manifest: Path | None
-) -> Callable[[Any, Sequence[str]], Any]:
-    """The container's runtime factory for ``mode`` (``baseline``: whole models in the callbacks)."""
-    from multidnn_sched.ros.runtime import DirectRuntime
-
-    def factory(values: Any, names: Sequence[str]) -> Any:
-        if models is None:
-            raise ConfigError("replay: expected the networks to replay (models) when no --params-file chooses them")
-        chosen = {name: models[name] for name in names}
-        if mode == "baseline":
-            return DirectRuntime(chosen)
-        from multidnn_sched.ros.shared_runtime import SharedRuntime
-        from multidnn_sched.runtime.block import PartitionedModel
-        from multidnn_sched.runtime.partition import partition_model
-
-        parts = {
-            name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
-            for name, model in chosen.items()
-        }
-        manifest = variants_manifest if mode == "blocks+swap" else None
-        return SharedRuntime(parts, values, variants_manifest=manifest)
-
-    return factory
-
-
-def mode_parameters(mode: str, options: ReplayOptions, rate_hz: float | None = None) -> dict[str, Any]:
-    """Container parameter values for ``mode`` (``blocks``: swaps off; ``baseline``: no shared executor).
-    ``rate_hz``: the publish rate, handed to the container as ``expected_rate_hz`` (a camera driver's rate is
-    known on a robot too)."""
-    values: dict[str, Any] = {
-        "baseline": mode == "baseline",
-        "workers": options.workers,
-        "diagnostics_period_sec": 1.0,
-    }
-    if rate_hz:
-        values["expected_rate_hz"] = float(rate_hz)
-    if mode == "blocks":
-        values["policy.swap_enabled"] = False
-    values.update(options.container_params)
-    return values
-
-
-PRIVATE_DOMAIN_BASE = 101
-"""Replays run on a DDS domain of their own (101..200, from the process id) unless ``--domain-id`` is given:
-several replays (or tests) on one machine must not see each other's images."""
-
-
-def private_domain_id() -> int:
-    """A DDS domain id for this process only (``PRIVATE_DOMAIN_BASE + pid % 100``)."""
-    return PRIVATE_DOMAIN_BASE + os.getpid() % 100
 
 
 def pin_mmap_threshold(threshold_bytes: int) -> None:
@@ -396,8 +260,6 @@ def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> 
     bag = load_bag(options.bag, options.image_topic, options.gt_topic, options.max_frames)
     if models is None and options.params_file is None:
         models = build_models(options.random_weights)
-    from multidnn_sched.evaluation.replay_run import replay_mode
-
     runs = [replay_mode(mode, bag, options, models) for mode in options.modes]
     return write_report(runs, bag, options)
 

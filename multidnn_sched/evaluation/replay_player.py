@@ -163,7 +163,7 @@ def play(config: PlayerConfig) -> PlayerResult:
     from rclpy.node import Node
     from rosgraph_msgs.msg import Clock
 
-    from multidnn_sched.evaluation.replay import _with_stamp, load_raw_images
+    from multidnn_sched.evaluation.replay_bag import _with_stamp, load_raw_images
 
     msgtype, images, stamps, period_ns = load_raw_images(Path(config.bag), config.image_topic, config.max_frames)
     message_class = _message_class(msgtype)

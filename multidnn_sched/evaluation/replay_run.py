@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,59 @@ PLAYER_EXTRA_SEC = 90.0
 """The player process may run this much longer than the bag's playing time (start-up, matching, drain)."""
 
 PLAYERS: tuple[str, ...] = ("process", "inprocess")
+
+
+def make_runtime_factory(
+    mode: str, models: dict[str, Any] | None, variants_manifest: Path | None
+) -> Callable[[Any, Sequence[str]], Any]:
+    """The container's runtime factory for ``mode`` (``baseline``: whole models in the callbacks)."""
+    from multidnn_sched.ros.runtime import DirectRuntime
+
+    def factory(values: Any, names: Sequence[str]) -> Any:
+        if models is None:
+            raise ConfigError("replay: expected the networks to replay (models) when no --params-file chooses them")
+        chosen = {name: models[name] for name in names}
+        if mode == "baseline":
+            return DirectRuntime(chosen)
+        from multidnn_sched.ros.shared_runtime import SharedRuntime
+        from multidnn_sched.runtime.block import PartitionedModel
+        from multidnn_sched.runtime.partition import partition_model
+
+        parts = {
+            name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
+            for name, model in chosen.items()
+        }
+        manifest = variants_manifest if mode == "blocks+swap" else None
+        return SharedRuntime(parts, values, variants_manifest=manifest)
+
+    return factory
+
+
+def mode_parameters(mode: str, options: ReplayOptions, rate_hz: float | None = None) -> dict[str, Any]:
+    """Container parameter values for ``mode`` (``blocks``: swaps off; ``baseline``: no shared executor).
+    ``rate_hz``: the publish rate, handed to the container as ``expected_rate_hz`` (a camera driver's rate is
+    known on a robot too)."""
+    values: dict[str, Any] = {
+        "baseline": mode == "baseline",
+        "workers": options.workers,
+        "diagnostics_period_sec": 1.0,
+    }
+    if rate_hz:
+        values["expected_rate_hz"] = float(rate_hz)
+    if mode == "blocks":
+        values["policy.swap_enabled"] = False
+    values.update(options.container_params)
+    return values
+
+
+PRIVATE_DOMAIN_BASE = 101
+"""Replays run on a DDS domain of their own (101..200, from the process id) unless ``--domain-id`` is given:
+several replays (or tests) on one machine must not see each other's images."""
+
+
+def private_domain_id() -> int:
+    """A DDS domain id for this process only (``PRIVATE_DOMAIN_BASE + pid % 100``)."""
+    return PRIVATE_DOMAIN_BASE + os.getpid() % 100
 
 
 def _rss_mb() -> float:
@@ -71,7 +124,6 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
     from rclpy.context import Context
     from rclpy.parameter import Parameter
 
-    from multidnn_sched.evaluation.replay import make_runtime_factory, mode_parameters, private_domain_id
     from multidnn_sched.ros.container import PerceptionContainer, SpinThread
 
     if options.player not in PLAYERS:
@@ -313,7 +365,7 @@ class _InProcessPlayer:
     def play(self, sample: Callable[[], None]) -> None:
         from rosgraph_msgs.msg import Clock
 
-        from multidnn_sched.evaluation.replay import _with_stamp
+        from multidnn_sched.evaluation.replay_bag import _with_stamp
         from multidnn_sched.evaluation.replay_player import _time_msg
 
         bag, options, run = self.bag, self.options, self.run

@@ -14,7 +14,6 @@ rclpy there).
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
@@ -33,7 +32,7 @@ from multidnn_sched.ros.image_input import Frame, ImageInput, image_qos  # noqa:
 from multidnn_sched.ros.params import ParamSpec, ParamValue, check_parameters, declare_parameters
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import NodeStats
-from multidnn_sched.ros.timing import FrameTiming, clamp_runtime_times
+from multidnn_sched.ros.timing import FrameTiming, clamp_runtime_times, now_ms
 from multidnn_sched.runtime.frame_times import frame_times
 
 OUTPUT_QOS_DEPTH = 10
@@ -294,8 +293,3 @@ def future_error(future: Future) -> BaseException | None:
     if future.cancelled():
         return CancelledError()
     return future.exception()
-
-
-def now_ms() -> float:
-    """Monotonic clock in milliseconds (node-side latency)."""
-    return time.perf_counter() * 1000.0

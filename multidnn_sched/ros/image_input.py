@@ -27,6 +27,7 @@ from std_msgs.msg import Header
 
 from multidnn_sched.exceptions import ImageConversionError
 from multidnn_sched.ros.imaging import image_to_rgb
+from multidnn_sched.ros.timing import now_ms
 
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
 DEFAULT_IMAGE_DEPTH = qos_profile_sensor_data.depth
@@ -133,8 +134,6 @@ class ImageInput:
         self._handle(msg, compressed_msg_to_rgb)
 
     def _handle(self, msg: Any, decode: Any) -> None:
-        from multidnn_sched.ros.common import now_ms
-
         received_ms = now_ms()
         stamp = _stamp_ns(msg.header)
         transport_ms = (self.node.get_clock().now().nanoseconds - stamp) / 1e6

@@ -24,6 +24,7 @@ after ``/clock``). The replay measures it instead from the player's publish time
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -40,6 +41,11 @@ TIMING_WINDOW_SIZE = 512
 
 TIMING_LOG_SIZE = 65536
 """Frames kept for a replay report (an hour at 15 Hz)."""
+
+
+def now_ms() -> float:
+    """Monotonic clock in milliseconds (``perf_counter``: the clock of every node-side timestamp)."""
+    return time.perf_counter() * 1000.0
 
 
 @dataclass(frozen=True)
@@ -150,15 +156,12 @@ class CpuMeter:
     every thread of the process, user + system)."""
 
     def __init__(self) -> None:
-        import time
-
-        self._time = time
         self._last = (time.perf_counter(), time.process_time())
         self._lock = threading.Lock()
 
     def read_percent(self) -> float:
         with self._lock:
-            wall, cpu = self._time.perf_counter(), self._time.process_time()
+            wall, cpu = time.perf_counter(), time.process_time()
             last_wall, last_cpu = self._last
             self._last = (wall, cpu)
         return 100.0 * (cpu - last_cpu) / max(wall - last_wall, 1e-9)
