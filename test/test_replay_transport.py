@@ -84,3 +84,23 @@ def test_replay_options_choose_player_and_qos() -> None:
     assert options.player == "inprocess" and options.reliable is False and options.image_depth == 7
     defaults = parse_options(["bag"])
     assert defaults.player == "process" and defaults.reliable is True and defaults.image_depth == 30
+
+
+def test_scene_bags_can_be_written_compressed(tmp_path: Path, raw_bag: Path) -> None:
+    from multidnn_sched.exceptions import ConfigError
+    from multidnn_sched.scenes.bag import bag_info, iter_bag_frames
+
+    png = _bag_at(tmp_path / "png", "png")
+    assert bag_info(png).topics["/camera/image_raw/compressed"].msgtype == "sensor_msgs/msg/CompressedImage"
+    raw_frames = list(iter_bag_frames(raw_bag))
+    png_frames = list(iter_bag_frames(png))  # finds <topic>/compressed and decodes it
+    assert [f.stamp_ns for f in png_frames] == [f.stamp_ns for f in raw_frames]
+    assert all((a.image == b.image).all() for a, b in zip(png_frames, raw_frames, strict=True))  # PNG: lossless
+    assert png_frames[0].objects == raw_frames[0].objects
+    with pytest.raises(ConfigError, match="image_format"):
+        _bag_at(tmp_path / "webp", "webp")
+
+
+def _bag_at(path: Path, image_format: str) -> Path:
+    config = SceneConfig(width=320, height=240, min_size_px=30.0, max_size_px=60.0, min_objects=2, max_objects=3)
+    return write_scene_bag(path, config=config, seed=7, n_frames=FRAMES, progress=False, image_format=image_format)

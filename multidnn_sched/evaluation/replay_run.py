@@ -143,6 +143,7 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
                 Parameter(k, value=v)
                 for k, v in mode_parameters(mode, options, options.rate_hz or bag.rate_hz).items()
             ]
+            + [Parameter("use_sim_time", value=True)]  # its shared image input stamps transport on sim time
         }
         for node in ("detector", "tracker", "classifier"):
             values = {**evaluation_node_params(bag, options), **options.node_params.get(node, {})}
