@@ -126,6 +126,7 @@ class PerceptionNode(Node):
                 str(self.values["image_reliability"]),
                 int(self.values["image_depth"]),
                 self.callback_group,
+                inline_sink=self,
             )
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -154,6 +155,12 @@ class PerceptionNode(Node):
             self._frames_ready.trigger()
         except Exception:  # noqa: BLE001 - rclpy raises its own handle errors once the node is destroyed
             self.drop("shutdown")
+
+    def take_frame(self, frame: Frame) -> None:
+        """A decoded image, already on this node's callback group (its own image subscription)."""
+        if self.counts_images:
+            self.stats.on_received()
+        self.on_frame(frame)
 
     def _drain_frames(self) -> None:
         """Frame guard-condition callback (the node's callback group): hand each queued frame to ``on_frame``."""

@@ -2,8 +2,8 @@
 
 A ``perception_container`` node owns the runtime parameters (``lag.*``, ``policy.*``, ``models.*``,
 ``force_variant``, ``force_mode``) and publishes ``/diagnostics``; the perception nodes it creates (parameter
-``nodes``) share its runtime. With more than one node the container subscribes to the images once (its own
-callback group), decodes each image once and hands the same frame to every node
+``nodes``) share its runtime. With more than one node the images are subscribed to once (on the first node,
+in its callback group), each image is decoded once and the same frame goes to every node
 (:class:`~multidnn_sched.ros.image_input.ImageInput`); a node alone subscribes itself. Everything is spun by
 one ``MultiThreadedExecutor``; each node has its own mutually exclusive callback group, so nodes run
 concurrently and one node never runs two frames at once.
@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -51,9 +50,8 @@ from multidnn_sched.ros.tracker_node import TrackerNode
 NODE_MODELS: dict[str, str] = {"detector": "detector", "tracker": "embedder", "classifier": "classifier"}
 """Which runtime model each node submits to."""
 
-SPIN_THREADS = 5
-"""MultiThreadedExecutor threads: one per node, one for the shared image input, one for the container's timer
-and services."""
+SPIN_THREADS = 4
+"""MultiThreadedExecutor threads: one per node plus one for the container's timer and services."""
 
 SHUTDOWN_STEP_SEC = 2.0
 """Longest wait for the spin thread, then for the runtime's threads, at shutdown (Ctrl-C: < 5 s)."""
@@ -199,8 +197,8 @@ class PerceptionContainer:
         return ClassifierNode(self.runtime, tasks.classifier, context, overrides, subscribe_image=subscribe_image)
 
     def _shared_image_input(self) -> ImageInput:
-        """One subscription for every node: reliable if any node asks for it, the largest depth; the nodes must
-        agree on ``image_transport``."""
+        """One subscription for every node, on the first node (in its callback group): reliable if any node
+        asks for it, the largest depth; the nodes must agree on ``image_transport``."""
         nodes = list(self.nodes.values())
         transports = {str(n.values["image_transport"]) for n in nodes}
         if len(transports) != 1:
@@ -209,13 +207,15 @@ class PerceptionContainer:
                 + ", ".join(f"{n.get_name()}={n.values['image_transport']}" for n in nodes)
             )
         reliable = any(n.values["image_reliability"] == "reliable" for n in nodes)
+        owner = nodes[0]  # the detector by default: its frames skip the hand-off
         return ImageInput(
-            self.node,
+            owner,
             nodes,
             transports.pop(),
             "reliable" if reliable else "best_effort",
             max(int(n.values["image_depth"]) for n in nodes),
-            MutuallyExclusiveCallbackGroup(),
+            owner.callback_group,
+            inline_sink=owner,
         )
 
     @property

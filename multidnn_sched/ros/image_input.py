@@ -1,9 +1,11 @@
 """The image input of the perception nodes: one subscription, one decode per image, shared by stamp.
 
-In a container every node needs every image; :class:`ImageInput` subscribes once (on the container node),
-decodes each image once into a :class:`Frame` and hands the same frame to each node (its ``offer_frame``),
-which picks it up on its own callback group. A node running alone creates its own ``ImageInput`` with itself
-as the only sink, so it subscribes as any ROS node does.
+In a container every node needs every image; :class:`ImageInput` subscribes once (on the container's first
+node, the detector by default, in that node's callback group), decodes each image once into a :class:`Frame`
+and hands the same frame to the other nodes (their ``offer_frame``: queued, picked up on their own callback
+group), then to its own node in the same callback (``take_frame``: no hand-off on the detector's path). A
+node running alone creates its own ``ImageInput`` with itself as the only sink, so it subscribes as any ROS
+node does.
 
 Input is ``sensor_msgs/Image`` on ``image`` (``image_transport: raw``) or ``sensor_msgs/CompressedImage``
 (``jpeg``, ``png``) on ``<image>/compressed`` (``image_transport: compressed``, the image_transport
@@ -71,6 +73,8 @@ class FrameSink(Protocol):
 
     def offer_frame(self, frame: Frame) -> None: ...
 
+    def take_frame(self, frame: Frame) -> None: ...
+
     def on_bad_image(self, cause: str, error: ImageConversionError) -> None: ...
 
 
@@ -88,6 +92,8 @@ class ImageInput:
         reliability: ``best_effort`` (REP-2003) or ``reliable``.
         depth: QoS history depth.
         callback_group: the subscription's callback group.
+        inline_sink: the sink whose callback group ``callback_group`` is: it gets each frame in the image
+            callback itself (``take_frame``, no hand-off); the others through ``offer_frame``.
     """
 
     def __init__(
@@ -98,11 +104,13 @@ class ImageInput:
         reliability: str = "best_effort",
         depth: int = DEFAULT_IMAGE_DEPTH,
         callback_group: CallbackGroup | None = None,
+        inline_sink: FrameSink | None = None,
     ) -> None:
         if transport not in IMAGE_TRANSPORTS:
             raise ValueError(f"expected image_transport one of {IMAGE_TRANSPORTS}, got {transport!r}")
         self.node = node
         self.sinks = list(sinks)
+        self.inline_sink = inline_sink
         self.transport = transport
         self.received = 0
         self.decoded = 0
@@ -151,7 +159,10 @@ class ImageInput:
             self.decoded += 1
         frame = Frame(msg.header, stamp, rgb, received_ms, transport_ms)
         for sink in self.sinks:
-            sink.offer_frame(frame)
+            if sink is not self.inline_sink:
+                sink.offer_frame(frame)
+        if self.inline_sink is not None:
+            self.inline_sink.take_frame(frame)
 
     def counts(self) -> dict[str, int]:
         """``received`` / ``decoded`` / ``bad`` images so far."""
