@@ -252,3 +252,26 @@ def test_breakdown_adds_up_to_the_stage_latency_and_is_on_diagnostics(ros_contex
         assert float(harness.latest_diag()["multidnn_sched/process"]["cpu_percent"]) >= 0.0
     finally:
         harness.close()
+
+
+def test_image_qos_parameters_reach_the_subscription(ros_context: Context) -> None:
+    from rclpy.qos import ReliabilityPolicy
+
+    overrides = {
+        "perception_container": [Parameter("nodes", value="detector")],
+        "detector": [Parameter("image_reliability", value="reliable"), Parameter("image_depth", value=12)],
+    }
+    harness = Harness(ros_context, overrides)
+    try:
+        image_input = harness.container.nodes["detector"].image_input
+        assert image_input is not None and image_input.topic == "/image"
+        qos = image_input.subscription.qos_profile
+        assert qos.depth == 12 and qos.reliability == ReliabilityPolicy.RELIABLE
+    finally:
+        harness.close()
+    shared = Harness(ros_context, {"tracker": [Parameter("image_depth", value=9)]})
+    try:  # the shared subscription: the largest depth of its nodes, best effort as they all ask
+        qos = shared.container.image_input.subscription.qos_profile
+        assert qos.depth == 9 and qos.reliability == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        shared.close()
