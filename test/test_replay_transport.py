@@ -41,6 +41,7 @@ def _check_mode(entry: dict, frames: int) -> None:
     for node, counts in accounting["nodes"].items():
         assert counts["unaccounted"] == 0, (node, counts)
         assert counts["processed"] + counts["dropped"] + counts["bad"] == counts["received"]
+        assert counts["input"] == {"detector": "images", "tracker": "detections", "classifier": "tracks"}[node]
     detector = accounting["nodes"]["detector"]
     assert detector["received"] == frames
     for node, breakdown in entry["breakdown"].items():
@@ -104,3 +105,39 @@ def test_scene_bags_can_be_written_compressed(tmp_path: Path, raw_bag: Path) -> 
 def _bag_at(path: Path, image_format: str) -> Path:
     config = SceneConfig(width=320, height=240, min_size_px=30.0, max_size_px=60.0, min_objects=2, max_objects=3)
     return write_scene_bag(path, config=config, seed=7, n_frames=FRAMES, progress=False, image_format=image_format)
+
+
+def test_image_accounting_and_breakdown_maths() -> None:
+    from multidnn_sched.evaluation.replay_breakdown import image_accounting, stage_breakdown
+    from multidnn_sched.evaluation.replay_records import ModeRun, Output
+    from multidnn_sched.ros.timing import FrameTiming
+
+    run = ModeRun("blocks")
+    run.published = {1: 10.0, 2: 10.1, 3: 10.2, 4: 10.3}
+    run.image_input = {"received": 3, "decoded": 2, "bad": 1}
+    run.node_counters = {
+        "detector": {"received": 3, "processed": 1, "dropped": 1, "drop_causes": {"runtime_queue_full": 1},
+                     "bad_inputs": {"short_data": 1}, "input": "images"},
+        "tracker": {"received": 1, "processed": 1, "dropped": 0, "drop_causes": {},
+                    "bad_inputs": {"short_data": 1}, "input": "detections"},
+    }
+    accounting = image_accounting(run)
+    assert accounting["lost_in_transport"] == 1 and accounting["bad"] == 1
+    assert accounting["nodes"]["detector"]["unaccounted"] == 0
+    assert accounting["nodes"]["tracker"]["unaccounted"] == 0  # a bad image is not one of its inputs
+
+    def output(stamp: int, t: float) -> Output:
+        import numpy as np
+
+        return Output(stamp, t, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [], [], [])
+
+    run.outputs = {"detections": [output(1, 10.050)], "tracks": [], "classified": []}
+    # image published at 10.000 s; callback 10.004; submitted 10.010; ran 10.015-10.040; built 10.043;
+    # received by the recorder at 10.050
+    run.timings = {"detector": [FrameTiming(1, 10004.0, 10010.0, 10015.0, 10040.0, 10043.0, 10044.0)]}
+    detector = stage_breakdown(run)["detector"]
+    expected = {"transport": 4.0, "decode": 6.0, "queue": 5.0, "model": 25.0, "postprocess": 3.0, "publish": 7.0}
+    for stage, value in expected.items():
+        assert detector[stage]["p50_ms"] == pytest.approx(value, abs=1e-6), stage
+    assert detector["stage"]["p50_ms"] == pytest.approx(50.0) and detector["overhead"]["p50_ms"] == pytest.approx(20.0)
+    assert detector["max_sum_error_ms"] == pytest.approx(0.0, abs=1e-6) and detector["frames"] == 1

@@ -105,15 +105,17 @@ def image_accounting(run: ModeRun) -> dict[str, Any]:
         "nodes": {},
     }
     for node, counters in run.node_counters.items():
+        kind = counters.get("input", "images" if node == "detector" else "")
         bad = sum(counters["bad_inputs"].values())
-        out["nodes"][node] = {
-            "input": "images" if node == "detector" else ("detections" if node == "tracker" else "tracks"),
+        counted_bad = bad if kind == "images" else 0  # a node whose input is detections / tracks: bad images
+        out["nodes"][node] = {  # are counted on it, but are not among its received inputs
+            "input": kind,
             "received": counters["received"],
             "processed": counters["processed"],
             "bad": bad,
             "dropped": counters["dropped"],
             "drop_causes": counters["drop_causes"],
-            "unaccounted": counters["received"] - counters["processed"] - counters["dropped"] - bad,
+            "unaccounted": counters["received"] - counters["processed"] - counters["dropped"] - counted_bad,
         }
     return out
 

@@ -212,6 +212,7 @@ def _collect(run: ModeRun, container: Any) -> None:
             "dropped": snap.dropped,
             "drop_causes": snap.drop_causes,
             "bad_inputs": snap.bad_inputs,
+            "input": "images" if node.counts_images else ("detections" if name == "tracker" else "tracks"),
         }
         run.timings[name] = node.stats.timing.records()
     inputs = [container.image_input] if container.image_input is not None else [
