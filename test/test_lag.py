@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from multidnn_sched.runtime.lag import LagTracker, ema
 
@@ -75,3 +76,27 @@ def test_bad_alpha_rejected(alpha: float) -> None:
 def test_negative_latency_rejected() -> None:
     with pytest.raises(ValueError, match="observed latency"):
         LagTracker().update(("a", "b"), -1.0)
+
+
+def test_lone_runs_refine_the_solo_figure_and_contended_runs_feed_lag_and_the_contended_ema() -> None:
+    tracker = LagTracker(alpha=0.5)
+    key = ("m", "b", "original", 4)
+    tracker.set_solo(key, 10.0)
+    tracker.update(key, 12.0, alone=True)  # drift, not contention
+    t = tracker.timing(key)
+    assert t.solo_ms == pytest.approx(11.0) and t.lag_ms == pytest.approx(2.0) and t.ema_contended_ms is None
+    tracker.update(key, 21.0)  # beside another block
+    t = tracker.timing(key)
+    assert t.solo_ms == pytest.approx(11.0) and t.ema_contended_ms == pytest.approx(21.0)
+    assert t.lag_ms == pytest.approx(0.5 * 10.0 + 0.5 * 2.0) and t.contended_samples == 1
+    fresh = ("m", "b", "original", 32)  # a bucket never profiled: its first lone run is its solo figure
+    tracker.update(fresh, 40.0, alone=True)
+    assert tracker.timing(fresh).solo_ms == pytest.approx(40.0) and tracker.timing(fresh).lag_ms == 0.0
+
+
+def test_input_bucket_is_the_batch_size_rounded_up_to_a_power_of_two() -> None:
+    from multidnn_sched.runtime.lag import input_bucket
+
+    assert [input_bucket(torch.zeros(n, 3)) for n in (1, 2, 3, 4, 5, 17, 32)] == [1, 2, 4, 4, 8, 32, 32]
+    assert input_bucket((torch.zeros(6, 2), torch.zeros(1))) == 8
+    assert input_bucket({"x": torch.zeros(0, 2)}) == 1 and input_bucket("no tensor") == 1

@@ -12,6 +12,7 @@ from multidnn_sched.runtime.policy import (
     PARALLEL,
     SEQUENTIAL,
     BlockObservation,
+    DeviceObservation,
     ModelObservation,
     Observations,
     Policy,
@@ -19,6 +20,7 @@ from multidnn_sched.runtime.policy import (
     VariantOption,
     admission_fractions,
     estimated_accuracy,
+    fair_share,
     quantize_fraction,
 )
 
@@ -43,8 +45,13 @@ def model(name: str, latency_ms: float, deadline_ms: float = 50.0, priority: int
     return ModelObservation(name, deadline_ms, latency_ms, priority, samples=20)
 
 
-def obs(models: list[ModelObservation], blocks: list[BlockObservation]) -> Observations:
-    return Observations(tuple(models), tuple(blocks))
+TWO_WORKERS = DeviceObservation("cpu", workers=2, slots=2)
+
+
+def obs(
+    models: list[ModelObservation], blocks: list[BlockObservation], device: DeviceObservation = TWO_WORKERS
+) -> Observations:
+    return Observations(tuple(models), tuple(blocks), device)
 
 
 def cfg(**kwargs: object) -> PolicyConfig:
@@ -299,28 +306,41 @@ def one_block(model_name: str, solo_ms: float, options: tuple[VariantOption, ...
     return block(model_name, "b", solo_ms=solo_ms, options=(VariantOption(ORIGINAL, solo_ms, 1.0), *options))
 
 
-def test_admission_fractions_cut_the_largest_demand_first() -> None:
-    fractions = admission_fractions({"det": 0.81, "emb": 0.165, "cls": 0.42}, target=0.85, min_fraction=0.2)
-    assert fractions["emb"] == 1.0 and fractions["cls"] == 1.0
-    assert fractions["det"] == pytest.approx(1.0 - 0.545 / 0.81)
-    assert admission_fractions({"a": 0.3, "b": 0.2}, target=0.85, min_fraction=0.2) == {"a": 1.0, "b": 1.0}
+def test_admission_fractions_cut_the_largest_demand_first_never_below_the_proportional_share() -> None:
+    # 1.395 of a 1.0 device: the proportional share is 1/1.395 = 0.717. The detector alone could absorb the
+    # excess (cut to 0.51), but not without going below the share a static loop would give it.
+    demands = {"det": 0.81, "emb": 0.165, "cls": 0.42}
+    fractions = admission_fractions(demands, target=1.0, min_fraction=0.2)
+    assert fractions == pytest.approx(dict.fromkeys(demands, fair_share(demands)))
+    assert sum(demands[n] * f for n, f in fractions.items()) == pytest.approx(1.0)
+    assert admission_fractions({"a": 0.3, "b": 0.2}, target=1.0, min_fraction=0.2) == {"a": 1.0, "b": 1.0}
+    # the floors sum to the capacity: even a mild overload is shared by every model
+    mild = admission_fractions({"det": 0.81, "emb": 0.2}, target=1.0, min_fraction=0.2)
+    assert mild == pytest.approx({"det": 1 / 1.01, "emb": 1 / 1.01})
 
 
-def test_admission_fractions_respect_the_minimum_then_cut_the_next_model() -> None:
-    fractions = admission_fractions({"big": 1.0, "small": 0.5}, target=0.5, min_fraction=0.25)
-    assert fractions["big"] == pytest.approx(0.25)  # 1.0 -> 0.25 frees 0.75 of the 1.0 excess
-    assert fractions["small"] == pytest.approx(0.5)  # the remaining 0.25 comes from the next model
-    assert 1.0 * fractions["big"] + 0.5 * fractions["small"] == pytest.approx(0.5)
+def test_admission_never_starves_a_model_it_cuts_everyone_to_the_share_a_static_loop_gives() -> None:
+    # 2.0 of the device: a static deadline-ordered loop serves half of every model's frames; admission may not
+    # cut the big model to its 0.25 minimum and leave the small one whole (the rule that starved a model)
+    fractions = admission_fractions({"big": 1.5, "small": 0.5}, target=1.0, min_fraction=0.25)
+    assert fractions == pytest.approx({"big": 0.5, "small": 0.5})
+    assert fair_share({"big": 1.5, "small": 0.5}) == pytest.approx(0.5)
+    # beyond 1 / min_fraction the minimum binds and the rest is left to shedding
+    extreme = admission_fractions({"big": 4.0, "small": 1.0}, target=1.0, min_fraction=0.3)
+    assert extreme == pytest.approx({"big": 0.3, "small": 0.3})
 
 
-def test_overloaded_device_without_variants_admits_a_fraction_of_the_costliest_model() -> None:
-    """15 Hz x (54 + 11 + 28 ms) = 1.40 of the device: no swap possible, so admission cuts the detector."""
+def test_overloaded_device_without_variants_admits_the_proportional_share_of_every_model() -> None:
+    """15 Hz x (54 + 11 + 28 ms) = 1.40 of the device: no swap possible, so admission cuts every model."""
     models = [loaded("det", 50.0), loaded("emb", 10.0), loaded("cls", 30.0)]
     blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
-    decisions = Policy(cfg(admission_utilization=0.85)).decide(obs(models, blocks), now_sec=1.0)
-    assert [(d.model, d.block, d.kind) for d in decisions] == [("det", "*", ADMIT)]
-    # needs 1 - (1.395 - 0.85) / 0.81 = 0.33 of the detector's frames: rounded down to every 4th frame
-    assert decisions[0].value == "0.2500"
+    decisions = Policy(cfg()).decide(obs(models, blocks), now_sec=1.0)
+    assert [(d.model, d.block, d.kind) for d in decisions] == [(n, None, ADMIT) for n in ("det", "emb", "cls")]
+    assert len({d.value for d in decisions}) == 1
+    # every model is cut to the proportional share 1 / 1.395 = 0.717, rounded UP to a regular pattern (skip
+    # every 4th frame: 0.75) so that nobody gets less than a static loop would give it
+    assert decisions[0].value == pytest.approx(0.75)
+    assert isinstance(decisions[0].value, float)
     assert "overloaded" in decisions[0].reason and "1.40" in decisions[0].reason
 
 
@@ -336,13 +356,13 @@ def test_admitted_fractions_are_regular_frame_patterns_rounded_down() -> None:
 
 def test_admission_unchanged_while_the_pattern_holds_and_restored_when_the_device_fits() -> None:
     blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
-    policy = Policy(cfg(admission_utilization=0.85))
-    steady = [loaded("det", 50.0, admit_fraction=0.25), loaded("emb", 10.0), loaded("cls", 30.0)]
+    policy = Policy(cfg())
+    steady = [loaded(n, lat, admit_fraction=0.75) for n, lat in (("det", 50.0), ("emb", 10.0), ("cls", 30.0))]
     assert policy.decide(obs(steady, blocks), now_sec=1.0) == []
-    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.25), loaded("emb", 10.0, rate_hz=5.0),
+    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.75), loaded("emb", 10.0, rate_hz=5.0),
              loaded("cls", 30.0, rate_hz=5.0)]  # 5 Hz x 93 ms = 0.47: fits
     decisions = policy.decide(obs(light, blocks), now_sec=2.0)
-    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", ADMIT, "1.0000")]
+    assert [(d.model, d.kind, d.value) for d in decisions] == [("det", ADMIT, 1.0)]  # the others admit all
     assert "fits" in decisions[0].reason
 
 
@@ -350,7 +370,7 @@ def test_admission_disabled_or_unknown_rate_admits_every_frame() -> None:
     blocks = [one_block("det", 54.0), one_block("emb", 11.0)]
     cut = [loaded("det", 50.0, admit_fraction=0.5), loaded("emb", 10.0)]
     off = Policy(cfg(admission_enabled=False)).decide(obs(cut, blocks), now_sec=1.0)
-    assert [(d.model, d.value) for d in off] == [("det", "1.0000")]
+    assert [(d.model, d.value) for d in off] == [("det", 1.0)]
     unknown = [ModelObservation("det", 100.0, 50.0, samples=20), ModelObservation("emb", 100.0, 10.0, samples=20)]
     assert Policy(cfg()).decide(obs(unknown, blocks), now_sec=1.0) == []
 
@@ -382,8 +402,9 @@ def test_measured_slowdown_scales_the_predicted_utilization() -> None:
     assert Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(alone, blocks), 1.0) == []
     slow = [replace(m, slowdown=1.5) for m in alone]
     decisions = Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(slow, blocks), 1.0)
-    assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT)]
-    assert decisions[0].value == "0.5000"  # needs 1 - (1.125 - 0.8) / 0.9 = 0.64: skip every 2nd frame
+    assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT), ("emb", ADMIT)]
+    # every model gets the share 0.8 / 1.125 = 0.71, rounded up to a regular pattern: skip every 4th frame
+    assert [d.value for d in decisions] == pytest.approx([0.75, 0.75])
     assert "60.0 ms x 15.0 Hz" in decisions[0].reason  # 40 ms solo x 1.5
 
 
@@ -418,3 +439,34 @@ def test_overload_is_seen_before_every_model_has_a_rate() -> None:
     models = [loaded("det", 50.0), ModelObservation("cls", 100.0, None)]  # no rate, no latency yet
     decisions = Policy(cfg(swap_utilization=0.6)).decide(obs(models, blocks), now_sec=1.0)
     assert [(d.model, d.kind, d.value) for d in decisions] == [("det", "variant", "int8")]  # no admission yet
+
+
+def contended(model_name: str, name: str, solo_ms: float, contended_ms: float, *, mode: str = PARALLEL,
+              samples: int = 10) -> BlockObservation:
+    return replace(block(model_name, name, solo_ms=solo_ms, mode=mode), contended_ms=contended_ms,
+                   contended_samples=samples)
+
+
+def test_a_block_that_costs_more_device_time_in_parallel_goes_sequential_even_when_nobody_is_late() -> None:
+    policy = Policy(cfg())
+    # 2 slots: alone it holds both for 10 ms (20 slot-ms); beside another block it held one for 30 ms > 20 x 1.15
+    heavy = contended("det", "conv", 10.0, 30.0)
+    light = contended("det", "head", 10.0, 15.0)  # 15 < 20: overlapping pays, stays parallel
+    decisions = policy.decide(obs([model("det", 20.0)], [light, heavy]), now_sec=10.0)
+    assert [(d.block, d.kind, d.value) for d in decisions] == [("conv", "mode", SEQUENTIAL)]
+    assert "frees throughput" in decisions[0].reason and "30.0 ms" in decisions[0].reason
+    # one worker, or too few contended samples: no decision that could not change anything / is not measured
+    one = DeviceObservation("cpu", workers=1, slots=2)
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], one), now_sec=10.0) == []
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [replace(heavy, contended_samples=2)]), 10.0) == []
+
+
+def test_a_block_made_sequential_for_throughput_is_re_probed_in_parallel_and_not_relaxed_meanwhile() -> None:
+    policy = Policy(cfg(parallel_reprobe_sec=20.0, relax_dwell_sec=0.0))
+    heavy = contended("det", "conv", 10.0, 30.0)
+    assert policy.decide(obs([model("det", 20.0)], [heavy]), now_sec=10.0)[0].value == SEQUENTIAL
+    serialized = replace(heavy, mode=SEQUENTIAL)
+    for now in (15.0, 25.0):  # comfortable, but the relax step leaves throughput decisions alone
+        assert policy.decide(obs([model("det", 20.0)], [serialized]), now_sec=now) == []
+    back = policy.decide(obs([model("det", 20.0)], [serialized]), now_sec=30.0)
+    assert [(d.block, d.value) for d in back] == [("conv", PARALLEL)] and "re-measure" in back[0].reason

@@ -415,7 +415,10 @@ def test_ros2_launch_node_names_params_file_live_params_topics_and_double_ctrl_c
         assert re.search(r"Double value is: 0\.85\b", got.stdout), got.stdout  # from the params file
 
         camera = tools.popen(ws, ["python3", "-c", PUBLISHER, "240"])
-        first = _echo_once(tools, ws, "/detections")
+        try:
+            first = _echo_once(tools, ws, "/detections", timeout=90.0)
+        except subprocess.TimeoutExpired as error:  # say why: the container's log names every drop cause
+            raise AssertionError(f"no /detections in 90 s; the launch output:\n{out.text[-6000:]}") from error
         assert all(s >= 0.85 for s in _scores(first)), first  # the file's threshold is in force
 
         ok = tools.run_discovered(ws, ["ros2", "param", "set", "/detector", "score_threshold", "0.5"])

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -125,7 +125,7 @@ def run_blocks(
         snapshot: dict[str, Any] = {}
         _feed(executor, tasks, plan, t0, runs, clock, timed_start, snapshot)
         assignment_end, modes_end = _assignment(executor)
-        timed = [asdict(d) for d in executor.decisions if d.time_sec >= timed_start]
+        timed = [d.as_record() for d in executor.decisions if d.time_sec >= timed_start]
     finally:
         executor.shutdown(timeout_sec=10.0)
     return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end)

@@ -40,6 +40,7 @@ from multidnn_sched.bench.session import (
     run_repeats,
     run_sweep,
     summary_tables,
+    workload_bounds,
 )
 from multidnn_sched.bench.tasks import (
     TaskInputs,
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             result["settings"]["orders"] = orders
             result["runs"] = records
             result.update(summary_tables(records, modes))
+            result["bounds"] = workload_bounds(ctx, plan)
             png = plot_results(result, raw, out.with_suffix(".png"))
     except MultiDnnError as exc:
         print(f"multidnn-bench: error: {exc}", file=sys.stderr)

@@ -165,6 +165,22 @@ def format_calibration(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def format_bounds(bounds: Mapping[str, Any] | None) -> list[str]:
+    """What any scheduler could reach on this plan (bench.bound): upper bound and ideal-EDF reference."""
+    if not bounds:
+        return []
+    lines = ["| service times | capacity bound (no scheduler can exceed) | ideal preemptive EDF, zero overhead | "
+             "per model (bound / ideal) |", "|---|---:|---:|---|"]
+    for label, entry in bounds.items():
+        cap, ideal = entry["capacity_bound"], entry["ideal_edf"]
+        per = ", ".join(f"{n} {cap['models'][n]['on_time_rate']:.3f} / {ideal['models'][n]['on_time_rate']:.3f}"
+                        for n in cap["models"])
+        solo = ", ".join(f"{n} {v:.1f}" for n, v in entry["solo_ms"].items())
+        lines.append(f"| {label} (solo ms: {solo}) | {cap['on_time_rate']:.3f} | {ideal['on_time_rate']:.3f} | "
+                     f"{per} |")
+    return lines
+
+
 def format_report(result: Mapping[str, Any]) -> str:
     """Everything printed after a run (also the body of ``--markdown``)."""
     parts: list[str] = []
@@ -176,6 +192,9 @@ def format_report(result: Mapping[str, Any]) -> str:
         verdict = verdict_lines(result.get("ratios", {}))
         if verdict:
             parts.append("\n".join(verdict))
+    bounds = format_bounds(result.get("bounds"))
+    if bounds:
+        parts.append("\n".join(bounds))
     calibration = format_calibration(result)
     if calibration:
         parts.append("\n".join(calibration))

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from multidnn_sched.bench.aggregate import aggregate, compute_ratios
+from multidnn_sched.bench.bound import capacity_bound, simulate_ideal_edf
 from multidnn_sched.bench.calibrate import calibrate_threads
 from multidnn_sched.bench.metrics import ModeSummary, summarize
 from multidnn_sched.bench.modes import CALIBRATED, BenchContext, ModeRun, run_mode
@@ -228,6 +229,24 @@ def run_sweep(
         solo_v = solo_latency_ms(ctx.variant_models(), ctx.tasks, ctx.cores)
         out["solo_ms_variants"] = solo_v
         out["physical_limit_hz_variants"] = physical_limit_hz(solo_v, share)
+    return out
+
+
+def workload_bounds(ctx: BenchContext, plan: RunPlan) -> dict[str, Any]:
+    """The capacity bound and the ideal-EDF reference (:mod:`multidnn_sched.bench.bound`) of the repeats' plan,
+    from solo service times measured now: fp32, and the fixed variant set when there is one."""
+    queue = {name: load.queue_depth for name, load in ctx.loads.items()}
+    out: dict[str, Any] = {}
+    sets = {"fp32": ctx.models}
+    if ctx.assignment is not None and ctx.variants is not None:
+        sets["variants"] = ctx.variant_models()
+    for label, models in sets.items():
+        solo = solo_latency_ms(models, ctx.tasks, ctx.cores)
+        out[label] = {
+            "solo_ms": solo,
+            "capacity_bound": capacity_bound(plan, solo, ctx.deadlines_ms).as_dict(),
+            "ideal_edf": simulate_ideal_edf(plan, solo, ctx.deadlines_ms, queue).as_dict(),
+        }
     return out
 
 

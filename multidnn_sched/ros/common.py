@@ -24,6 +24,7 @@ from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -37,6 +38,12 @@ from multidnn_sched.runtime.frame_times import frame_times
 
 OUTPUT_QOS_DEPTH = 10
 """Outputs (detections, tracks, classifications) use the default reliable QoS with this depth (REP-2003)."""
+
+RESULT_BACKSTOP_SEC = 0.2
+"""Period of the timer that drains results whose guard-condition wake-up was lost (RMW guard conditions can
+miss a trigger from another thread, cf. ros2/rcl#989): a lost wake-up then costs at most this, not the frame.
+0.2 s: a fifth of a second is well under the 1 s staleness at which a robot's consumers stop trusting a topic,
+and the idle timer costs ~5 wake-ups/s per node. It also drains images handed off by a shared image input."""
 
 
 def stamp_ns(stamp: Time) -> int:
@@ -106,10 +113,10 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.callback_group = MutuallyExclusiveCallbackGroup()
         self.closing = False
+        """Set before the runtime shuts down: late results are then counted as ``shutdown``, not published."""
         self.counts_images = False
         """``True``: an image is this node's input (``received`` counts images, bad ones included); else its
         input is the detections / tracks it pairs with images."""
-        """Set before the runtime shuts down: late results are then counted as ``shutdown``, not published."""
         self._results: deque[tuple[Future, Callable[[Any], None], Callable[[], None] | None]] = deque()
         self._results_lock = threading.Lock()
         self._results_ready = self.create_guard_condition(self._drain_results, callback_group=self.callback_group)
@@ -117,6 +124,12 @@ class PerceptionNode(Node):
         self._frames_lock = threading.Lock()
         self._frames_depth = max(FRAME_HANDOFF_MIN_DEPTH, int(self.values["image_depth"]))
         self._frames_ready = self.create_guard_condition(self._drain_frames, callback_group=self.callback_group)
+        self.rescued_results = 0
+        """Results and frames the backstop timer found waiting: their guard-condition wake-up was lost (RMW
+        race)."""
+        self._backstop_timer = self.create_timer(
+            RESULT_BACKSTOP_SEC, self._backstop, callback_group=self.callback_group
+        )
         self.image_input: ImageInput | None = None
         if subscribe_image:
             self.image_input = ImageInput(
@@ -257,6 +270,30 @@ class PerceptionNode(Node):
                     return
                 future, on_output, on_failure = self._results.popleft()
             self._finish(future, on_output, on_failure)
+
+    def destroy_node(self) -> None:
+        try:
+            self._backstop_timer.cancel()  # no timer task may be taken once the node's handles go
+        except InvalidHandle:  # the context is already shut down: nothing can be taken any more
+            pass
+        super().destroy_node()
+
+    def _backstop(self) -> None:
+        """Timer: drain results and handed-off images whose wake-up never came, so a lost trigger delays a
+        frame, never loses it."""
+        with self._frames_lock:
+            frames = len(self._frames)
+        waiting = self.pending_results() + frames
+        if waiting == 0:
+            return
+        self.rescued_results += waiting
+        if self.rescued_results == waiting:
+            self.get_logger().info(
+                f"{waiting} finished frame(s) / image(s) waited for the {RESULT_BACKSTOP_SEC:.1f} s backstop: "
+                "a guard-condition wake-up was lost (logged once)"
+            )
+        self._drain_frames()
+        self._drain_results()
 
     def pending_results(self) -> int:
         """Finished frames waiting for the node's thread."""

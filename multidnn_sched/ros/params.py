@@ -182,13 +182,13 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "cpu", "torch device of every model: cpu, cuda or cuda:N", read_only=True),
     ParamSpec(
-        "workers", 0, "BlockExecutor worker threads (0: auto, 1 on CPU, one per model on CUDA)", 0, 64,
+        "workers", 0, "BlockExecutor worker threads (0: auto, one per model, on CPU at most one per core)", 0, 64,
         read_only=True,
     ),
     ParamSpec(
         "priority_weight_ms",
-        10.0,
-        "job-queue key bias per priority level (EDF key = arrival + deadline - weight x priority)",
+        0.0,
+        "job-queue key bias per priority level (0: pure EDF, priority breaks ties; key = deadline - weight x priority)",
         0.0,
         10000.0,
         read_only=True,

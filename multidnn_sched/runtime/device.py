@@ -50,11 +50,14 @@ class SlotGate:
         self.capacity = capacity
         self._free = capacity
         self._cond = threading.Condition(threading.Lock())
-        self._waiters: list[tuple[float, int]] = []
+        self._waiters: list[tuple[float | tuple[float, int], int]] = []
         self._seq = itertools.count()
 
-    def acquire(self, exclusive: bool, key: float, *, greedy: bool = True) -> int:
+    def acquire(self, exclusive: bool, key: float | tuple[float, int], *, greedy: bool = True) -> int:
         """Block until admitted; return the number of slots granted (release exactly that many).
+
+        ``key``: smaller is more urgent; one gate compares keys of one type (the executor's jobs pass
+        ``(deadline, -priority)`` tuples).
 
         ``greedy=False``: a shared request never takes more than one slot, even on an idle device.
         """

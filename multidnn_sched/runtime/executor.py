@@ -31,14 +31,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -51,23 +50,22 @@ from multidnn_sched.exceptions import (
     FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
+from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision, DecisionKind, Mode
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
-from multidnn_sched.runtime.lag import LagTracker, profile_model
+from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
+from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket, profile_model
 from multidnn_sched.runtime.policy import (
-    ADMIT,
-    MODES,
-    ORIGINAL,
-    PARALLEL,
-    SEQUENTIAL,
     BlockObservation,
-    Decision,
+    DeviceObservation,
     ModelObservation,
     Observations,
     Policy,
+    SchedulingPolicy,
     VariantOption,
 )
 from multidnn_sched.runtime.shedding import is_hopeless
+from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile, rate_hz
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
@@ -76,133 +74,35 @@ DROPPED_FRAME_LATENCY_FACTOR = 2.0
 """A dropped or shed frame enters the policy's latency window as ``factor x deadline``: frames that never
 complete must look late to the policy (else shedding would hide an overload and nothing would be swapped)."""
 
-CPU_DEFAULT_WORKERS = 1
-"""Worker threads on CPU when ``num_workers`` is None (CUDA: one per model, one stream each).
+CPU_DEFAULT_WORKERS = None
+"""Worker threads on CPU when ``num_workers`` is None: ``None`` = one per registered model up to the usable
+cores (CUDA: one per model, one stream each). With two or more workers a ``parallel`` block runs with one
+intra-op thread beside another model's block and a ``sequential`` block waits for the whole device and runs
+with every core: the per-block choice the policy makes from measured LAG. One worker (``num_workers=1``) runs
+every block alone with all cores; the policy then never serializes (it would change nothing).
 
-ONE_OPENMP_TEAM_NOTE — measured on the 2-core dev/CI machine (torch 2.14 CPU, libgomp): every Python thread
-that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has more OpenMP threads than
-cores, libgomp throttles its spin-wait and every parallel region pays a wake-up: the default detector,
-embedder and classifier took 61 / 19 / 56 ms per frame in a second thread vs 42 / 10 / 19 ms in one thread
-(whole-model lock over three threads: 75 / 19 / 37 ms). Two single-threaded workers side by side gained no
-throughput over one two-threaded worker (the convolutions scale ~1.9x on 2 cores). So on CPU one worker runs
-every block with all cores, and the scheduling power is in block-boundary preemption (EDF + priority), the
-drop policy and hot-swap; ``num_workers > 1`` (parallel blocks, one intra-op thread each) pays off on many-core
-CPUs and is the default on CUDA, where parallel blocks overlap on streams."""
+ONE_OPENMP_TEAM_NOTE (the history of this default) — measured on the 2-core dev/CI machine (torch 2.14 CPU,
+libgomp): every Python thread that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has
+more OpenMP threads than cores, libgomp throttles its spin-wait and every parallel region pays a wake-up: the
+default detector, embedder and classifier took 61 / 19 / 56 ms per frame in a second thread vs 42 / 10 / 19 ms in
+one thread (whole-model lock over three threads: 75 / 19 / 37 ms). Two single-threaded workers side by side gained
+no throughput over one two-threaded worker (the convolutions scale ~1.9x on 2 cores). That is a per-block property:
+blocks that scale well with threads (large convolutions) lose from sharing the cores and belong in ``sequential``;
+small or Python-bound blocks (heads, crops, NMS) gain from overlapping. The policy decides per block from LAG
+measured against each block's solo latency (see :mod:`multidnn_sched.runtime.lag`)."""
 QUEUE_ORDERS = ("edf", "fifo")
-PRIORITY_WEIGHT_MS = 1000.0
-"""Default key bias per priority level: larger than any sensible deadline, so priority is strict and deadlines
-(EDF) order frames of equal priority. Measured on the default workload (1 worker, 2 cores): with a 10 ms bias
-the detector (loosest deadline) always ran last and its p99 rose to ~its deadline."""
+PRIORITY_WEIGHT_MS = 0.0
+"""Default key bias per priority level: none. The ready heap is pure EDF (earliest absolute deadline first);
+priority only breaks ties between equal deadlines, and acts where a choice must be made under overload (which
+late model the policy helps first). EDF is optimal on one processor: if any order meets every deadline, EDF
+does (Liu & Layland 1973; Dertouzos 1974), so a priority bias can only make a feasible load miss — and a strict
+priority starves the lowest model of an overloaded device (measured on a held-out workload before this
+default: every frame of the lowest-priority model dropped). No per-workload constant is needed; a user who
+wants a bias still passes ``priority_weight_ms``."""
 LOGGER_NAME = "multidnn_sched.executor"
-ADMIT_CREDIT_TOLERANCE = 1e-3
-"""Admission credit slack: fractions travel as 4-decimal strings ("0.3333" x 3 must admit the 3rd frame)."""
-SLOWDOWN_WINDOW = 32
-"""Frames behind a model's slowdown figure (median of observed / solo device time per frame)."""
 SLOWDOWN_MIN_FRAMES = 5
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
-
-
-@dataclass
-class ModelStats:
-    """Per-model counters and end-to-end latency (arrival to result), ms. ``dropped`` counts every frame that
-    was not computed (queue policy, shedding, admission); ``skipped`` the share of it that admission control
-    dropped on arrival while admitting only ``admit_fraction`` of the frames."""
-
-    name: str
-    deadline_ms: float
-    priority: int
-    submitted: int = 0
-    frames_done: int = 0
-    dropped: int = 0
-    failed: int = 0
-    deadline_misses: int = 0
-    latency_ms: list[float] = field(default_factory=list)
-    skipped: int = 0
-    admit_fraction: float = 1.0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-
-
-@dataclass
-class BlockStats:
-    """Per-block LAG figures and current settings (what the ROS layer puts on /diagnostics)."""
-
-    model: str
-    block: str
-    solo_ms: float | None
-    ema_observed_ms: float | None
-    lag_ms: float
-    samples: int
-    mode: str
-    variant: str
-    overridden: bool
-    variant_failures: int
-    threads_alone: int | None = None
-
-
-@dataclass
-class ExecutorStats:
-    """A snapshot of :meth:`BlockExecutor.stats`."""
-
-    models: dict[str, ModelStats]
-    blocks: dict[tuple[str, str], BlockStats]
-    decisions: int
-
-
-def percentile(values: list[float], q: float, *, ordered: bool = False) -> float | None:
-    """Linear-interpolated percentile (``q`` in [0, 100]) as numpy's default; ``None`` for no values.
-    ``ordered=True``: ``values`` is already sorted ascending."""
-    if not values:
-        return None
-    ordered_values = values if ordered else sorted(values)
-    pos = (len(ordered_values) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered_values) - 1)
-    return ordered_values[low] + (ordered_values[high] - ordered_values[low]) * (pos - low)
-
-
-@dataclass
-class _Frame:
-    future: Future
-    carry: Carry
-    arrival_sec: float
-    started_sec: float | None = None
-
-
-@dataclass
-class _Model:
-    pm: PartitionedModel
-    deadline_ms: float
-    priority: int
-    queue_depth: int
-    accuracy: float | None
-    example_input: Carry | None
-    modes: list[str]
-    stats: ModelStats
-    latencies: deque
-    recent: deque
-    overridden: set[str] = field(default_factory=set)
-    pending: deque = field(default_factory=deque)
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=32))
-    busy: bool = False
-    last_profile_sec: float | None = None
-    admit_fraction: float = 1.0
-    admit_credit: float = 0.0
-    slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
-    expected_rate_hz: float | None = None
-
-
-@dataclass(order=True)
-class _Job:
-    key: float
-    seq: int
-    model: _Model = field(compare=False)
-    frame: _Frame = field(compare=False)
-    block_index: int = field(default=0, compare=False)
-    carry: Carry = field(default=None, compare=False)
-    observed_ms: float = field(default=0.0, compare=False)
-    solo_ms: float | None = field(default=0.0, compare=False)
 
 
 class BlockExecutor:
@@ -210,15 +110,17 @@ class BlockExecutor:
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`Device`.
-        policy: decides modes/variants when ``schedule="policy"``; default :class:`Policy()`.
+        policy: decides modes/variants when ``schedule="policy"`` (any :class:`SchedulingPolicy`); default
+            :class:`Policy()`.
         schedule: ``"policy"`` (the policy decides), or static ``"parallel"`` / ``"sequential"`` for every
             block with no policy (benchmark baselines on the same code).
-        num_workers: worker threads; ``None``: one per registered model.
+        num_workers: worker threads; ``None``: one per registered model (on CPU at most one per usable core).
         clock: seconds clock for arrivals, latencies and CPU block timing.
         lag_alpha: EMA weight of the LAG tracker.
         decision_interval_sec: policy period; ``None`` disables the decision thread (call :meth:`decide_now`).
         queue_order: ``"edf"`` (arrival + deadline) or ``"fifo"`` (arrival).
-        priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS``: strict priority).
+        priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS`` = 0: pure EDF,
+            priority breaks ties).
         cpu_threads: intra-op threads of an exclusive block on CPU (default: torch's count = cores).
         latency_window: frames in the policy's latency figure (90th percentile of the last N).
         max_latency_samples: latencies kept per model for :meth:`stats`.
@@ -236,7 +138,7 @@ class BlockExecutor:
     def __init__(
         self,
         device: str | Device = "cpu",
-        policy: Policy | None = None,
+        policy: SchedulingPolicy | None = None,
         *,
         schedule: str = "policy",
         num_workers: int | None = None,
@@ -274,15 +176,21 @@ class BlockExecutor:
         self._gate = SlotGate(self.device.slots)
         self._lag = LagTracker(lag_alpha, clock)
         self._registry = VariantRegistry()
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, Model] = {}
         self._solo_ms: dict[tuple[str, str, str], float] = {}
         self._variant_failures: dict[tuple[str, str], int] = {}
         self._alone_threads: dict[tuple[str, str], int] = {}
+        self._last_key: dict[tuple[str, str], LagKey] = {}
+        self._profiled_bucket: dict[tuple[str, str], int] = {}
+        self._running_blocks = 0
+        self._block_starts = 0
+        self._overlap_lock = threading.Lock()
+        self._worker_count = 0
         self._decisions: deque[Decision] = deque(maxlen=1000)
         self._decision_count = 0
         self._cond = threading.Condition(threading.Lock())
         self._stats_lock = threading.Lock()
-        self._ready: list[_Job] = []
+        self._ready: list[Job] = []
         self._seq = itertools.count()
         self._stopping = False
         self._last_activity_sec = clock()
@@ -290,13 +198,18 @@ class BlockExecutor:
         if num_workers is None and not self.device.is_cuda:
             num_workers = CPU_DEFAULT_WORKERS
         self._fixed_workers = num_workers
+        self._max_workers = None if self.device.is_cuda else self.device.slots
         self._threads: list[threading.Thread] = []
         for _ in range(num_workers or 0):
-            self._start_thread(self._worker_loop, "blockexec-worker")
+            self._start_worker()
         if self.policy is not None and decision_interval_sec is not None:
             self._start_thread(lambda: self._decision_loop(decision_interval_sec), "blockexec-decide")
 
     # -- lifetime ------------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._worker_count += 1
+        self._start_thread(self._worker_loop, "blockexec-worker")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=f"{name}-{len(self._threads)}", daemon=True)
@@ -311,7 +224,7 @@ class BlockExecutor:
 
     def shutdown(self, timeout_sec: float = 5.0) -> bool:
         """Stop: fail pending/dispatched frames, join every thread; ``False`` if some did not join in time."""
-        failed: list[_Frame] = []
+        failed: list[Frame] = []
         with self._cond:
             self._stopping = True
             for model in self._models.values():
@@ -322,7 +235,7 @@ class BlockExecutor:
             self._cond.notify_all()
         self._stop_event.set()
         for frame in failed:
-            _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+            fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
         end = time.monotonic() + timeout_sec
         current = threading.current_thread()
         for thread in self._threads:
@@ -369,7 +282,7 @@ class BlockExecutor:
             self._variant_failures[(pm.name, block.name)] = 0
             for variant in block.variants.values():
                 self._remember_variant_solo(pm.name, block.name, variant)
-        model = _Model(
+        model = Model(
             pm, deadline_ms, priority, queue_depth, accuracy, example_input, [mode] * len(pm.blocks),
             ModelStats(pm.name, deadline_ms, priority), deque(maxlen=self.max_latency_samples),
             deque(maxlen=self.latency_window),
@@ -379,8 +292,8 @@ class BlockExecutor:
             if self._stopping:
                 raise ExecutorShutdownError(f"cannot register {pm.name!r}: BlockExecutor is shut down")
             self._models[pm.name] = model
-        if self._fixed_workers is None:
-            self._start_thread(self._worker_loop, "blockexec-worker")
+        if self._fixed_workers is None and (self._max_workers is None or self._worker_count < self._max_workers):
+            self._start_worker()
 
     def configure_model(
         self, name: str, *, deadline_ms: float | None = None, priority: int | None = None,
@@ -415,7 +328,7 @@ class BlockExecutor:
         if variant.solo_latency_ms is not None:
             self._solo_ms[(model, block, variant.name)] = variant.solo_latency_ms
 
-    def _model(self, name: str) -> _Model:
+    def _model(self, name: str) -> Model:
         try:
             return self._models[name]
         except KeyError:
@@ -430,8 +343,8 @@ class BlockExecutor:
         policy on an overloaded device) the other frames fail at once with :class:`FrameSkippedError` (a
         :class:`FrameDroppedError`)."""
         model = self._model(model_name)
-        frame = _Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
-        dropped: _Frame | None = None
+        frame = Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
+        dropped: Frame | None = None
         reason = ""
         error_type: type[FrameDroppedError] = FrameDroppedError
         with self._cond:
@@ -440,7 +353,7 @@ class BlockExecutor:
             model.stats.submitted += 1
             self._last_activity_sec = self._clock()
             model.arrivals.append(frame.arrival_sec)
-            if not self._admit(model):
+            if not admit(model):
                 dropped, error_type = frame, FrameSkippedError
                 model.stats.dropped += 1
                 model.stats.skipped += 1
@@ -457,31 +370,21 @@ class BlockExecutor:
                     reason = (f"model {model_name!r}: frame dropped, pending queue full "
                               f"(depth {model.queue_depth}, newest wins)")
         if dropped is not None:
-            _fail(dropped, error_type(reason))
+            fail(dropped, error_type(reason))
         return frame.future
 
-    @staticmethod
-    def _admit(model: _Model) -> bool:
-        """Credit-based admission (caller holds ``_cond``): evenly spread, ``admit_fraction`` of frames pass."""
-        if model.admit_fraction >= 1.0:
-            model.admit_credit = 0.0
-            return True
-        model.admit_credit += model.admit_fraction
-        if model.admit_credit >= 1.0 - ADMIT_CREDIT_TOLERANCE:
-            model.admit_credit -= 1.0
-            return True
-        return False
-
-    def _job_key(self, model: _Model, arrival_sec: float) -> float:
+    def _job_key(self, model: Model, arrival_sec: float) -> tuple[float, int]:
+        """Heap key: absolute deadline (EDF) or arrival (FIFO), minus the optional priority bias; equal keys go
+        to the higher priority."""
         key = arrival_sec + (model.deadline_ms / 1000.0 if self.queue_order == "edf" else 0.0)
-        return key - model.priority * self.priority_weight_ms / 1000.0
+        return key - model.priority * self.priority_weight_ms / 1000.0, -model.priority
 
-    def _dispatch_next(self, model: _Model) -> None:
+    def _dispatch_next(self, model: Model) -> None:
         """Move the model's oldest pending frame to the ready heap (caller holds ``_cond``)."""
         while model.pending:
             frame = model.pending.popleft()
             if frame.future.set_running_or_notify_cancel():
-                job = _Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
+                job = Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
                 heapq.heappush(self._ready, job)
                 model.busy = True
                 self._cond.notify()
@@ -509,7 +412,7 @@ class BlockExecutor:
             elif outcome == _SHED:
                 self._shed(job)
 
-    def _run_job(self, job: _Job) -> str:
+    def _run_job(self, job: Job) -> str:
         """Run the job's remaining blocks: ``_DONE``, ``_HANDED_BACK`` to the ready heap (a more urgent job
         waits), or ``_SHED`` (with ``shed_late_frames``: at a block boundary, it can no longer make its
         deadline)."""
@@ -535,17 +438,26 @@ class BlockExecutor:
             exclusive = model.modes[job.block_index] == SEQUENTIAL
             best_threads = self._alone_threads.get((name, block.name))
             greedy = not self.device.is_cuda and (best_threads is None or best_threads > 1)
+            bucket = input_bucket(job.carry)
             granted = self._gate.acquire(exclusive, job.key, greedy=greedy)
             try:
                 self.device.set_threads(granted if best_threads is None else min(granted, best_threads))
-                with self.device.stream_context(name):
-                    out, observed_ms = self._run_block(name, block, job.carry)
+                started = self._block_started()
+                try:
+                    with self.device.stream_context(name):
+                        out, observed_ms, ran = self._run_block(name, block, job.carry)
+                finally:
+                    alone = self._block_ended(started)
             finally:
                 self._gate.release(granted)
+            lag_key: LagKey = (name, block.name, ran, bucket)
             with self._stats_lock:
                 if observed_ms is not None:
-                    self._lag.update((name, block.name), observed_ms)
-                solo_ms = self._lag.timing((name, block.name)).solo_ms
+                    self._lag.update(lag_key, observed_ms, alone=alone)
+                    self._last_key[(name, block.name)] = lag_key
+                solo_ms = self._lag.timing(lag_key).solo_ms
+                if solo_ms is None:
+                    solo_ms = self._solo_ms.get((name, block.name, ran))
             if observed_ms is None or solo_ms is None or job.solo_ms is None:
                 job.solo_ms = None  # not comparable (a variant failed, or unprofiled)
             else:
@@ -555,8 +467,23 @@ class BlockExecutor:
             job.block_index += 1
         return _DONE
 
-    def _run_block(self, model: str, block: Any, carry: Carry) -> tuple[Carry, float | None]:
-        """Run the block's active implementation once; fall back to the original if a variant misbehaves."""
+    def _block_started(self) -> tuple[int, bool]:
+        """Count a block run in; (its start number, whether nothing else was running)."""
+        with self._overlap_lock:
+            self._running_blocks += 1
+            self._block_starts += 1
+            return self._block_starts, self._running_blocks == 1
+
+    def _block_ended(self, started: tuple[int, bool]) -> bool:
+        """Count a block run out; True when it ran alone from start to end (no other block overlapped it)."""
+        start_number, alone_at_start = started
+        with self._overlap_lock:
+            self._running_blocks -= 1
+            return alone_at_start and self._block_starts == start_number
+
+    def _run_block(self, model: str, block: Any, carry: Carry) -> tuple[Carry, float | None, str]:
+        """Run the block's active implementation once; fall back to the original if a variant misbehaves.
+        Returns (output, observed ms or ``None`` when a variant failed, the implementation that produced it)."""
         key = (model, block.name)
         variant, module = self._registry.active(key)
         in_sig = carry_signature(carry) if block.variants else None
@@ -567,27 +494,27 @@ class BlockExecutor:
             observed_ms = timer.stop()
             if in_sig is not None and self._registry.expected_output(key, in_sig) is None:
                 self._registry.record_original(key, in_sig, carry_signature(out))
-            return out, observed_ms
+            return out, observed_ms, ORIGINAL
         try:
             out = module(carry)
             problem = self._registry.check_output(key, in_sig, out)
         except Exception as exc:  # noqa: BLE001 - any variant failure disables it; the original re-runs
             problem = f"raised {type(exc).__name__}: {exc}"
         if problem is None:
-            return out, timer.stop()
+            return out, timer.stop(), variant
         timer.stop()
         self._variant_failures[key] += 1
         self._registry.disable(key, variant, problem)
         self._on_variant_change(model, block.name, ORIGINAL)
-        return block.module(carry), None
+        return block.module(carry), None, ORIGINAL
 
-    def _predicted_run_ms(self, model: _Model, first_block: int = 0) -> tuple[float, float] | None:
+    def _predicted_run_ms(self, model: Model, first_block: int = 0) -> tuple[float, float] | None:
         """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
         observed yet), in one pass under the stats lock; None if a block has neither."""
         total = remaining = 0.0
         with self._stats_lock:
             for index, block in enumerate(model.pm.blocks):
-                timing = self._lag.timing((model.pm.name, block.name))
+                timing = self._timing_of(model.pm.name, block.name)
                 value = timing.ema_observed_ms if timing.ema_observed_ms is not None else timing.solo_ms
                 if value is None:
                     return None
@@ -596,7 +523,20 @@ class BlockExecutor:
                     remaining += value
         return total, remaining
 
-    def _hopeless(self, job: _Job) -> bool:
+    def _timing_of(self, model: str, block: str) -> BlockTiming:
+        """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
+        it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo
+        figure falls back to the profile of that implementation."""
+        variant = self._registry.active((model, block))[0]
+        key = self._last_key.get((model, block))
+        if key is None or key[2] != variant:
+            key = (model, block, variant, self._profiled_bucket.get((model, block), 1))
+        timing = self._lag.timing(key)
+        if timing.solo_ms is None:
+            timing.solo_ms = self._solo_ms.get((model, block, variant))
+        return timing
+
+    def _hopeless(self, job: Job) -> bool:
         """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
         predicted latency) but a fresh frame of the model could."""
         model = job.model
@@ -606,17 +546,17 @@ class BlockExecutor:
         waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
         return is_hopeless(waited_ms, predicted[1], predicted[0], model.deadline_ms)
 
-    def _shed(self, job: _Job) -> None:
+    def _shed(self, job: Job) -> None:
         model = job.model
         with self._cond:
             model.stats.dropped += 1
             model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
             self._dispatch_next(model)
-        _fail(job.frame, FrameShedError(
+        fail(job.frame, FrameShedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
         ))
 
-    def _finish(self, job: _Job, result: Carry, error: BaseException | None) -> None:
+    def _finish(self, job: Job, result: Carry, error: BaseException | None) -> None:
         model = job.model
         latency_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
         with self._cond:
@@ -651,58 +591,45 @@ class BlockExecutor:
                 # The traceback's finished frames hold this job (its future holds the error): a reference cycle
                 # that kept every failed frame's tensors until a full GC. Their locals go; file/line stay.
                 traceback.clear_frames(error.__traceback__)
-            _fail(job.frame, error)
+            fail(job.frame, error)
         for frame in failed:
-            _fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+            fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
 
     # -- decisions and overrides ---------------------------------------------------------------------------
 
     def _on_variant_change(self, model: str, block: str, variant: str) -> None:
-        solo = self._solo_ms.get((model, block, variant))
-        if solo is not None:
-            with self._stats_lock:
-                self._lag.set_solo((model, block), solo)
+        """LAG is kept per implementation (:data:`LagKey`), so a swap needs no re-keying: the next run of the
+        block is measured against the solo latency of the variant that ran."""
+        self.log.debug("%s/%s now runs %s", model, block, variant)
 
     def apply(self, decision: Decision) -> None:
         """Apply one decision now (seen at the next block boundary) and log it with its reason."""
         model = self._model(decision.model)
-        index = model.pm.block_names.index(decision.block) if decision.block in model.pm.block_names else -1
-        if index < 0 and decision.kind != ADMIT:
-            raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
-        if decision.kind == "mode":
-            if decision.value not in MODES:
-                raise ConfigError(f"mode must be one of {MODES}, got {decision.value!r}")
-            model.modes[index] = decision.value
-        elif decision.kind == "variant":
-            switch_ms = self._registry.activate((decision.model, decision.block), decision.value)
-            self._on_variant_change(decision.model, decision.block, decision.value)
-            self.log.debug("variant switch %s/%s took %.3f ms", decision.model, decision.block, switch_ms)
-        elif decision.kind == ADMIT:
-            try:
-                fraction = float(decision.value)
-            except ValueError:
-                fraction = -1.0
-            if not 0.0 < fraction <= 1.0:
-                raise ConfigError(f"admit fraction must be in (0, 1], got {decision.value!r}")
+        if decision.kind is DecisionKind.ADMIT:
             with self._cond:
-                model.admit_fraction = model.stats.admit_fraction = fraction
+                model.admit_fraction = model.stats.admit_fraction = float(decision.value)
+                model.admit_credit = Fraction(0)
         else:
-            raise ConfigError(f"decision kind must be 'mode', 'variant' or 'admit', got {decision.kind!r}")
+            if decision.block not in model.pm.block_names:
+                raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
+            if decision.kind is DecisionKind.MODE:
+                model.modes[model.pm.block_names.index(decision.block)] = Mode(decision.value)
+            else:
+                switch_ms = self._registry.activate((decision.model, decision.block), str(decision.value))
+                self._on_variant_change(decision.model, decision.block, str(decision.value))
+                self.log.debug("variant switch %s/%s took %.3f ms", decision.model, decision.block, switch_ms)
         with self._stats_lock:
             self._decisions.append(decision)
             self._decision_count += 1
-        self.log.info(
-            "decision %s/%s %s=%s: %s", decision.model, decision.block, decision.kind, decision.value,
-            decision.reason,
-        )
+        self.log.info("decision %s: %s", decision.describe(), decision.reason)
 
     def set_override(self, model: str, block: str, *, mode: str | None = None, variant: str | None = None) -> None:
         """Force a block's mode and/or variant; the policy leaves it alone until :meth:`clear_override`."""
         now = self._clock()
         if mode is not None:
-            self.apply(Decision(model, block, "mode", mode, "override", now))
+            self.apply(Decision(model, block, DecisionKind.MODE, mode, "override", now))
         if variant is not None:
-            self.apply(Decision(model, block, "variant", variant, "override", now))
+            self.apply(Decision(model, block, DecisionKind.VARIANT, variant, "override", now))
         self._model(model).overridden.add(block)
 
     def clear_override(self, model: str, block: str | None = None) -> None:
@@ -722,13 +649,13 @@ class BlockExecutor:
         with self._cond:
             recent = {name: list(m.recent) for name, m in self._models.items()}
             slowdowns = {name: list(m.slowdowns) for name, m in self._models.items()}
-            arrivals_hz = {name: _rate_hz(m.arrivals) for name, m in self._models.items()}
+            arrivals_hz = {name: rate_hz(m.arrivals) for name, m in self._models.items()}
             for name, m in self._models.items():
                 if arrivals_hz[name] is None:
                     arrivals_hz[name] = m.expected_rate_hz
         with self._stats_lock:
             snapshot = {
-                name: [self._lag.timing((name, b)) for b in m.pm.block_names] for name, m in self._models.items()
+                name: [self._timing_of(name, b) for b in m.pm.block_names] for name, m in self._models.items()
             }
         for name, model in self._models.items():
             window = recent[name]
@@ -746,8 +673,10 @@ class BlockExecutor:
                 blocks.append(BlockObservation(
                     name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
                     variant, tuple(options), block.name in model.overridden,
+                    timing.ema_contended_ms, timing.contended_samples,
                 ))
-        return Observations(tuple(models), tuple(blocks))
+        device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots)
+        return Observations(tuple(models), tuple(blocks), device)
 
     def decide_now(self) -> list[Decision]:
         """One policy round: observe, decide, apply; returns the applied decisions."""
@@ -795,6 +724,7 @@ class BlockExecutor:
         caller's thread is left with all threads."""
         names = [model_name] if model_name is not None else list(self._models)
         measured: dict[tuple[str, str, str], float] = {}
+        buckets: dict[tuple[str, str], int] = {}
         outcome: list[BaseException] = []
 
         def measure() -> None:
@@ -808,10 +738,11 @@ class BlockExecutor:
                         model.example_input = example_input
                     profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
                                              repeats=repeats, warmup=warmup,
-                                             compare_threads=(self._fixed_workers or len(self._models)) > 1)
+                                             compare_threads=self._worker_count > 1)
                     for block_name, profile in profiles.items():
                         if profile.threads_alone is not None:
                             self._alone_threads[(name, block_name)] = profile.threads_alone
+                        buckets[(name, block_name)] = profile.bucket
                         for variant, solo_ms in profile.solo_ms.items():
                             measured[(name, block_name, variant)] = solo_ms
                     model.last_profile_sec = self._clock()
@@ -827,8 +758,10 @@ class BlockExecutor:
             raise outcome[0]
         with self._stats_lock:
             self._solo_ms.update(measured)
-        for name, block_name, _variant in measured:
-            self._on_variant_change(name, block_name, self._registry.active((name, block_name))[0])
+            self._profiled_bucket.update(buckets)
+            for (name, block_name, variant), solo_ms in measured.items():
+                bucket = buckets.get((name, block_name), 1)
+                self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
         return measured
 
     # -- statistics ----------------------------------------------------------------------------------------
@@ -851,7 +784,7 @@ class BlockExecutor:
             for name, model in self._models.items():
                 for index, block in enumerate(model.pm.blocks):
                     key = (name, block.name)
-                    t = self._lag.timing(key)
+                    t = self._timing_of(name, block.name)
                     blocks[key] = BlockStats(
                         name, block.name, t.solo_ms, t.ema_observed_ms, t.lag_ms, t.samples, model.modes[index],
                         self._registry.active(key)[0], block.name in model.overridden, self._variant_failures[key],
@@ -859,23 +792,3 @@ class BlockExecutor:
                     )
             count = self._decision_count
         return ExecutorStats(models, blocks, count)
-
-
-def _rate_hz(arrivals: deque) -> float | None:
-    """Frames per second from a window of arrival instants: 1 / the median interval, so one pause in the
-    stream (a camera hiccup, a bag loop) does not read as a lower rate for a whole window (None with fewer
-    than 2 arrivals or no time span)."""
-    if len(arrivals) < 2:
-        return None
-    values = list(arrivals)
-    interval = percentile([b - a for a, b in zip(values[:-1], values[1:], strict=True)], 50.0)
-    if interval is None or interval <= 0.0:
-        return None
-    return 1.0 / interval
-
-
-def _fail(frame: _Frame, error: BaseException) -> None:
-    try:
-        frame.future.set_exception(error)
-    except InvalidStateError:  # cancelled or already resolved by the caller meanwhile
-        pass

@@ -25,12 +25,44 @@ from typing import Any
 import torch
 
 from multidnn_sched.runtime.block import Carry, PartitionedModel
+from multidnn_sched.runtime.decisions import ORIGINAL
 from multidnn_sched.runtime.device import Device, SlotGate
-from multidnn_sched.runtime.policy import ORIGINAL
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 BlockKey = tuple[str, str]
 """``(model_name, block_name)``."""
+LagKey = tuple[str, str, str, int]
+"""``(model_name, block_name, variant, input_bucket)``: what a LAG figure is measured against — the solo
+latency of the implementation that actually ran, at the input size it ran on."""
+
+
+def input_bucket(carry: Carry) -> int:
+    """Power-of-two bucket of the carry's batch size (leading dimension of its first tensor; 1 for none).
+
+    Crops batches vary frame to frame (1-32 crops for the embedder and classifier): a block's latency at 32
+    crops is not contention over its latency at 4. Buckets 1, 2, 4, 8, ... keep the solo figures apart.
+    """
+    tensor = _first_tensor(carry)
+    if tensor is None or tensor.dim() == 0:
+        return 1
+    n = max(int(tensor.shape[0]), 1)
+    return 1 << (n - 1).bit_length()
+
+
+def _first_tensor(carry: Carry) -> torch.Tensor | None:
+    if isinstance(carry, torch.Tensor):
+        return carry
+    if isinstance(carry, (tuple, list)):
+        for item in carry:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(carry, dict):
+        for item in carry.values():
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
 
 MULTI_THREAD_MAX_RATIO = 0.9
 """At profiling a CPU block keeps all intra-op threads only if they cut its solo latency to <= 0.9x one thread's.
@@ -50,6 +82,9 @@ class BlockTiming:
         last_observed_ms: the most recent observed latency.
         samples: number of observed latencies folded in.
         last_update_sec: clock time of the last update (``None`` before the first).
+        ema_contended_ms: EMA of the latencies of runs that overlapped another block (``None``: none yet) —
+            what the block costs in ``parallel`` beside other models' blocks.
+        contended_samples: number of such runs.
     """
 
     solo_ms: float | None = None
@@ -58,6 +93,8 @@ class BlockTiming:
     last_observed_ms: float | None = None
     samples: int = 0
     last_update_sec: float | None = None
+    ema_contended_ms: float | None = None
+    contended_samples: int = 0
 
 
 def ema(previous: float | None, sample: float, alpha: float) -> float:
@@ -109,17 +146,30 @@ class LagTracker:
             timing.lag_ms = 0.0
             self._lag_seeded.discard(key)
 
-    def update(self, key: Hashable, observed_ms: float) -> BlockTiming:
-        """Fold one observed latency in and return a copy of the block's figures."""
+    def update(self, key: Hashable, observed_ms: float, *, alone: bool = False) -> BlockTiming:
+        """Fold one observed latency in and return a copy of the block's figures.
+
+        ``alone``: no other block ran at any moment of this run, so the sample IS a solo latency: it refines
+        ``solo_ms`` (EMA; it starts it for an input bucket that was never profiled). The LAG sample is taken
+        against the solo figure from before this sample, so a contention-free stream keeps LAG ~0 and the solo
+        figure follows slow drifts (thermal, other processes) without an idle re-profile.
+        """
         if observed_ms < 0.0:
             raise ValueError(f"observed latency of {key!r} must be >= 0 ms, got {observed_ms!r}")
         timing = self._get(key)
         timing.ema_observed_ms = ema(timing.ema_observed_ms, observed_ms, self.alpha)
+        if timing.solo_ms is None and alone:
+            timing.solo_ms = observed_ms
         if timing.solo_ms is not None:
             lag_sample = observed_ms - timing.solo_ms
             seeded = key in self._lag_seeded
             timing.lag_ms = ema(timing.lag_ms if seeded else None, lag_sample, self.alpha)
             self._lag_seeded.add(key)
+        if alone and timing.solo_ms is not None:
+            timing.solo_ms = ema(timing.solo_ms, observed_ms, self.alpha)
+        if not alone:
+            timing.ema_contended_ms = ema(timing.ema_contended_ms, observed_ms, self.alpha)
+            timing.contended_samples += 1
         timing.last_observed_ms = observed_ms
         timing.samples += 1
         timing.last_update_sec = self._clock()
@@ -140,11 +190,13 @@ class BlockProfile:
 
     Attributes:
         solo_ms: median solo latency per implementation (``"original"`` and every valid variant).
+        bucket: :func:`input_bucket` of the example input the block was timed on.
         threads_alone: CPU intra-op threads the block runs with when it has the device (``None`` on CUDA).
     """
 
     solo_ms: dict[str, float]
     threads_alone: int | None
+    bucket: int = 1
 
 
 def profile_model(
@@ -166,7 +218,7 @@ def profile_model(
     with torch.inference_mode(), device.stream_context(pm.name):
         for block in pm.blocks:
             key = (pm.name, block.name)
-            granted = gate.acquire(True, math.inf)
+            granted = gate.acquire(True, (math.inf, 0))
             try:
                 in_sig = carry_signature(carry)
                 counts = [granted] if device.is_cuda or not compare_threads else sorted({1, granted})
@@ -175,7 +227,8 @@ def profile_model(
                 if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
                     threads = 1
                 registry.record_original(key, in_sig, carry_signature(out))
-                profile = BlockProfile({ORIGINAL: by_count[threads]}, None if device.is_cuda else threads)
+                profile = BlockProfile({ORIGINAL: by_count[threads]}, None if device.is_cuda else threads,
+                                       input_bucket(carry))
                 for variant in registry.usable_variants(key):
                     try:
                         v_out, v_by = _time(pm.name, variant.module, carry, device, [threads], repeats, warmup)

@@ -53,16 +53,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-PARALLEL = "parallel"
-SEQUENTIAL = "sequential"
-MODES = (PARALLEL, SEQUENTIAL)
-ORIGINAL = "original"
-"""Name of a block's original (uncompressed) implementation."""
-ADMIT = "admit"
-"""Decision kind: share of a model's arriving frames the executor admits (value ``"0.5000"``)."""
-ALL_BLOCKS = "*"
-"""``Decision.block`` of a model-wide decision."""
+from multidnn_sched.runtime.decisions import (
+    ADMIT,
+    MODES,
+    ORIGINAL,
+    PARALLEL,
+    SEQUENTIAL,
+    Decision,
+    DecisionKind,
+    Mode,
+)
+
+__all__ = [
+    "ADMIT", "MODES", "ORIGINAL", "PARALLEL", "SEQUENTIAL", "BlockObservation", "Decision", "DecisionKind",
+    "DeviceObservation", "Mode", "ModelObservation", "Observations", "Policy", "PolicyConfig", "SchedulingPolicy",
+    "VariantOption",
+]
+
+ALL_BLOCKS = None
+"""``Decision.block`` of a model-wide decision (kept for callers of the string era: it is ``None`` now)."""
 MAX_SKIP_PERIOD = 10
 """The mildest admission cut: skip every 10th frame."""
 SLOWDOWN_RANGE = (0.5, 3.0)
@@ -103,6 +114,8 @@ class BlockObservation:
         variant: active variant name.
         options: every usable implementation of the block, the original included.
         locked: forced by an override; the policy leaves it alone.
+        contended_ms: EMA of the block's latency in runs that overlapped another block (``None``: none yet).
+        contended_samples: how many such runs are behind ``contended_ms``.
     """
 
     model: str
@@ -110,10 +123,12 @@ class BlockObservation:
     solo_ms: float | None
     ema_observed_ms: float | None
     lag_ms: float
-    mode: str = PARALLEL
+    mode: Mode = PARALLEL
     variant: str = ORIGINAL
     options: tuple[VariantOption, ...] = ()
     locked: bool = False
+    contended_ms: float | None = None
+    contended_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,33 +159,45 @@ class ModelObservation:
 
 
 @dataclass(frozen=True)
-class Observations:
-    """One snapshot handed to :meth:`Policy.decide`."""
+class DeviceObservation:
+    """The device the blocks share, as far as scheduling can change anything on it.
 
-    models: tuple[ModelObservation, ...]
-    blocks: tuple[BlockObservation, ...]
+    Attributes:
+        kind: ``"cpu"`` or ``"cuda"``.
+        workers: executor worker threads (blocks that can run at the same time).
+        slots: shares of the device (CPU: cores; CUDA: effectively unlimited streams).
+    """
+
+    kind: str = "cpu"
+    workers: int = 1
+    slots: int = 1
+
+    @property
+    def can_overlap(self) -> bool:
+        """True when two blocks can really run at once: only then is ``sequential`` different from
+        ``parallel`` (one worker or one slot runs every block alone anyway)."""
+        return self.workers >= 2 and self.slots >= 2
 
 
 @dataclass(frozen=True)
-class Decision:
-    """One change to apply at a block boundary.
+class Observations:
+    """One snapshot handed to :meth:`SchedulingPolicy.decide`."""
 
-    Attributes:
-        model: model name.
-        block: block name (``"*"`` for a model-wide ``"admit"`` decision).
-        kind: ``"mode"``, ``"variant"`` or ``"admit"``.
-        value: the new mode (``"parallel"`` / ``"sequential"``), variant name, or admitted fraction of frames
-            (``"0.3333"``).
-        reason: human-readable why, with the numbers that drove it.
-        time_sec: the ``now_sec`` of the decision.
+    models: tuple[ModelObservation, ...]
+    blocks: tuple[BlockObservation, ...]
+    device: DeviceObservation = field(default_factory=DeviceObservation)
+
+
+class SchedulingPolicy(Protocol):
+    """What the executor needs of a policy: observations in, typed decisions out, no clock, no threads.
+
+    The executor calls :meth:`decide` from its decision thread and applies every returned decision at the next
+    block boundary; ``config`` may be read for logging (``None`` is fine).
     """
 
-    model: str
-    block: str
-    kind: str
-    value: str
-    reason: str
-    time_sec: float = 0.0
+    def decide(self, observations: Observations, now_sec: float) -> list[Decision]:
+        """The changes to apply now (possibly none), most urgent first."""
+        ...
 
 
 @dataclass
@@ -209,7 +236,11 @@ class PolicyConfig:
             even if no model is late yet (``None``: only lateness triggers swaps).
         admission_enabled: admit only a fraction of frames of the costliest models while the device is
             overloaded (see ``admission_utilization``).
-        admission_utilization: admission fractions keep the predicted utilization at or below this.
+        parallel_reprobe_sec: a block made sequential because it cost more device time in parallel (step 0)
+            returns to parallel after this long, to re-measure: the other models' load changes. 20 s: one bench
+            timed window; a probe costs at most one dwell (2 s) of the more expensive mode per 20 s.
+        admission_utilization: admission fractions keep the predicted utilization at or below this: the
+            device's capacity (1.0), so frames are only refused when the admitted work cannot fit at all.
         min_admit_fraction: no model is admitted less often than this (it is the next model's turn).
     """
 
@@ -233,7 +264,8 @@ class PolicyConfig:
     relax_max_utilization: float = 0.5
     swap_utilization: float | None = 0.6
     admission_enabled: bool = True
-    admission_utilization: float = 0.8
+    parallel_reprobe_sec: float = 20.0
+    admission_utilization: float = 1.0
     min_admit_fraction: float = 0.2
 
     def __post_init__(self) -> None:
@@ -259,6 +291,8 @@ class _State:
     model_change_sec: dict[str, float] = field(default_factory=dict)
     comfortable_since: dict[str, float] = field(default_factory=dict)
     lag_at_serialize_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    serialized_for_throughput: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Blocks the efficiency rule made sequential -> when (re-probed in parallel after ``parallel_reprobe_sec``)."""
 
 
 def option(block: BlockObservation, name: str) -> VariantOption | None:
@@ -335,29 +369,59 @@ def quantize_fraction(fraction: float, min_fraction: float) -> float:
     return max(1.0 / every, min_fraction)
 
 
+def quantize_up(fraction: float) -> float:
+    """The smallest regular frame pattern (see :func:`quantize_fraction`) at or above ``fraction``."""
+    if fraction >= 1.0:
+        return 1.0
+    if fraction > 0.5:
+        skip_every = min(max(2, math.ceil(1.0 / (1.0 - fraction) - 1e-9)), MAX_SKIP_PERIOD)
+        pattern = (skip_every - 1) / skip_every
+        return pattern if pattern >= fraction - 1e-12 else 1.0
+    every = max(1, math.floor(1.0 / max(fraction, 1e-9) + 1e-9))
+    return 1.0 / every
+
+
+def fair_share(demands: dict[str, float], capacity: float = 1.0) -> float:
+    """The fraction of its frames every model gets when a device of ``capacity`` serves the summed ``demands``
+    in proportion — what a static deadline-ordered loop that skips stale frames gives each model of an
+    overloaded device (every model's frames wait in the same queue, so each loses the same share). 1.0 when the
+    demand fits."""
+    total = sum(max(d, 0.0) for d in demands.values())
+    return 1.0 if total <= capacity else capacity / total
+
+
 def admission_fractions(
-    demands: dict[str, float], target: float, min_fraction: float
+    demands: dict[str, float],
+    target: float,
+    min_fraction: float,
 ) -> dict[str, float]:
     """Share of frames to admit per model so that the summed demand fits ``target``.
 
     Args:
         demands: model -> busy fraction it asks for at its full rate (rate x run time).
-        target: utilization the admitted demand must not exceed.
+        target: utilization the admitted demand must not exceed (the device's capacity).
         min_fraction: lowest fraction any model is cut to.
 
-    The model with the largest demand is cut first (each of its dropped frames frees the most device time, so
-    the fewest frames are lost), down to ``min_fraction``; then the next largest. Returns 1.0 for every model
-    when the demand already fits.
+    No model is cut below the proportional share (:func:`fair_share`) a static loop would give it, nor below
+    ``min_fraction``: admission control may shape an overload (drop on arrival, in a regular pattern, what would
+    otherwise be computed and then miss), never starve a model. The largest demand is cut first (each of its
+    dropped frames frees the most device time). The floors sum exactly to the capacity, so an overloaded device
+    ends with every model at the proportional share (the order matters only through ``min_fraction``: above the
+    share, an overload beyond ``1 / min_fraction``, the remaining excess is left to shedding). Returns 1.0 for
+    every model when the demand already fits.
     """
     fractions = dict.fromkeys(demands, 1.0)
     excess = sum(demands.values()) - target
+    if excess <= 0.0:
+        return fractions
+    floor = max(min_fraction, fair_share(demands, target))
     for name in sorted(demands, key=lambda n: -demands[n]):
         if excess <= 0.0:
             break
         demand = demands[name]
         if demand <= 0.0:
             continue
-        cut = min(excess, demand * (1.0 - min_fraction))
+        cut = min(excess, demand * (1.0 - floor))
         fractions[name] = 1.0 - cut / demand
         excess -= cut
     return fractions
@@ -414,13 +478,13 @@ class Policy:
         self._utilization = device_utilization(observations.models, blocks_of)
         load_floor = device_utilization(observations.models, blocks_of, lower_bound=True)
         admissions = self._admission(observations.models, blocks_of, now_sec)
-        decisions: list[Decision] = []
+        decisions: list[Decision] = self._efficiency(observations, now_sec)
         for model in late:
             if len(decisions) >= cfg.max_changes:
                 break
             if not self._model_settled(model.name, now_sec):
                 continue
-            decision = self._serialize_or_swap(model, blocks_of, now_sec)
+            decision = self._serialize_or_swap(model, blocks_of, now_sec, observations.device.can_overlap)
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
         overloaded = (
@@ -489,11 +553,14 @@ class Policy:
         else:
             fractions = {m.name: 1.0 for m in models}
         total = sum(demands.values())
+        share = max(cfg.min_admit_fraction, fair_share(demands, cfg.admission_utilization)) if known else 1.0
         decisions = []
         for model in models:
-            new = round(quantize_fraction(fractions.get(model.name, 1.0), cfg.min_admit_fraction), 4)
+            new = quantize_fraction(fractions.get(model.name, 1.0), cfg.min_admit_fraction)
+            if new < share - _ACCURACY_EPS:  # a regular pattern, but never below the proportional share
+                new = quantize_up(share)
             current = model.admit_fraction
-            if abs(new - current) < 1e-6:
+            if abs(new - current) < 1e-9:
                 continue
             if new >= 1.0:
                 why = (f"device fits: predicted utilization {total:.2f} at full frame rate <= "
@@ -507,13 +574,55 @@ class Policy:
                     f"{model.rate_hz:.1f} Hz = {demands[model.name]:.2f} of the device; largest demands are cut "
                     f"first) admits {new:.0%} of frames, the rest are dropped on arrival"
                 )
-            decisions.append(Decision(model.name, ALL_BLOCKS, ADMIT, f"{new:.4f}", reason, now_sec))
+            decisions.append(Decision(model.name, None, ADMIT, new, reason, now_sec))
         return decisions
 
     # -- steps ---------------------------------------------------------------------------------------------
 
+    def _efficiency(self, observations: Observations, now_sec: float) -> list[Decision]:
+        """Step 0, every round, late or not: the per-block parallel/sequential choice by device time.
+
+        In ``parallel`` a block holds one of the device's ``slots`` for its contended latency; in ``sequential``
+        it holds every slot for its solo latency. When ``contended_ms > slots x solo_ms x (1 + hysteresis)``
+        the block's latency grows more in parallel than the throughput overlapping frees: it goes sequential.
+        It returns to parallel after ``parallel_reprobe_sec`` (to re-measure), or at once when its solo figure
+        has grown (e.g. a swap) so that the contended latency measured then no longer pays for sequential. At
+        most one change per round; nothing where blocks cannot overlap (one worker or one slot)."""
+        cfg = self.config
+        device = observations.device
+        if not (cfg.serialize_enabled and device.can_overlap):
+            return []
+        band = 1.0 + cfg.hysteresis
+        for block in observations.blocks:
+            key = (block.model, block.block)
+            if block.locked or not self._dwell_ok(block, now_sec) or block.solo_ms is None or block.solo_ms <= 0:
+                continue
+            alone_cost_ms = device.slots * block.solo_ms
+            if block.mode == PARALLEL and key not in self._state.serialized_for_throughput:
+                if block.contended_ms is None or block.contended_samples < cfg.min_samples:
+                    continue
+                if block.contended_ms > alone_cost_ms * band:
+                    self._state.serialized_for_throughput[key] = now_sec
+                    reason = (
+                        f"{block.model}/{block.block} costs more device time in parallel: {block.contended_ms:.1f} ms "
+                        f"on one of {device.slots} slots beside other blocks > {device.slots} x solo "
+                        f"{block.solo_ms:.1f} ms x {band:.2f} alone -> sequential (frees throughput)"
+                    )
+                    return [self._record(Decision(block.model, block.block, DecisionKind.MODE, SEQUENTIAL,
+                                                  reason), now_sec)]
+            elif block.mode == SEQUENTIAL and key in self._state.serialized_for_throughput:
+                since = self._state.serialized_for_throughput[key]
+                if now_sec - since >= cfg.parallel_reprobe_sec:
+                    del self._state.serialized_for_throughput[key]
+                    reason = (f"{block.model}/{block.block} sequential for {now_sec - since:.0f} s -> parallel again "
+                              f"to re-measure its contended latency (re-probe every {cfg.parallel_reprobe_sec:.0f} s)")
+                    return [self._record(Decision(block.model, block.block, DecisionKind.MODE, PARALLEL,
+                                                  reason), now_sec)]
+        return []
+
     def _serialize_or_swap(
-        self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float
+        self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float,
+        can_overlap: bool = True,
     ) -> Decision | None:
         cfg = self.config
         blocks = blocks_of.get(model.name, [])
@@ -522,7 +631,10 @@ class Policy:
         parallel = [b for b in blocks if b.mode == PARALLEL]
         interference_ms = sum(max(b.lag_ms, 0.0) for b in parallel)
         overshoot_ms = latency - model.deadline_ms
-        if cfg.serialize_enabled and interference_ms >= cfg.serialize_min_cover * overshoot_ms:
+        # On a device where blocks never overlap (one worker or one slot) sequential changes nothing: no
+        # decision that cannot change anything is emitted, and the model goes straight to a swap.
+        if (cfg.serialize_enabled and can_overlap
+                and interference_ms >= cfg.serialize_min_cover * overshoot_ms):
             lagging = [b for b in parallel if not b.locked and self._high_lag(b)]
             if lagging:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
@@ -534,7 +646,7 @@ class Policy:
                     f"{head}; block {block.block} LAG {block.lag_ms:.1f} ms over solo "
                     f"{block.solo_ms:.1f} ms (model LAG {interference_ms:.1f} ms) -> sequential (no accuracy cost)"
                 )
-                return Decision(model.name, block.block, "mode", SEQUENTIAL, reason)
+                return Decision(model.name, block.block, DecisionKind.MODE, SEQUENTIAL, reason)
         if cfg.swap_enabled:
             head = f"{head} (model LAG {interference_ms:.1f} ms)"
             if not cfg.shared_device_swaps:
@@ -599,7 +711,7 @@ class Policy:
             f"gain {gain_ms:.1f} ms, est. accuracy {accuracy:.3f} -> {new_accuracy:.3f} "
             f"(floor {cfg.accuracy_floor:.3f}), best gain/cost"
         )
-        return score, gain_ms, Decision(block.model, block.block, "variant", opt.name, reason)
+        return score, gain_ms, Decision(block.model, block.block, DecisionKind.VARIANT, opt.name, reason)
 
     def _relax(
         self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
@@ -629,8 +741,9 @@ class Policy:
                     continue
             if predicted <= comfort_ms:
                 reason = f"{head}; swap {block.block} back to original, predicted latency {predicted:.1f} ms"
-                return Decision(model.name, block.block, "variant", ORIGINAL, reason)
-        sequential = [b for b in blocks if b.mode == SEQUENTIAL and not b.locked and self._dwell_ok(b, now_sec)]
+                return Decision(model.name, block.block, DecisionKind.VARIANT, ORIGINAL, reason)
+        sequential = [b for b in blocks if b.mode == SEQUENTIAL and not b.locked and self._dwell_ok(b, now_sec)
+                      and (b.model, b.block) not in self._state.serialized_for_throughput]
         for block in sorted(sequential, key=lambda b: self._state.lag_at_serialize_ms.get((b.model, b.block), 0.0)):
             expected_lag = self._state.lag_at_serialize_ms.get((block.model, block.block), 0.0)
             predicted = latency + expected_lag
@@ -639,7 +752,7 @@ class Policy:
                     f"{head}; {block.block} back to parallel, predicted latency {predicted:.1f} ms "
                     f"(LAG {expected_lag:.1f} ms when serialized)"
                 )
-                return Decision(model.name, block.block, "mode", PARALLEL, reason)
+                return Decision(model.name, block.block, DecisionKind.MODE, PARALLEL, reason)
         return None
 
     # -- helpers -------------------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""What the executor queues: frames, per-model state, ready-heap jobs, and the admission credit.
+
+A model has a bounded deque of pending frames and at most one frame dispatched; a dispatched frame is a
+:class:`Job` in the ready heap ordered by ``key`` (absolute deadline or arrival, then priority), carrying its
+progress through the model's blocks. Admission control admits an exact regular share of arriving frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from multidnn_sched.runtime.block import Carry, PartitionedModel
+from multidnn_sched.runtime.decisions import Mode
+from multidnn_sched.runtime.stats import ModelStats
+
+SLOWDOWN_WINDOW = 32
+"""Frames behind a model's slowdown figure (median of observed / solo device time per frame)."""
+ADMIT_PATTERN_MAX_DENOMINATOR = 1000
+"""Admission fractions become exact ``Fraction`` credits (denominator <= 1000): 1/3 admits exactly every third
+frame for ever, with no float drift to patch by a tolerance."""
+
+
+@dataclass
+class Frame:
+    future: Future
+    carry: Carry
+    arrival_sec: float
+    started_sec: float | None = None
+    """When its first block started (the :class:`~multidnn_sched.runtime.frame_times.FrameTimes` attached)."""
+
+
+@dataclass
+class Model:
+    pm: PartitionedModel
+    deadline_ms: float
+    priority: int
+    queue_depth: int
+    accuracy: float | None
+    example_input: Carry | None
+    modes: list[Mode]
+    stats: ModelStats
+    latencies: deque
+    recent: deque
+    overridden: set[str] = field(default_factory=set)
+    pending: deque = field(default_factory=deque)
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=32))
+    busy: bool = False
+    last_profile_sec: float | None = None
+    admit_fraction: float = 1.0
+    admit_credit: Fraction = field(default_factory=Fraction)
+    slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
+    expected_rate_hz: float | None = None
+
+
+@dataclass(order=True)
+class Job:
+    key: tuple[float, int]
+    seq: int
+    model: Model = field(compare=False)
+    frame: Frame = field(compare=False)
+    block_index: int = field(default=0, compare=False)
+    carry: Carry = field(default=None, compare=False)
+    observed_ms: float = field(default=0.0, compare=False)
+    solo_ms: float | None = field(default=0.0, compare=False)
+
+
+def admit(model: Model) -> bool:
+    """Credit-based admission (caller holds the executor's lock): evenly spread, ``admit_fraction`` of frames
+    pass, exactly."""
+    if model.admit_fraction >= 1.0:
+        model.admit_credit = Fraction(0)
+        return True
+    model.admit_credit += Fraction(model.admit_fraction).limit_denominator(ADMIT_PATTERN_MAX_DENOMINATOR)
+    if model.admit_credit >= 1:
+        model.admit_credit -= 1
+        return True
+    return False
+
+
+def fail(frame: Frame, error: BaseException) -> None:
+    try:
+        frame.future.set_exception(error)
+    except InvalidStateError:  # cancelled or already resolved by the caller meanwhile
+        pass
