@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -50,8 +51,9 @@ from multidnn_sched.ros.tracker_node import TrackerNode
 NODE_MODELS: dict[str, str] = {"detector": "detector", "tracker": "embedder", "classifier": "classifier"}
 """Which runtime model each node submits to."""
 
-SPIN_THREADS = 4
-"""MultiThreadedExecutor threads: one per node plus one for the container's timer and services."""
+SPIN_THREADS = 5
+"""MultiThreadedExecutor threads: one per node, one for the container's timer and services, one for the
+baseline's image callback."""
 
 SHUTDOWN_STEP_SEC = 2.0
 """Longest wait for the spin thread, then for the runtime's threads, at shutdown (Ctrl-C: < 5 s)."""
@@ -197,8 +199,9 @@ class PerceptionContainer:
         return ClassifierNode(self.runtime, tasks.classifier, context, overrides, subscribe_image=subscribe_image)
 
     def _shared_image_input(self) -> ImageInput:
-        """One subscription for every node, on the first node (in its callback group): reliable if any node
-        asks for it, the largest depth; the nodes must agree on ``image_transport``."""
+        """One subscription for every node, on the first node (in its callback group; baseline: on the container
+        node, in a group of its own): reliable if any node asks for it, the largest depth; the nodes must agree
+        on ``image_transport``."""
         nodes = list(self.nodes.values())
         transports = {str(n.values["image_transport"]) for n in nodes}
         if len(transports) != 1:
@@ -207,16 +210,15 @@ class PerceptionContainer:
                 + ", ".join(f"{n.get_name()}={n.values['image_transport']}" for n in nodes)
             )
         reliable = any(n.values["image_reliability"] == "reliable" for n in nodes)
+        depth = max(int(n.values["image_depth"]) for n in nodes)
+        args = (transports.pop(), "reliable" if reliable else "best_effort", depth)
+        if bool(self.values["baseline"]):
+            # Models run in the nodes' callbacks: the image callback gets a group of its own so that images are
+            # still taken (and, beyond a node's hand-off depth, dropped and counted as image_queue_full) while
+            # the detector computes, instead of being overwritten unseen in the subscription's history.
+            return ImageInput(self.node, nodes, *args, MutuallyExclusiveCallbackGroup())
         owner = nodes[0]  # the detector by default: its frames skip the hand-off
-        return ImageInput(
-            owner,
-            nodes,
-            transports.pop(),
-            "reliable" if reliable else "best_effort",
-            max(int(n.values["image_depth"]) for n in nodes),
-            owner.callback_group,
-            inline_sink=owner,
-        )
+        return ImageInput(owner, nodes, *args, owner.callback_group, inline_sink=owner)
 
     @property
     def all_nodes(self) -> list[Node]:
