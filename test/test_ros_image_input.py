@@ -293,3 +293,15 @@ def test_baseline_takes_images_in_a_group_of_their_own(ros_context: Context) -> 
         assert blocks.container.image_input.inline_sink is blocks.container.nodes["detector"]
     finally:
         blocks.close()
+
+
+def test_detections_whose_image_was_evicted_are_dropped_at_once() -> None:
+    from multidnn_sched.ros.stats import StampPairer
+
+    evicted: list[int] = []
+    pairer = StampPairer(capacity=2, on_evict=evicted.append)
+    for stamp in (1, 2, 3):  # image 1 is evicted by image 3
+        assert pairer.add_image(stamp, f"img{stamp}") is None
+    assert pairer.add_detections(1, "det1") is None
+    assert evicted == [1] and pairer.evicted_detections == 1 and pairer.sizes() == (2, 0)  # not cached
+    assert pairer.add_detections(2, "det2") == "img2"

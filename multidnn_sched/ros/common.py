@@ -176,13 +176,15 @@ class PerceptionNode(Node):
         self.on_frame(frame)
 
     def _drain_frames(self) -> None:
-        """Frame guard-condition callback (the node's callback group): hand each queued frame to ``on_frame``."""
+        """Frame guard-condition callback (the node's callback group): hand each queued frame to ``on_frame``,
+        finishing the results that came meanwhile after each (a backlog of images must not hold results back)."""
         while True:
             with self._frames_lock:
                 if not self._frames:
                     return
                 frame = self._frames.popleft()
             self.on_frame(frame)
+            self._drain_results()
 
     def on_frame(self, frame: Frame) -> None:
         """One decoded image, on the node's thread (the subclasses' image handler)."""

@@ -188,12 +188,18 @@ class NodeStats:
         )
 
 
+EVICTED_IMAGES_REMEMBERED = 1024
+"""Stamps of evicted images a :class:`StampPairer` remembers, so late detections for them are dropped at once."""
+
+
 class StampPairer:
     """Pairs an image with the detections computed from it, by header stamp (ns).
 
     There is no message_filters here. Both sides are kept in bounded caches (oldest evicted first); whichever
     arrives second completes the pair. Evicted detections (their image never came: the image subscription is
-    best effort, keep last ``image_depth``) are counted and reported through ``on_evict(stamp_ns)``.
+    best effort, keep last ``image_depth``) are counted and reported through ``on_evict(stamp_ns)``, and so
+    are, at once, detections whose image came but was evicted before them (the detector lags more than
+    ``capacity`` frames).
     """
 
     def __init__(self, capacity: int = 30, on_evict: Callable[[int], None] | None = None) -> None:
@@ -203,6 +209,7 @@ class StampPairer:
         self._on_evict = on_evict
         self._images: OrderedDict[int, object] = OrderedDict()
         self._detections: OrderedDict[int, object] = OrderedDict()
+        self._evicted_images: OrderedDict[int, None] = OrderedDict()
         self.evicted_detections = 0
         self._lock = threading.Lock()
 
@@ -214,7 +221,9 @@ class StampPairer:
                 return waiting
             self._images[stamp_ns] = image
             while len(self._images) > self._capacity:
-                self._images.popitem(last=False)
+                self._evicted_images[self._images.popitem(last=False)[0]] = None
+            while len(self._evicted_images) > EVICTED_IMAGES_REMEMBERED:
+                self._evicted_images.popitem(last=False)
             return None
 
     def add_detections(self, stamp_ns: int, detections: object) -> object | None:
@@ -223,8 +232,13 @@ class StampPairer:
             image = self._images.pop(stamp_ns, None)
             if image is not None:
                 return image
-            self._detections[stamp_ns] = detections
             evicted = []
+            if stamp_ns in self._evicted_images:  # its image came and was evicted: it will never pair
+                del self._evicted_images[stamp_ns]
+                evicted.append(stamp_ns)
+                self.evicted_detections += 1
+            else:
+                self._detections[stamp_ns] = detections
             while len(self._detections) > self._capacity:
                 evicted.append(self._detections.popitem(last=False)[0])
                 self.evicted_detections += 1
