@@ -257,13 +257,20 @@ def _play_from_process(
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(
             [sys.executable, "-m", "multidnn_sched.evaluation.replay_player", str(config_path)],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
         stderr_lines: list[str] = []
-        reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+
+        def read_stderr() -> None:
+            for line in proc.stderr:  # type: ignore[union-attr]
+                stderr_lines.append(line)
+                if options.progress:
+                    sys.stderr.write(line)
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
         limit = time.perf_counter() + playing_sec + SUBSCRIBERS_TIMEOUT_SEC + PLAYER_EXTRA_SEC
         next_sample = time.perf_counter()
@@ -281,8 +288,6 @@ def _play_from_process(
             proc.wait()
             reader.join(timeout=2.0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if options.progress:
-            sys.stderr.write("".join(stderr_lines))
         if proc.returncode != 0:
             raise ConfigError(
                 f"replay player exited with status {proc.returncode}: {''.join(stderr_lines).strip()[-2000:]}"
