@@ -1,11 +1,10 @@
 """The image input of the perception nodes: one subscription, one decode per image, shared by stamp.
 
-In a container every node needs every image; :class:`ImageInput` subscribes once (on the container's first
-node, the detector by default, in that node's callback group), decodes each image once into a :class:`Frame`
-and hands the same frame to the other nodes (their ``offer_frame``: queued, picked up on their own callback
-group), then to its own node in the same callback (``take_frame``: no hand-off on the detector's path). A
-node running alone creates its own ``ImageInput`` with itself as the only sink, so it subscribes as any ROS
-node does.
+In a container every node needs every image; :class:`ImageInput` subscribes once (on the container node, in
+a callback group of its own), decodes each image once into a :class:`Frame` and hands the same frame to every
+node (``offer_frame``: queued, picked up on the node's own callback group). A node running alone creates its
+own ``ImageInput`` in its own callback group with itself as the only sink (``take_frame``: no hand-off), so it
+subscribes as any ROS node does.
 
 Input is ``sensor_msgs/Image`` on ``image`` (``image_transport: raw``) or ``sensor_msgs/CompressedImage``
 (``jpeg``, ``png``) on ``<image>/compressed`` (``image_transport: compressed``, the image_transport
