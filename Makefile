@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint bench clean distclean help
+.PHONY: setup test demo lint bench bench-all clean distclean help
 
 help:
 	@echo "make setup   create/update the standalone environment in $(VENV) (no-op when up to date)"
@@ -11,6 +11,7 @@ help:
 	@echo "make demo    set up, generate the default scene bag, replay it in baseline and blocks+swap modes"
 	@echo "make lint    ruff over the package"
 	@echo "make bench   the measured bench (repeats + sweep) and the generated tables of docs/results.md, README"
+	@echo "make bench-all  every reported workload (default, seed, held-out), REPEATS=3 by default"
 
 setup:
 	@VENV=$(abspath $(VENV)) bash scripts/setup_env.sh
@@ -34,6 +35,10 @@ bench: setup
 	$(VENV)/bin/multidnn-bench --workload $(BENCH_WORKLOAD) --sweep --json $(BENCH_OUT)/$(notdir $(basename $(BENCH_WORKLOAD)))_sweep.json
 	$(VENV)/bin/multidnn-bench --markdown $(BENCH_OUT)/*.json --markdown-into docs/results.md
 	$(VENV)/bin/multidnn-bench --markdown $(BENCH_OUT)/*.json --markdown-into README.md
+
+REPEATS ?= 3
+bench-all: setup
+	@REPEATS=$(REPEATS) VENV=$(VENV) bash scripts/bench_all.sh
 
 clean:
 	rm -rf build runs .pytest_cache .ruff_cache

@@ -677,3 +677,33 @@ def test_failed_frame_does_not_keep_its_input_alive_until_a_garbage_collection(e
         assert future.exception() is not None
     finally:
         gc.enable()
+
+
+def test_lag_is_measured_against_the_solo_of_the_variant_that_ran_at_its_input_bucket() -> None:
+    from multidnn_sched.runtime.block import BlockVariant
+
+    clock = FakeClock()
+    ex = BlockExecutor(shed_late_frames=False, clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        original, light = Tick(clock, 10.0), Tick(clock, 4.0)
+        block = Block("t", original)
+        block.variants["light"] = BlockVariant("light", light, accuracy=0.99)
+        ex.register_model(PartitionedModel("m", [block]), deadline_ms=1000.0, accuracy=1.0,
+                          example_input=torch.zeros(4, 2))
+        solo = ex.profile_solo("m", repeats=2, warmup=0)
+        assert solo[("m", "t", "original")] == pytest.approx(10.0) and solo[("m", "t", "light")] == pytest.approx(4.0)
+        overlap = lambda: ex._block_ended(ex._block_started())  # noqa: E731 - another block starts meanwhile
+        original.during = light.during = overlap
+        original.ms, light.ms = 13.0, 5.0  # contended: +3 ms and +1 ms
+        ex.submit("m", torch.zeros(4, 2)).result(timeout=10)
+        assert ex.stats().blocks[("m", "t")].lag_ms == pytest.approx(3.0)
+        ex.set_override("m", "t", variant="light")
+        ex.submit("m", torch.zeros(4, 2)).result(timeout=10)
+        swapped = ex.stats().blocks[("m", "t")]
+        assert swapped.variant == "light" and swapped.solo_ms == pytest.approx(4.0)
+        assert swapped.lag_ms == pytest.approx(1.0)  # vs the light variant's own solo, not the original's 10 ms
+        ex.submit("m", torch.zeros(32, 2)).result(timeout=10)  # a bucket never profiled: no solo, no fake LAG
+        assert ex._lag.timing(("m", "t", "light", 32)).solo_ms is None
+        assert ex._lag.timing(("m", "t", "light", 4)).samples == 1
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)

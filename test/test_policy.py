@@ -470,3 +470,17 @@ def test_a_block_made_sequential_for_throughput_is_re_probed_in_parallel_and_not
         assert policy.decide(obs([model("det", 20.0)], [serialized]), now_sec=now) == []
     back = policy.decide(obs([model("det", 20.0)], [serialized]), now_sec=30.0)
     assert [(d.block, d.value) for d in back] == [("conv", PARALLEL)] and "re-measure" in back[0].reason
+
+
+def test_a_model_whose_frames_are_not_computed_is_late_without_invented_latencies() -> None:
+    """Only 30 % of the recent frames computed (on time): late by the dropped share, helped by a swap."""
+    dropping = replace(model("det", 20.0), dropped_fraction=0.7)
+    int8 = (VariantOption(ORIGINAL, 10.0, 1.0), VariantOption("int8", 5.0, 0.99))
+    lagging = block("det", "b", lag_ms=8.0, options=int8)
+    decisions = Policy(cfg()).decide(obs([dropping], [lagging]), now_sec=10.0)
+    assert [(d.kind, d.value) for d in decisions] == [("variant", "int8")]  # an overload: swap, not serialize
+    assert "70% of its recent frames not computed" in decisions[0].reason
+    only_drops = replace(dropping, latency_ms=None, dropped_fraction=1.0)
+    assert Policy(cfg()).decide(obs([only_drops], [lagging]), now_sec=10.0)  # informed although nothing ran
+    few = replace(model("det", 20.0), dropped_fraction=0.05)  # 5 % < 10 %: the 90th percentile still holds
+    assert Policy(cfg()).decide(obs([few], [lagging]), now_sec=10.0) == []

@@ -18,6 +18,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.runtime.policy import PolicyConfig
+
+_POLICY = PolicyConfig()
+"""The ``policy.*`` defaults are the policy's own: one default for the executor, the bench and the container."""
 
 ParamValue = bool | int | float | str
 
@@ -204,41 +208,44 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("lag.ema_alpha", 0.2, "EMA weight of the newest latency / LAG sample", 0.01, 1.0),
     ParamSpec(
-        "policy.lag_serialize_ms", 1.0, "minimum predicted LAG for a block to be serialized", 0.0, 10000.0
+        "policy.lag_serialize_ms", _POLICY.lag_serialize_ms, "minimum predicted LAG for a block to be serialized",
+        0.0, 10000.0,
     ),
     ParamSpec(
-        "policy.lag_serialize_ratio", 0.25, "minimum predicted LAG / solo latency to serialize", 0.0, 100.0
+        "policy.lag_serialize_ratio", _POLICY.lag_serialize_ratio, "minimum predicted LAG / solo latency to serialize",
+        0.0, 100.0,
     ),
     ParamSpec(
-        "policy.hysteresis", 0.15, "a model is comfortable below deadline * (1 - hysteresis)", 0.0, 0.95
+        "policy.hysteresis", _POLICY.hysteresis, "a model is comfortable below deadline * (1 - hysteresis)", 0.0, 0.95
     ),
-    ParamSpec("policy.min_dwell_sec", 2.0, "least time between two changes of one block", 0.0, 600.0),
+    ParamSpec("policy.min_dwell_sec", _POLICY.min_dwell_sec, "least time between two changes of one block", 0.0, 600.0),
     ParamSpec(
-        "policy.settle_sec", 1.0, "after a change to a model, wait this long before the next", 0.0, 600.0
+        "policy.settle_sec", _POLICY.settle_sec, "after a change to a model, wait this long before the next", 0.0, 600.0
     ),
     ParamSpec(
         "policy.accuracy_floor",
-        0.97,
+        _POLICY.accuracy_floor,
         "lowest estimated accuracy (relative to uncompressed) swaps reach",
         0.01,
         1.0,
     ),
-    ParamSpec("policy.swap_enabled", True, "allow swapping blocks to lighter variants"),
-    ParamSpec("policy.serialize_enabled", True, "allow serializing interfering blocks"),
+    ParamSpec("policy.swap_enabled", _POLICY.swap_enabled, "allow swapping blocks to lighter variants"),
+    ParamSpec("policy.serialize_enabled", _POLICY.serialize_enabled, "allow serializing interfering blocks"),
     ParamSpec(
         "policy.swap_utilization",
-        0.6,
+        _POLICY.swap_utilization,
         "swap while the predicted device utilization at full frame rate exceeds this",
         0.05,
         10.0,
     ),
     ParamSpec(
         "policy.admission_enabled",
-        False,
-        "on an overloaded device admit only a share of the costliest models' frames (the rest dropped)",
+        _POLICY.admission_enabled,
+        "when the admitted work exceeds the device, admit every model's proportional share (the rest dropped)",
     ),
     ParamSpec(
-        "policy.admission_utilization", 0.8, "admission keeps the predicted device utilization below this", 0.05, 1.0
+        "policy.admission_utilization", _POLICY.admission_utilization,
+        "admission keeps the predicted device utilization below this (1.0: the device's capacity)", 0.05, 1.0,
     ),
     ParamSpec(
         "force_variant", "", "forced variants, 'model/block=variant,...' ('original' undoes a swap; '' none)"

@@ -37,7 +37,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -50,29 +49,22 @@ from multidnn_sched.exceptions import (
     FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
-from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision, DecisionKind, Mode
+from multidnn_sched.runtime.control import ControlMixin
+from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
-from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket, profile_model
+from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket
 from multidnn_sched.runtime.policy import (
-    BlockObservation,
-    DeviceObservation,
-    ModelObservation,
-    Observations,
     Policy,
     SchedulingPolicy,
-    VariantOption,
 )
+from multidnn_sched.runtime.profiling import ProfilingMixin
 from multidnn_sched.runtime.shedding import is_hopeless
-from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile, rate_hz
+from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
-
-DROPPED_FRAME_LATENCY_FACTOR = 2.0
-"""A dropped or shed frame enters the policy's latency window as ``factor x deadline``: frames that never
-complete must look late to the policy (else shedding would hide an overload and nothing would be swapped)."""
 
 CPU_DEFAULT_WORKERS = None
 """Worker threads on CPU when ``num_workers`` is None: ``None`` = one per registered model up to the usable
@@ -100,12 +92,11 @@ priority starves the lowest model of an overloaded device (measured on a held-ou
 default: every frame of the lowest-priority model dropped). No per-workload constant is needed; a user who
 wants a bias still passes ``priority_weight_ms``."""
 LOGGER_NAME = "multidnn_sched.executor"
-SLOWDOWN_MIN_FRAMES = 5
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
 
-class BlockExecutor:
+class BlockExecutor(ControlMixin, ProfilingMixin):
     """Runs the blocks of every registered model on one device, LAG-scheduled. See the module docstring.
 
     Args:
@@ -366,7 +357,7 @@ class BlockExecutor:
                 elif len(model.pending) > model.queue_depth:
                     dropped = model.pending.popleft()
                     model.stats.dropped += 1
-                    model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
+                    model.recent.append(None)  # not computed: the policy sees the share of such frames
                     reason = (f"model {model_name!r}: frame dropped, pending queue full "
                               f"(depth {model.queue_depth}, newest wins)")
         if dropped is not None:
@@ -550,7 +541,7 @@ class BlockExecutor:
         model = job.model
         with self._cond:
             model.stats.dropped += 1
-            model.recent.append(model.deadline_ms * DROPPED_FRAME_LATENCY_FACTOR)
+            model.recent.append(None)
             self._dispatch_next(model)
         fail(job.frame, FrameShedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
@@ -594,175 +585,6 @@ class BlockExecutor:
             fail(job.frame, error)
         for frame in failed:
             fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
-
-    # -- decisions and overrides ---------------------------------------------------------------------------
-
-    def _on_variant_change(self, model: str, block: str, variant: str) -> None:
-        """LAG is kept per implementation (:data:`LagKey`), so a swap needs no re-keying: the next run of the
-        block is measured against the solo latency of the variant that ran."""
-        self.log.debug("%s/%s now runs %s", model, block, variant)
-
-    def apply(self, decision: Decision) -> None:
-        """Apply one decision now (seen at the next block boundary) and log it with its reason."""
-        model = self._model(decision.model)
-        if decision.kind is DecisionKind.ADMIT:
-            with self._cond:
-                model.admit_fraction = model.stats.admit_fraction = float(decision.value)
-                model.admit_credit = Fraction(0)
-        else:
-            if decision.block not in model.pm.block_names:
-                raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
-            if decision.kind is DecisionKind.MODE:
-                model.modes[model.pm.block_names.index(decision.block)] = Mode(decision.value)
-            else:
-                switch_ms = self._registry.activate((decision.model, decision.block), str(decision.value))
-                self._on_variant_change(decision.model, decision.block, str(decision.value))
-                self.log.debug("variant switch %s/%s took %.3f ms", decision.model, decision.block, switch_ms)
-        with self._stats_lock:
-            self._decisions.append(decision)
-            self._decision_count += 1
-        self.log.info("decision %s: %s", decision.describe(), decision.reason)
-
-    def set_override(self, model: str, block: str, *, mode: str | None = None, variant: str | None = None) -> None:
-        """Force a block's mode and/or variant; the policy leaves it alone until :meth:`clear_override`."""
-        now = self._clock()
-        if mode is not None:
-            self.apply(Decision(model, block, DecisionKind.MODE, mode, "override", now))
-        if variant is not None:
-            self.apply(Decision(model, block, DecisionKind.VARIANT, variant, "override", now))
-        self._model(model).overridden.add(block)
-
-    def clear_override(self, model: str, block: str | None = None) -> None:
-        """Hand one block (or every block of the model) back to the policy."""
-        overridden = self._model(model).overridden
-        overridden.difference_update(overridden.copy() if block is None else {block})
-
-    @property
-    def decisions(self) -> list[Decision]:
-        """The most recent applied decisions (up to 1000), oldest first."""
-        with self._stats_lock:
-            return list(self._decisions)
-
-    def observations(self) -> Observations:
-        """What the policy sees now."""
-        models, blocks = [], []
-        with self._cond:
-            recent = {name: list(m.recent) for name, m in self._models.items()}
-            slowdowns = {name: list(m.slowdowns) for name, m in self._models.items()}
-            arrivals_hz = {name: rate_hz(m.arrivals) for name, m in self._models.items()}
-            for name, m in self._models.items():
-                if arrivals_hz[name] is None:
-                    arrivals_hz[name] = m.expected_rate_hz
-        with self._stats_lock:
-            snapshot = {
-                name: [self._timing_of(name, b) for b in m.pm.block_names] for name, m in self._models.items()
-            }
-        for name, model in self._models.items():
-            window = recent[name]
-            ratios = slowdowns[name]
-            slowdown = percentile(ratios, 50.0) if len(ratios) >= SLOWDOWN_MIN_FRAMES else None
-            models.append(ModelObservation(name, model.deadline_ms, percentile(window, 90.0), model.priority,
-                                           len(window), arrivals_hz[name], model.admit_fraction, slowdown))
-            for index, block in enumerate(model.pm.blocks):
-                timing = snapshot[name][index]
-                variant = self._registry.active((name, block.name))[0]
-                options = [VariantOption(ORIGINAL, self._solo_ms.get((name, block.name, ORIGINAL)), 1.0)]
-                for v in self._registry.usable_variants((name, block.name)):
-                    rel = v.accuracy / model.accuracy if v.accuracy is not None and model.accuracy else None
-                    options.append(VariantOption(v.name, self._solo_ms.get((name, block.name, v.name)), rel))
-                blocks.append(BlockObservation(
-                    name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
-                    variant, tuple(options), block.name in model.overridden,
-                    timing.ema_contended_ms, timing.contended_samples,
-                ))
-        device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots)
-        return Observations(tuple(models), tuple(blocks), device)
-
-    def decide_now(self) -> list[Decision]:
-        """One policy round: observe, decide, apply; returns the applied decisions."""
-        if self.policy is None:
-            return []
-        decisions = self.policy.decide(self.observations(), self._clock())
-        for decision in decisions:
-            self.apply(decision)
-        return decisions
-
-    def _decision_loop(self, interval_sec: float) -> None:
-        while not self._stop_event.wait(interval_sec):
-            try:
-                self.decide_now()
-                self._maybe_reprofile()
-            except Exception:  # noqa: BLE001 - the decision thread must survive a bad round
-                self.log.exception("BlockExecutor decision round failed")
-
-    # -- profiling -----------------------------------------------------------------------------------------
-
-    def _idle(self) -> bool:
-        with self._cond:
-            return not any(m.busy or m.pending for m in self._models.values())
-
-    def _maybe_reprofile(self) -> None:
-        if self.reprofile_idle_sec is None or not self._idle():
-            return
-        now = self._clock()
-        if now - self._last_activity_sec < self.reprofile_idle_sec:
-            return
-        for name, model in list(self._models.items()):
-            stale = model.last_profile_sec is None or now - model.last_profile_sec >= self.reprofile_interval_sec
-            if model.example_input is not None and stale and self._idle():
-                self.log.info("re-profiling %s (idle %.1f s)", name, now - self._last_activity_sec)
-                self.profile_solo(name, repeats=3)
-
-    def profile_solo(
-        self, model_name: str | None = None, example_input: Carry | None = None, *, repeats: int = 5, warmup: int = 2
-    ) -> dict[tuple[str, str, str], float]:
-        """Measure every block (and usable variant) alone with the whole device; returns median solo ms
-        keyed ``(model, block, variant)``. Variants that raise or whose output signature differs from the
-        original's are disabled. Each block runs under the exclusive slot, behind every queued frame.
-
-        On CPU each block keeps all intra-op threads only if they pay (see :func:`lag.profile_model`); the
-        caller's thread is left with all threads."""
-        names = [model_name] if model_name is not None else list(self._models)
-        measured: dict[tuple[str, str, str], float] = {}
-        buckets: dict[tuple[str, str], int] = {}
-        outcome: list[BaseException] = []
-
-        def measure() -> None:
-            try:
-                for name in names:
-                    model = self._model(name)
-                    carry = example_input if example_input is not None else model.example_input
-                    if carry is None:
-                        raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
-                    if example_input is not None and model.example_input is None:
-                        model.example_input = example_input
-                    profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
-                                             repeats=repeats, warmup=warmup,
-                                             compare_threads=self._worker_count > 1)
-                    for block_name, profile in profiles.items():
-                        if profile.threads_alone is not None:
-                            self._alone_threads[(name, block_name)] = profile.threads_alone
-                        buckets[(name, block_name)] = profile.bucket
-                        for variant, solo_ms in profile.solo_ms.items():
-                            measured[(name, block_name, variant)] = solo_ms
-                    model.last_profile_sec = self._clock()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-                outcome.append(exc)
-
-        # Measured in a short-lived thread: its OpenMP team dies with it (see ONE_OPENMP_TEAM_NOTE), so profiling
-        # never leaves a second multi-threaded team behind in the caller's (main or decision) thread.
-        profiler = threading.Thread(target=measure, name="blockexec-profile", daemon=True)
-        profiler.start()
-        profiler.join()
-        if outcome:
-            raise outcome[0]
-        with self._stats_lock:
-            self._solo_ms.update(measured)
-            self._profiled_bucket.update(buckets)
-            for (name, block_name, variant), solo_ms in measured.items():
-                bucket = buckets.get((name, block_name), 1)
-                self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
-        return measured
 
     # -- statistics ----------------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class Model:
     stats: ModelStats
     latencies: deque
     recent: deque
+    """The policy's window: end-to-end latency (ms) of each recent frame, ``None`` for one not computed."""
     overridden: set[str] = field(default_factory=set)
     pending: deque = field(default_factory=deque)
     arrivals: deque = field(default_factory=lambda: deque(maxlen=32))

@@ -74,6 +74,11 @@ __all__ = [
 
 ALL_BLOCKS = None
 """``Decision.block`` of a model-wide decision (kept for callers of the string era: it is ``None`` now)."""
+LATE_DROPPED_FRACTION = 0.1
+"""A model whose recent frames were more than 10 % not computed (dropped or shed) is late whatever its
+computed frames' latency: its latency figure is the 90th percentile, so with over 10 % of the frames never
+answered the 90th percentile over the offered frames is unbounded. (The executor used to invent a latency of
+2x the deadline per dropped frame to get the same effect; the policy now sees the share itself.)"""
 MAX_SKIP_PERIOD = 10
 """The mildest admission cut: skip every 10th frame."""
 SLOWDOWN_RANGE = (0.5, 3.0)
@@ -146,6 +151,8 @@ class ModelObservation:
         admit_fraction: share of arriving frames the executor currently admits (1.0: every frame).
         slowdown: median over recent frames of (device time the frame's blocks took) / (their solo
             latencies): how much slower the model runs among the others than alone (``None``: unknown).
+        dropped_fraction: share of the recent frames (``samples``) that were not computed — dropped by the
+            queue policy or shed; ``latency_ms`` is over the computed ones only (``None`` if none was).
     """
 
     name: str
@@ -156,6 +163,7 @@ class ModelObservation:
     rate_hz: float | None = None
     admit_fraction: float = 1.0
     slowdown: float | None = None
+    dropped_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -459,18 +467,20 @@ class Policy:
         for block in observations.blocks:
             blocks_of.setdefault(block.model, []).append(block)
         informed = [
-            m for m in observations.models if m.latency_ms is not None and m.samples >= cfg.min_samples
+            m for m in observations.models
+            if (m.latency_ms is not None or m.dropped_fraction > 0.0) and m.samples >= cfg.min_samples
         ]
         late: list[ModelObservation] = []
         comfortable: list[ModelObservation] = []
         for model in informed:
-            latency = float(model.latency_ms)  # type: ignore[arg-type]
-            if latency <= model.deadline_ms * (1.0 - cfg.hysteresis):
+            latency = _latency(model)
+            dropping = model.dropped_fraction > LATE_DROPPED_FRACTION
+            if latency <= model.deadline_ms * (1.0 - cfg.hysteresis) and not dropping:
                 self._state.comfortable_since.setdefault(model.name, now_sec)
                 comfortable.append(model)
             else:
                 self._state.comfortable_since.pop(model.name, None)
-                if latency > model.deadline_ms:
+                if latency > model.deadline_ms or dropping:
                     late.append(model)
         late.sort(key=lambda m: (-m.priority, _relative_slack(m)))
         comfortable.sort(key=lambda m: (m.priority, -_relative_slack(m)))
@@ -626,11 +636,16 @@ class Policy:
     ) -> Decision | None:
         cfg = self.config
         blocks = blocks_of.get(model.name, [])
-        latency = float(model.latency_ms)  # type: ignore[arg-type]
-        head = f"{model.name} late: latency {latency:.1f} ms > deadline {model.deadline_ms:.1f} ms"
+        latency = _latency(model)
         parallel = [b for b in blocks if b.mode == PARALLEL]
         interference_ms = sum(max(b.lag_ms, 0.0) for b in parallel)
-        overshoot_ms = latency - model.deadline_ms
+        if model.dropped_fraction > LATE_DROPPED_FRACTION:
+            head = (f"{model.name} late: {model.dropped_fraction:.0%} of its recent frames not computed "
+                    f"(queue or shed)")
+            overshoot_ms = math.inf  # frames that never ran: an overload, not interference -> no serialize
+        else:
+            head = f"{model.name} late: latency {latency:.1f} ms > deadline {model.deadline_ms:.1f} ms"
+            overshoot_ms = latency - model.deadline_ms
         # On a device where blocks never overlap (one worker or one slot) sequential changes nothing: no
         # decision that cannot change anything is emitted, and the model goes straight to a swap.
         if (cfg.serialize_enabled and can_overlap
@@ -717,7 +732,7 @@ class Policy:
         self, model: ModelObservation, blocks: list[BlockObservation], now_sec: float
     ) -> Decision | None:
         cfg = self.config
-        latency = float(model.latency_ms)  # type: ignore[arg-type]
+        latency = _latency(model)
         comfort_ms = model.deadline_ms * min(1.0 - cfg.hysteresis, cfg.relax_latency_fraction)
         head = (
             f"{model.name} comfortable for >= {cfg.relax_dwell_sec:.1f} s: latency {latency:.1f} ms "
@@ -782,6 +797,13 @@ def _solo_of(block: BlockObservation, variant: str) -> float | None:
     return opt.solo_ms if opt is not None else block.solo_ms
 
 
+def _latency(model: ModelObservation) -> float:
+    """The model's latency figure over its computed frames (0 when none was computed: only drops)."""
+    return float(model.latency_ms) if model.latency_ms is not None else 0.0
+
+
 def _relative_slack(model: ModelObservation) -> float:
     latency = model.latency_ms if model.latency_ms is not None else 0.0
+    if model.dropped_fraction > LATE_DROPPED_FRACTION:
+        return -model.dropped_fraction - 1.0  # frames that never ran rank below any late latency
     return (model.deadline_ms - latency) / model.deadline_ms if model.deadline_ms > 0 else 0.0

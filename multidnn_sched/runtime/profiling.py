@@ -1,0 +1,109 @@
+"""Solo profiling of the executor's blocks: at start-up and again when the executor has been idle.
+
+Mixed into :class:`~multidnn_sched.runtime.executor.BlockExecutor`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.runtime.block import Carry
+from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.jobs import Model
+from multidnn_sched.runtime.lag import LagTracker, profile_model
+from multidnn_sched.runtime.variants import VariantRegistry
+
+
+class ProfilingMixin:
+    """Solo profiling of :class:`BlockExecutor` (see the module docstring)."""
+
+    # Provided by BlockExecutor (the mixin only groups its methods by concept).
+    _models: dict[str, Model]
+    _registry: VariantRegistry
+    _stats_lock: threading.Lock
+    _cond: threading.Condition
+    _lag: LagTracker
+    _solo_ms: dict[tuple[str, str, str], float]
+    _clock: Callable[[], float]
+    log: logging.Logger
+    _gate: SlotGate
+    _worker_count: int
+    _alone_threads: dict[tuple[str, str], int]
+    _profiled_bucket: dict[tuple[str, str], int]
+    _last_activity_sec: float
+    device: Device
+    reprofile_idle_sec: float | None
+    reprofile_interval_sec: float
+
+    def _model(self, name: str) -> Model:  # pragma: no cover - provided by BlockExecutor
+        raise NotImplementedError
+
+    def _idle(self) -> bool:
+        with self._cond:
+            return not any(m.busy or m.pending for m in self._models.values())
+
+    def _maybe_reprofile(self) -> None:
+        if self.reprofile_idle_sec is None or not self._idle():
+            return
+        now = self._clock()
+        if now - self._last_activity_sec < self.reprofile_idle_sec:
+            return
+        for name, model in list(self._models.items()):
+            stale = model.last_profile_sec is None or now - model.last_profile_sec >= self.reprofile_interval_sec
+            if model.example_input is not None and stale and self._idle():
+                self.log.info("re-profiling %s (idle %.1f s)", name, now - self._last_activity_sec)
+                self.profile_solo(name, repeats=3)
+
+    def profile_solo(
+        self, model_name: str | None = None, example_input: Carry | None = None, *, repeats: int = 5, warmup: int = 2
+    ) -> dict[tuple[str, str, str], float]:
+        """Measure every block (and usable variant) alone with the whole device; returns median solo ms
+        keyed ``(model, block, variant)``. Variants that raise or whose output signature differs from the
+        original's are disabled. Each block runs under the exclusive slot, behind every queued frame.
+
+        On CPU each block keeps all intra-op threads only if they pay (see :func:`lag.profile_model`); the
+        caller's thread is left with all threads."""
+        names = [model_name] if model_name is not None else list(self._models)
+        measured: dict[tuple[str, str, str], float] = {}
+        buckets: dict[tuple[str, str], int] = {}
+        outcome: list[BaseException] = []
+
+        def measure() -> None:
+            try:
+                for name in names:
+                    model = self._model(name)
+                    carry = example_input if example_input is not None else model.example_input
+                    if carry is None:
+                        raise ConfigError(f"profile_solo({name!r}): no example_input given or registered")
+                    if example_input is not None and model.example_input is None:
+                        model.example_input = example_input
+                    profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
+                                             repeats=repeats, warmup=warmup,
+                                             compare_threads=self._worker_count > 1)
+                    for block_name, profile in profiles.items():
+                        if profile.threads_alone is not None:
+                            self._alone_threads[(name, block_name)] = profile.threads_alone
+                        buckets[(name, block_name)] = profile.bucket
+                        for variant, solo_ms in profile.solo_ms.items():
+                            measured[(name, block_name, variant)] = solo_ms
+                    model.last_profile_sec = self._clock()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                outcome.append(exc)
+
+        # Measured in a short-lived thread: its OpenMP team dies with it (see ONE_OPENMP_TEAM_NOTE), so profiling
+        # never leaves a second multi-threaded team behind in the caller's (main or decision) thread.
+        profiler = threading.Thread(target=measure, name="blockexec-profile", daemon=True)
+        profiler.start()
+        profiler.join()
+        if outcome:
+            raise outcome[0]
+        with self._stats_lock:
+            self._solo_ms.update(measured)
+            self._profiled_bucket.update(buckets)
+            for (name, block_name, variant), solo_ms in measured.items():
+                bucket = buckets.get((name, block_name), 1)
+                self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
+        return measured
