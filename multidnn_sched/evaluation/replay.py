@@ -1,9 +1,15 @@
-"""``multidnn-replay``: replay a scene bag through the perception container in-process, per mode, and report.
+"""``multidnn-replay``: replay a scene bag through the perception container, per mode, and report.
 
 For each mode (``baseline``, ``blocks``, ``blocks+swap``) a fresh rclpy context runs the container (detector,
-tracker, classifier on one runtime), a player publishes the bag's images (``/camera/image_raw``, sensor-data
-QoS) and ``/clock`` at the recorded rate (or ``--rate``), and a recorder subscribes to the outputs. Latency
-per model is measured at the recorder, on one clock:
+tracker, classifier on one runtime) in this process, and a player process
+(:mod:`~multidnn_sched.evaluation.replay_player`, like ``ros2 bag play``) publishes the bag's images
+(``/camera/image_raw`` raw, or ``/camera/image_raw/compressed``) and ``/clock`` at the recorded rate (or
+``--rate``), and records the outputs. Images go with reliable QoS after the container's subscription matched
+(``--qos sensor``: REP-2003 best effort), so every image is delivered; the report accounts for each one
+(received, lost in transport, bad, dropped by cause, processed), gives the per-stage latency breakdown
+(:mod:`~multidnn_sched.evaluation.replay_breakdown`) and the container's CPU use. ``--player inprocess``
+plays from a node inside the container's process instead (tests). Latency per model is measured at the
+recorder, on one clock (``perf_counter``: ``CLOCK_MONOTONIC``, shared by the processes):
 
 * ``p50_ms`` / ``p99_ms`` (stage): from the model's input being available (image published for the detector,
   detections received for the tracker, tracks received for the classifier) to its output being received.
@@ -20,18 +26,19 @@ records RSS every half second: the report gives its growth after the first loop 
 from __future__ import annotations
 
 import argparse
-import gc
-import os
-import struct
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from multidnn_sched.evaluation.replay_bag import (  # noqa: F401 - re-exported (tests, callers)
+    COMPRESSED_SUFFIX,
+    _read_stamp,
+    _with_stamp,
+    load_bag,
+    load_raw_images,
+    resolve_image_topic,
+)
 from multidnn_sched.evaluation.replay_records import (  # noqa: F401 - re-exported (tests, callers)
     MODES,
     STAGES,
@@ -41,84 +48,16 @@ from multidnn_sched.evaluation.replay_records import (  # noqa: F401 - re-export
     ReplayOptions,
     Sample,
 )
+from multidnn_sched.evaluation.replay_run import (  # noqa: F401 - re-exported (tests, callers)
+    PRIVATE_DOMAIN_BASE,
+    make_runtime_factory,
+    mode_parameters,
+    private_domain_id,
+    replay_mode,
+)
 from multidnn_sched.exceptions import BagError, CheckpointError, ConfigError
 
-SAMPLE_PERIOD_SEC = 0.5
-"""Runtime status / RSS sampling period during a replay."""
-
-DRAIN_TIMEOUT_SEC = 5.0
-"""After the last image, wait at most this long for outstanding outputs."""
-
-STARTUP_GRACE_SEC = 1.0
-"""Discovery time between starting the container and the first image."""
-
-
-# ------------------------------------------------------------------------------------------------ records
-
-
 # -------------------------------------------------------------------------------------------------- bag
-
-
-def load_bag(path: Path, image_topic: str, gt_topic: str, max_frames: int | None = None) -> BagData:
-    """Read the images (serialized) and the ground truth of a bag.
-
-    Raises:
-        BagError: unreadable bag, or the image topic is missing (the message lists the topics the bag has).
-    """
-    from rclpy.serialization import deserialize_message
-    from vision_msgs.msg import Detection2DArray
-
-    from multidnn_sched.scenes.bag import bag_info, iter_raw_messages, msg_to_ground_truth
-
-    info = bag_info(path)
-    if image_topic not in info.topics:
-        raise BagError(
-            f"{path}: expected image topic {image_topic!r}, bag has: "
-            f"{', '.join(sorted(info.topics)) or 'none'}"
-        )
-    images: list[bytes] = []
-    stamps: list[int] = []
-    for raw in iter_raw_messages(path, image_topic):
-        if raw.msgtype != "sensor_msgs/msg/Image":
-            raise BagError(
-                f"{path}: expected {image_topic!r} of type sensor_msgs/msg/Image, got {raw.msgtype}"
-            )
-        images.append(raw.data)
-        stamps.append(_read_stamp(raw.data))
-        if max_frames is not None and len(images) >= max_frames:
-            break
-    if not images:
-        raise BagError(f"{path}: topic {image_topic!r} has no messages")
-    ground_truth = None
-    if gt_topic in info.topics:
-        by_stamp = {}
-        for raw in iter_raw_messages(path, gt_topic):
-            msg = deserialize_message(raw.data, Detection2DArray)
-            by_stamp[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg_to_ground_truth(
-                msg
-            )
-        ground_truth = [by_stamp.get(s, []) for s in stamps]
-    period = int(np.median(np.diff(stamps))) if len(stamps) > 1 else 66_666_667
-    if period <= 0:
-        raise BagError(f"{path}: expected increasing image stamps, got a median spacing of {period} ns")
-    return BagData(images, stamps, period, ground_truth)
-
-
-_CDR_LE = b"\x00\x01"
-
-
-def _read_stamp(cdr: bytes) -> int:
-    """Header stamp of a serialized message whose first field is a ``std_msgs/Header`` (little-endian CDR)."""
-    if cdr[:2] != _CDR_LE:
-        raise BagError(f"expected little-endian CDR (00 01), got {cdr[:2].hex()}")
-    sec, nanosec = struct.unpack_from("<iI", cdr, 4)
-    return sec * 1_000_000_000 + nanosec
-
-
-def _with_stamp(cdr: bytes, stamp_ns: int) -> bytes:
-    """The same serialized message with its header stamp replaced (8 bytes at offset 4)."""
-    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-    return cdr[:4] + struct.pack("<iI", sec, nanosec) + cdr[12:]
 
 
 # ---------------------------------------------------------------------------------------------- runtime
@@ -138,59 +77,6 @@ def build_models(random_weights: bool) -> dict[str, Any]:
     return zoo.load_default_models().as_dict()
 
 
-def make_runtime_factory(
-    mode: str, models: dict[str, Any] | None, variants_manifest: Path | None
-) -> Callable[[Any, Sequence[str]], Any]:
-    """The container's runtime factory for ``mode`` (``baseline``: whole models in the callbacks)."""
-    from multidnn_sched.ros.runtime import DirectRuntime
-
-    def factory(values: Any, names: Sequence[str]) -> Any:
-        if models is None:
-            raise ConfigError("replay: expected the networks to replay (models) when no --params-file chooses them")
-        chosen = {name: models[name] for name in names}
-        if mode == "baseline":
-            return DirectRuntime(chosen)
-        from multidnn_sched.ros.shared_runtime import SharedRuntime
-        from multidnn_sched.runtime.block import PartitionedModel
-        from multidnn_sched.runtime.partition import partition_model
-
-        parts = {
-            name: model if isinstance(model, PartitionedModel) else partition_model(model, name)
-            for name, model in chosen.items()
-        }
-        manifest = variants_manifest if mode == "blocks+swap" else None
-        return SharedRuntime(parts, values, variants_manifest=manifest)
-
-    return factory
-
-
-def mode_parameters(mode: str, options: ReplayOptions, rate_hz: float | None = None) -> dict[str, Any]:
-    """Container parameter values for ``mode`` (``blocks``: swaps off; ``baseline``: no shared executor).
-    ``rate_hz``: the publish rate, handed to the container as ``expected_rate_hz`` (a camera driver's rate is
-    known on a robot too)."""
-    values: dict[str, Any] = {
-        "baseline": mode == "baseline",
-        "workers": options.workers,
-        "diagnostics_period_sec": 1.0,
-    }
-    if rate_hz:
-        values["expected_rate_hz"] = float(rate_hz)
-    if mode == "blocks":
-        values["policy.swap_enabled"] = False
-    values.update(options.container_params)
-    return values
-
-
-PRIVATE_DOMAIN_BASE = 101
-"""Replays run on a DDS domain of their own (101..200, from the process id) unless ``--domain-id`` is given:
-several replays (or tests) on one machine must not see each other's images."""
-
-
-def private_domain_id() -> int:
-    """A DDS domain id for this process only (``PRIVATE_DOMAIN_BASE + pid % 100``)."""
-    return PRIVATE_DOMAIN_BASE + os.getpid() % 100
-
-
 def pin_mmap_threshold(threshold_bytes: int) -> None:
     """Pin glibc's ``M_MMAP_THRESHOLD``: allocations at least this large are mmapped and unmapped on free.
 
@@ -205,202 +91,6 @@ def pin_mmap_threshold(threshold_bytes: int) -> None:
         return
     m_mmap_threshold = -3
     ctypes.CDLL(name).mallopt(m_mmap_threshold, int(threshold_bytes))
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-# ------------------------------------------------------------------------------------------------- replay
-
-
-class _Recorder:
-    """Subscribes to the outputs and keeps them with their receive time."""
-
-    def __init__(self, node: Any, run: ModeRun) -> None:
-        from vision_msgs.msg import Detection2DArray
-
-        self._run = run
-        self._lock = threading.Lock()
-        for _, _, topic in STAGES:
-            run.outputs[topic] = []
-            node.create_subscription(Detection2DArray, topic, self._callback(topic), 100)
-
-    def _callback(self, topic: str) -> Callable[[Any], None]:
-        from multidnn_sched.ros.conversions import msg_to_detections
-
-        def on_msg(msg: Any) -> None:
-            now = time.perf_counter()
-            parsed = msg_to_detections(msg)
-            attributes = [h[1][0] if len(h) > 1 else "" for h in parsed.hypotheses]
-            record = Output(
-                msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
-                now,
-                parsed.boxes_xyxy,
-                parsed.scores,
-                parsed.class_ids,
-                parsed.ids,
-                attributes,
-            )
-            with self._lock:
-                self._run.outputs[topic].append(record)
-
-        return on_msg
-
-    def count(self, topic: str) -> int:
-        with self._lock:
-            return len(self._run.outputs[topic])
-
-
-def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[str, Any] | None) -> ModeRun:
-    """Run the container in ``mode`` on a fresh rclpy context and replay the bag through it."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.node import Node
-    from rclpy.parameter import Parameter
-    from rclpy.qos import qos_profile_sensor_data
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
-    from tqdm import tqdm
-
-    from multidnn_sched.ros.container import PerceptionContainer, SpinThread
-
-    run = ModeRun(mode)
-    context = Context()
-    ros_args = ["--ros-args", "-r", f"image:={options.image_topic}"]
-    if options.params_file is not None:
-        ros_args += ["--params-file", str(options.params_file)]
-    rclpy.init(
-        args=ros_args,
-        context=context,
-        domain_id=options.domain_id if options.domain_id is not None else private_domain_id(),
-    )
-    container = None
-    spinner = None
-    try:
-        overrides = {
-            "perception_container": [
-                Parameter(k, value=v)
-                for k, v in mode_parameters(mode, options, options.rate_hz or bag.rate_hz).items()
-            ]
-        }
-        for node in ("detector", "tracker", "classifier"):
-            extra = options.node_params.get(node, {})
-            overrides[node] = [Parameter("use_sim_time", value=True)] + [
-                Parameter(name, value=value) for name, value in extra.items()
-            ]
-        if options.params_file is not None:  # the nodes' `model` parameters choose; the registry loads
-            from multidnn_sched.ros.container import default_runtime_factory
-
-            factory = default_runtime_factory
-            if mode == "blocks+swap" and options.variants_manifest is not None:
-                overrides["perception_container"].append(
-                    Parameter("variants_manifest", value=str(options.variants_manifest))
-                )
-        else:
-            factory = make_runtime_factory(mode, models, options.variants_manifest)
-        container = PerceptionContainer(context=context, runtime_factory=factory, parameter_overrides=overrides)
-        player = Node("bag_player", context=context)
-        recorder = _Recorder(player, run)
-        image_pub = player.create_publisher(Image, options.image_topic, qos_profile_sensor_data)
-        clock_pub = player.create_publisher(Clock, "/clock", 10)
-        spinner = SpinThread([*container.all_nodes, player], context).start()
-        time.sleep(STARTUP_GRACE_SEC)
-
-        period_sec = 1.0 / options.rate_hz if options.rate_hz else bag.period_ns / 1e9
-        span_ns = bag.period_ns * len(bag.images)
-        deadline = time.perf_counter() + options.soak_minutes * 60.0 if options.soak_minutes else None
-        total = None if deadline is not None else len(bag.images) * options.loops
-        bar = tqdm(
-            total=total, desc=f"replay {mode}", unit="frame", disable=not options.progress, leave=False
-        )
-        start = time.perf_counter()
-        run.start_sec = start
-        next_sample = start
-        sent = 0
-        loop = 0
-        while True:
-            if deadline is None and loop >= options.loops:
-                break
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-            for index, data in enumerate(bag.images):
-                stamp = bag.stamps_ns[index] + loop * span_ns
-                target = start + sent * period_sec
-                while True:
-                    now = time.perf_counter()
-                    if now >= next_sample:
-                        _sample(run, container, now - start)
-                        next_sample += SAMPLE_PERIOD_SEC
-                    if now >= target:
-                        break
-                    time.sleep(min(target - now, 0.01))
-                sec, nanosec = divmod(stamp, 1_000_000_000)
-                clock_pub.publish(Clock(clock=_time_msg(sec, nanosec)))
-                run.published[stamp] = time.perf_counter()
-                run.frame_of_stamp[stamp] = index
-                image_pub.publish(_with_stamp(data, stamp) if loop else data)
-                sent += 1
-                bar.update(1)
-                if deadline is not None and time.perf_counter() >= deadline:
-                    break
-            loop += 1
-        bar.close()
-        run.loops = loop
-        _drain(recorder, sent, run, container, start)
-        run.wall_sec = time.perf_counter() - start
-        _sample(run, container, run.wall_sec)
-        for name, node in container.nodes.items():
-            snap = node.stats.snapshot()
-            run.node_counters[name] = {
-                "received": snap.received,
-                "processed": snap.processed,
-                "dropped": snap.dropped,
-                "drop_causes": snap.drop_causes,
-                "bad_inputs": snap.bad_inputs,
-            }
-        status = container.runtime.status()
-        run.runtime_dropped = dict(status.dropped)
-        run.decisions = [(d.time_sec - start, d.model, d.block, d.action, d.reason) for d in status.decisions]
-    finally:
-        if spinner is not None:
-            spinner.stop(timeout_sec=5.0)
-        if container is not None:
-            container.destroy()
-        if context.ok():
-            rclpy.shutdown(context=context)
-        gc.collect()
-    return run
-
-
-def _time_msg(sec: int, nanosec: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=sec, nanosec=nanosec)
-
-
-def _sample(run: ModeRun, container: Any, time_sec: float) -> None:
-    status = container.runtime.status()
-    blocks = {f"{b.model}/{b.block}": (b.lag_ms, b.mode, b.variant) for b in status.blocks}
-    run.samples.append(Sample(time_sec, _rss_mb(), blocks))
-
-
-def _drain(recorder: _Recorder, sent: int, run: ModeRun, container: Any, start: float) -> None:
-    """Wait until every stage answered every frame, or outputs stop coming for a while."""
-    limit = time.perf_counter() + DRAIN_TIMEOUT_SEC
-    last = -1
-    while time.perf_counter() < limit:
-        counts = [recorder.count(topic) for _, _, topic in STAGES if topic in run.outputs]
-        if counts and min(counts) >= sent:
-            return
-        total = sum(counts)
-        if total != last:
-            last = total
-            limit = max(limit, time.perf_counter() + 1.0)
-        time.sleep(0.1)
-    del container, start
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -467,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ROS params file for the container and its nodes (e.g. the nodes' model / weights / input size)",
     )
+    parser.add_argument(
+        "--player",
+        choices=("process", "inprocess"),
+        default="process",
+        help="play the bag from a separate process (default; the measured process is the container alone) "
+        "or from a node inside the container's process",
+    )
+    parser.add_argument(
+        "--qos",
+        choices=("reliable", "sensor"),
+        default="reliable",
+        help="image QoS of the replay: reliable (default: every image delivered) or sensor (REP-2003 best effort)",
+    )
+    parser.add_argument("--image-depth", type=int, default=30, help="image QoS history depth (default 30)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -500,6 +204,8 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         raise ConfigError(f"--loop: expected >= 1, got {args.loop}")
     if args.params_file is not None and not args.params_file.is_file():
         raise ConfigError(f"--params-file: expected a ROS params YAML file, {args.params_file} does not exist")
+    if args.image_depth < 1:
+        raise ConfigError(f"--image-depth: expected >= 1, got {args.image_depth}")
     if args.soak_minutes is not None and args.soak_minutes <= 0:
         raise ConfigError(f"--soak-minutes: expected > 0, got {args.soak_minutes}")
     extra: dict[str, Any] = {}
@@ -534,6 +240,9 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         domain_id=args.domain_id,
         mmap_threshold_bytes=args.mmap_threshold_bytes,
         params_file=args.params_file,
+        player=args.player,
+        reliable=args.qos == "reliable",
+        image_depth=args.image_depth,
     )
 
 

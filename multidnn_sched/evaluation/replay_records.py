@@ -25,16 +25,24 @@ class BagData:
     """What the replay needs from a bag.
 
     Attributes:
-        images: serialized ``sensor_msgs/Image`` (CDR) in log order.
+        images: serialized ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` (CDR) in log order.
         stamps_ns: header stamp of each image.
         period_ns: median spacing of the stamps (the recorded rate).
         ground_truth: per image, its objects (``None``: the bag has no ground-truth topic).
+        msgtype: the images' message type.
+        topic: the images' topic in the bag (``.../compressed`` for compressed images).
     """
 
     images: list[bytes]
     stamps_ns: list[int]
     period_ns: int
     ground_truth: list[list[Any]] | None
+    msgtype: str = "sensor_msgs/msg/Image"
+    topic: str = "/camera/image_raw"
+
+    @property
+    def compressed(self) -> bool:
+        return self.msgtype == "sensor_msgs/msg/CompressedImage"
 
     @property
     def rate_hz(self) -> float | None:
@@ -86,6 +94,11 @@ class ModeRun:
         wall_sec: replay duration.
         start_sec: perf_counter time of the first image.
         loops: how many times the bag was played.
+        timings: node -> its per-frame timestamps (:class:`~multidnn_sched.ros.timing.FrameTiming`).
+        image_input: the container's image input counters (``received``, ``decoded``, ``bad``).
+        cpu: the container process's CPU use while playing (``cpu_percent``, ``cpu_sec``, ``wall_sec``) and
+            the player process's (``player_cpu_sec``; ``None`` in-process).
+        player: ``process`` (a separate player process) or ``inprocess``.
     """
 
     mode: str
@@ -99,6 +112,10 @@ class ModeRun:
     wall_sec: float = 0.0
     start_sec: float = 0.0
     loops: int = 1
+    timings: dict[str, list[Any]] = field(default_factory=dict)
+    image_input: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float | None] = field(default_factory=dict)
+    player: str = "process"
 
 
 @dataclass
@@ -125,6 +142,11 @@ class ReplayOptions:
         mmap_threshold_bytes: glibc ``M_MMAP_THRESHOLD`` to pin (0: leave glibc's dynamic threshold).
         params_file: a ROS params file for the container and its nodes (``--params-file``); its nodes'
             ``model`` parameters choose the networks (loaded from the registry instead of ``models``).
+        player: ``process`` (default: the bag is played from a separate process, like ``ros2 bag play``) or
+            ``inprocess`` (player and recorder in the container's process: tests, old behaviour).
+        reliable: reliable image QoS for the replay (default: every image delivered); ``False``: REP-2003
+            sensor data (best effort), as most camera drivers publish.
+        image_depth: image QoS history depth of the player and the container during the replay.
     """
 
     bag: Path
@@ -145,3 +167,6 @@ class ReplayOptions:
     domain_id: int | None = None
     mmap_threshold_bytes: int = 0
     params_file: Path | None = None
+    player: str = "process"
+    reliable: bool = True
+    image_depth: int = 30

@@ -6,7 +6,8 @@ JSON shape (``report.json``)::
      "modes": {MODE: {"models": {NAME: {"model", "p50_ms", "p99_ms", "e2e_p50_ms", "e2e_p99_ms",
                                         "accuracy_answered", "coverage", "accuracy_held", "late_answers",
                                         "accuracy_metric", "answered", "missing", ...}},
-                      "wall_sec", "loops", "published", "rss", "messages", "decisions", "node_counters"}},
+                      "wall_sec", "loops", "published", "rss", "messages", "decisions", "node_counters",
+                      "player", "breakdown", "accounting", "cpu"}},  # breakdown etc.: replay_breakdown
      "comparison": {MODE: {NAME: {"p99_ratio", "quality_ratio", "held_ratio", "coverage_ratio"}}},  # vs baseline
 
 Accuracy never mixes quality and coverage: ``accuracy_answered`` scores the frames a node answered,
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from multidnn_sched.evaluation.replay_breakdown import breakdown_markdown, image_accounting, stage_breakdown
 from multidnn_sched.evaluation.replay_records import STAGES, BagData, ModeRun, Output, ReplayOptions
 from multidnn_sched.runtime.executor import percentile
 
@@ -324,6 +326,10 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
             "rss": memory,
             "messages": messages,
             "runtime_dropped": run.runtime_dropped,
+            "player": run.player,
+            "breakdown": stage_breakdown(run),
+            "accounting": image_accounting(run),
+            "cpu": {k: v for k, v in run.cpu.items() if not k.startswith("_")},
             "decisions": [
                 {"time_sec": t, "model": m, "block": b, "action": a, "reason": r}
                 for t, m, b, a, r in run.decisions
@@ -406,6 +412,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {mode} | {_fmt(entry['wall_sec'])} | {entry['loops']} | {_fmt(entry['rss']['end_mb'])} | "
             f"{_fmt(entry['rss']['growth_after_first_loop_pct'], 2)} | {len(entry['decisions'])} |"
         )
+    lines += breakdown_markdown(report)
     if report.get("plots"):
         lines += [""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"

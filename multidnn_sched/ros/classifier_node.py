@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from rclpy.context import Context
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose
 
-from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, PerceptionNode, now_ms, stamp_ns
+from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, FrameClock, PerceptionNode, now_ms, stamp_ns
 from multidnn_sched.ros.conversions import msg_to_detections
+from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.params import CLASSIFIER_PARAMS
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import StampPairer
@@ -41,6 +41,7 @@ class ClassifierNode(PerceptionNode):
         context: rclpy context.
         parameter_overrides: start-up parameter values.
         node_name: ROS node name.
+        subscribe_image: subscribe to the images itself (``False``: the container's shared input).
     """
 
     def __init__(
@@ -50,14 +51,15 @@ class ClassifierNode(PerceptionNode):
         context: Context | None = None,
         parameter_overrides: list[Parameter] | None = None,
         node_name: str = "classifier",
+        subscribe_image: bool = True,
     ) -> None:
-        super().__init__(node_name, "classifier", CLASSIFIER_PARAMS, runtime, context, parameter_overrides)
+        super().__init__(
+            node_name, "classifier", CLASSIFIER_PARAMS, runtime, context, parameter_overrides, subscribe_image
+        )
         self._task = task
         self._pairer = StampPairer(on_evict=lambda stamp: self.drop("no_image", f"stamp {stamp} ns"))
         self.full_frame = self.values["mode"] == "full_frame"
-        self.image_subscription = self.create_subscription(
-            Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group
-        )
+        self.counts_images = self.full_frame
         if self.full_frame:
             self.publisher = self.create_publisher(Classification, "classification", OUTPUT_QOS_DEPTH)
         else:
@@ -70,49 +72,42 @@ class ClassifierNode(PerceptionNode):
                 callback_group=self.callback_group,
             )
 
-    def _on_image(self, msg: Image) -> None:
+    def on_frame(self, frame: Frame) -> None:
         if self.full_frame:
-            self._classify_frame(msg)
+            self._classify_frame(frame)
             return
-        waiting = self._pairer.add_image(stamp_ns(msg.header.stamp), msg)
-        if waiting is not None:
-            tracks, start_ms = waiting
-            self._classify_objects(msg, tracks, start_ms)
+        tracks = self._pairer.add_image(frame.stamp_ns, frame)
+        if tracks is not None:
+            self._classify_objects(frame, tracks)  # type: ignore[arg-type]
 
     def _on_tracks(self, msg: Detection2DArray) -> None:
         self.stats.on_received()
-        start_ms = now_ms()
-        image = self._pairer.add_detections(stamp_ns(msg.header.stamp), (msg, start_ms))
-        if image is not None:
-            self._classify_objects(image, msg, start_ms)
+        frame = self._pairer.add_detections(stamp_ns(msg.header.stamp), msg)
+        if frame is not None:
+            self._classify_objects(frame, msg)  # type: ignore[arg-type]
 
-    def _classify_frame(self, msg: Image) -> None:
-        start_ms = now_ms()
-        self.stats.on_received()
-        frame = self.decode(msg)
-        if frame is None:
-            return
-        header = msg.header
+    def _classify_frame(self, frame: Frame) -> None:
+        clock = self.start_frame(frame)
+        header = frame.header
 
         def publish(logits: object) -> None:
             probs = softmax(logits)[0]
             out = Classification(header=header)
             for k in np.argsort(-probs):
                 out.results.append(ObjectHypothesis(class_id=self._label(int(k)), score=float(probs[k])))
+            clock.postprocessed_ms = now_ms()
             self.publisher.publish(out)
-            self.stats.on_processed(now_ms() - start_ms)
+            self.frame_published(clock)
 
-        self.run_model(self._task.full_frame(frame), publish)
+        self.run_model(self._task.full_frame(frame.rgb), publish, clock=clock)
 
-    def _classify_objects(self, image_msg: Image, tracks: Detection2DArray, start_ms: float) -> None:
-        frame = self.decode(image_msg)
-        if frame is None:
-            return
-        header = image_msg.header
+    def _classify_objects(self, frame: Frame, tracks: Detection2DArray) -> None:
+        clock = self.start_frame(frame, now_ms())
+        header = frame.header
         parsed = msg_to_detections(tracks)
         order = np.argsort(-parsed.scores, kind="stable")[: int(self.values["max_objects"])]
         if len(order) == 0:
-            self._publish_objects(header, tracks, {}, start_ms)
+            self._publish_objects(header, tracks, {}, clock)
             return
 
         def publish(logits: object) -> None:
@@ -121,12 +116,12 @@ class ClassifierNode(PerceptionNode):
                 int(i): (self._label(int(np.argmax(p))), float(np.max(p)))
                 for i, p in zip(order, probs, strict=True)
             }
-            self._publish_objects(header, tracks, labels, start_ms)
+            self._publish_objects(header, tracks, labels, clock)
 
-        self.run_model(self._task.preprocess(frame, parsed.boxes_xyxy[order]), publish)
+        self.run_model(self._task.preprocess(frame.rgb, parsed.boxes_xyxy[order]), publish, clock=clock)
 
     def _publish_objects(
-        self, header: Header, tracks: Detection2DArray, labels: dict[int, tuple[str, float]], start_ms: float
+        self, header: Header, tracks: Detection2DArray, labels: dict[int, tuple[str, float]], clock: FrameClock
     ) -> None:
         out = Detection2DArray(header=header)
         for i, det in enumerate(tracks.detections):
@@ -136,8 +131,9 @@ class ClassifierNode(PerceptionNode):
                 hyp.hypothesis.class_id, hyp.hypothesis.score = labels[i]
                 det.results.append(hyp)
             out.detections.append(det)
+        clock.postprocessed_ms = now_ms()
         self.publisher.publish(out)
-        self.stats.on_processed(now_ms() - start_ms)
+        self.frame_published(clock)
 
     def _label(self, index: int) -> str:
         labels = self._task.labels

@@ -1,4 +1,5 @@
-"""``detector`` node: ``sensor_msgs/Image`` (``image``) -> ``vision_msgs/Detection2DArray`` (``detections``).
+"""``detector`` node: ``sensor_msgs/Image`` (``image``, or ``CompressedImage`` on ``<image>/compressed``) ->
+``vision_msgs/Detection2DArray`` (``detections``).
 
 The output header is the source image's header.
 """
@@ -7,11 +8,11 @@ from __future__ import annotations
 
 from rclpy.context import Context
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, PerceptionNode, now_ms
 from multidnn_sched.ros.conversions import detections_to_msg
+from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.params import DETECTOR_PARAMS
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.tasks import DetectorTask
@@ -26,6 +27,7 @@ class DetectorNode(PerceptionNode):
         context: rclpy context.
         parameter_overrides: start-up parameter values.
         node_name: ROS node name.
+        subscribe_image: subscribe to the images itself (``False``: the container's shared input).
     """
 
     def __init__(
@@ -35,22 +37,19 @@ class DetectorNode(PerceptionNode):
         context: Context | None = None,
         parameter_overrides: list[Parameter] | None = None,
         node_name: str = "detector",
+        subscribe_image: bool = True,
     ) -> None:
-        super().__init__(node_name, "detector", DETECTOR_PARAMS, runtime, context, parameter_overrides)
-        self._task = task
-        self.publisher = self.create_publisher(Detection2DArray, "detections", OUTPUT_QOS_DEPTH)
-        self.subscription = self.create_subscription(
-            Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group
+        super().__init__(
+            node_name, "detector", DETECTOR_PARAMS, runtime, context, parameter_overrides, subscribe_image
         )
+        self._task = task
+        self.counts_images = True
+        self.publisher = self.create_publisher(Detection2DArray, "detections", OUTPUT_QOS_DEPTH)
 
-    def _on_image(self, msg: Image) -> None:
-        start_ms = now_ms()
-        self.stats.on_received()
-        frame = self.decode(msg)
-        if frame is None:
-            return
-        height, width = frame.shape[:2]
-        header = msg.header
+    def on_frame(self, frame: Frame) -> None:
+        clock = self.start_frame(frame)
+        height, width = frame.rgb.shape[:2]
+        header = frame.header
 
         def publish(output: object) -> None:
             detections = self._task.postprocess(
@@ -60,15 +59,11 @@ class DetectorNode(PerceptionNode):
                 (width, height),
                 int(self.values["max_detections"]),
             )
-            self.publisher.publish(
-                detections_to_msg(
-                    header,
-                    detections.boxes_xyxy,
-                    detections.scores,
-                    detections.labels,
-                    self._task.class_names,
-                )
+            msg = detections_to_msg(
+                header, detections.boxes_xyxy, detections.scores, detections.labels, self._task.class_names
             )
-            self.stats.on_processed(now_ms() - start_ms)
+            clock.postprocessed_ms = now_ms()
+            self.publisher.publish(msg)
+            self.frame_published(clock)
 
-        self.run_model(self._task.preprocess(frame), publish)
+        self.run_model(self._task.preprocess(frame.rgb), publish, clock=clock)

@@ -4,7 +4,12 @@ Status names (``DiagnosticStatus.name``):
 
 * ``multidnn_sched/node/<node>``: ``model``, ``rate_hz``, ``latency_p50_ms``, ``latency_p99_ms``,
   ``received``, ``processed``, ``dropped``, ``dropped.<cause>``, ``bad_inputs``, ``bad_inputs.<cause>``;
+  ``stage.<stage>.p50_ms`` / ``.p99_ms`` / ``.mean_ms`` for ``transport``, ``decode``, ``queue``, ``model``,
+  ``postprocess``, ``publish`` and ``latency`` (the breakdown, :mod:`multidnn_sched.ros.timing`: the node
+  stages' means add up to the latency's mean);
   level WARN when p99 exceeds the model's deadline or inputs were malformed / dropped.
+* ``multidnn_sched/process``: ``cpu_percent`` (the container process, all threads, percent of one core,
+  since the previous message), ``images_received``, ``images_decoded``, ``images_bad`` (the shared input).
 * ``multidnn_sched/model/<model>``: per block ``<block>.lag_ms``, ``<block>.mode``, ``<block>.variant`` and
   ``runtime_dropped``.
 * ``multidnn_sched/decisions``: the last decisions, ``key`` = ``"<time_sec> <model>/<block>"``,
@@ -48,6 +53,12 @@ def node_status(snapshot: NodeSnapshot, deadline_ms: float | None, hardware_id: 
     values += [
         KeyValue(key=f"bad_inputs.{cause}", value=str(n)) for cause, n in sorted(snapshot.bad_inputs.items())
     ]
+    for stage, summary in snapshot.breakdown.items():
+        values += [
+            KeyValue(key=f"stage.{stage}.p50_ms", value=_fmt(summary.p50_ms)),
+            KeyValue(key=f"stage.{stage}.p99_ms", value=_fmt(summary.p99_ms)),
+            KeyValue(key=f"stage.{stage}.mean_ms", value=_fmt(summary.mean_ms)),
+        ]
     problems = []
     if (
         deadline_ms is not None
@@ -117,14 +128,28 @@ def build_diagnostic_array(
     stamp: Time,
     deadlines_ms: Mapping[str, float] | None = None,
     hardware_id: str = "perception_container",
+    process: Mapping[str, float] | None = None,
 ) -> DiagnosticArray:
-    """Everything the container reports once a period, in one ``DiagnosticArray``."""
+    """Everything the container reports once a period, in one ``DiagnosticArray``. ``process``: the
+    container process's figures (``cpu_percent``, image input counts), one ``multidnn_sched/process`` status."""
     deadlines_ms = deadlines_ms or {}
     array = DiagnosticArray()
     array.header.stamp = stamp
     array.status = [node_status(s, deadlines_ms.get(s.model), hardware_id) for s in snapshots]
     array.status += model_statuses(runtime_status, hardware_id)
     array.status.append(decisions_status(runtime_status, hardware_id))
+    if process is not None:
+        array.status.append(
+            DiagnosticStatus(
+                level=DiagnosticStatus.OK,
+                name=f"{PREFIX}/process",
+                hardware_id=hardware_id,
+                message="ok",
+                values=[
+                    KeyValue(key=k, value=_fmt(v) if isinstance(v, float) else str(v)) for k, v in process.items()
+                ],
+            )
+        )
     return array
 
 

@@ -85,13 +85,30 @@ def model_specs(default_model: str) -> tuple[ParamSpec, ...]:
     )
 
 
-def _image_qos_spec() -> ParamSpec:
-    return ParamSpec(
-        "image_reliability",
-        "best_effort",
-        "image QoS reliability (REP-2003 sensor data)",
-        choices=RELIABILITIES,
-        read_only=True,
+IMAGE_PARAM_NAMES: tuple[str, ...] = ("image_transport", "image_reliability", "image_depth")
+"""The image-input parameters (read-only). In a container the one shared subscription takes the strictest
+of its nodes' values (reliable if any node asks for it, the largest depth); ``image_transport`` must agree."""
+
+
+def _image_input_specs() -> tuple[ParamSpec, ...]:
+    return (
+        ParamSpec(
+            "image_transport",
+            "raw",
+            "raw: sensor_msgs/Image on image; compressed: sensor_msgs/CompressedImage (jpeg, png) on "
+            "<image>/compressed",
+            choices=("raw", "compressed"),
+            read_only=True,
+        ),
+        ParamSpec(
+            "image_reliability",
+            "best_effort",
+            "image QoS reliability: best_effort (REP-2003 sensor data) or reliable (evaluation: no loss)",
+            choices=RELIABILITIES,
+            read_only=True,
+        ),
+        ParamSpec("image_depth", 5, "image QoS history depth (keep last; REP-2003 sensor data: 5)", 1, 1000,
+                  read_only=True),
     )
 
 
@@ -101,7 +118,7 @@ DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
         "nms_iou_threshold", 0.5, "IoU above which a lower-scored same-class box is suppressed", 0.0, 1.0
     ),
     ParamSpec("max_detections", 50, "most detections published per image", 1, 1000),
-    _image_qos_spec(),
+    *_image_input_specs(),
     *model_specs("default:detector"),
 )
 
@@ -113,7 +130,7 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("appearance_weight", 0.5, "weight of appearance vs motion cost in the association", 0.0, 1.0),
     ParamSpec("max_iou_distance", 0.7, "motion gate: largest 1 - IoU matched", 0.0, 1.0),
-    _image_qos_spec(),
+    *_image_input_specs(),
     *model_specs("default:embedder"),
 )
 
@@ -126,7 +143,7 @@ CLASSIFIER_PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec("max_objects", 32, "most objects classified per image (highest-scored first)", 1, 1024),
-    _image_qos_spec(),
+    *_image_input_specs(),
     *model_specs("default:classifier"),
 )
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError
+from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.policy import PolicyConfig
 
 Carry = Any
@@ -156,8 +157,11 @@ class DirectRuntime:
             future.set_exception(ConfigError(f"expected a model in {sorted(self._models)}, got {model!r}"))
             return future
         try:
+            started = self._clock()
             with torch.inference_mode():
-                future.set_result(fn(carry))
+                output = fn(carry)
+            attach_frame_times(future, FrameTimes(started, started, self._clock()))
+            future.set_result(output)
         except Exception as error:  # noqa: BLE001 - handed to the caller through the future
             if error.__traceback__ is not None:
                 traceback.clear_frames(error.__traceback__)  # no cycle through this frame's locals (the input)

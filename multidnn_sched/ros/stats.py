@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from multidnn_sched.ros.timing import StageSummary, TimingLog
+
 LATENCY_WINDOW_SIZE = 512
 """Latency samples kept per node for p50 / p99 (about 30 s at 15 Hz)."""
 
@@ -114,6 +116,8 @@ class NodeSnapshot:
         latency_p50_ms: median input-to-output latency (``None``: no sample yet).
         latency_p99_ms: 99th percentile of the same.
         drop_causes: dropped frames by cause.
+        breakdown: per stage (``transport``, ``decode``, ``queue``, ``model``, ``postprocess``, ``publish``,
+            ``latency``) its p50 / p99 / mean over the timing window (:mod:`multidnn_sched.ros.timing`).
     """
 
     node: str
@@ -126,6 +130,7 @@ class NodeSnapshot:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     drop_causes: dict[str, int] = field(default_factory=dict)
+    breakdown: dict[str, StageSummary] = field(default_factory=dict)
 
     @property
     def bad_input_total(self) -> int:
@@ -142,6 +147,7 @@ class NodeStats:
         self.rate = RateMeter(clock=clock)
         self.bad_inputs = DropLog()
         self.drops = DropLog()
+        self.timing = TimingLog()
         self._received = 0
         self._processed = 0
         self._lock = threading.Lock()
@@ -178,7 +184,12 @@ class NodeStats:
             latency_p50_ms=self.latency.percentile_ms(50.0),
             latency_p99_ms=self.latency.percentile_ms(99.0),
             drop_causes=self.drops.counts(),
+            breakdown=self.timing.breakdown(),
         )
+
+
+EVICTED_IMAGES_REMEMBERED = 1024
+"""Stamps of evicted images a :class:`StampPairer` remembers, so late detections for them are dropped at once."""
 
 
 class StampPairer:
@@ -186,7 +197,9 @@ class StampPairer:
 
     There is no message_filters here. Both sides are kept in bounded caches (oldest evicted first); whichever
     arrives second completes the pair. Evicted detections (their image never came: the image subscription is
-    best effort, keep last 5) are counted and reported through ``on_evict(stamp_ns)``.
+    best effort, keep last ``image_depth``) are counted and reported through ``on_evict(stamp_ns)``, and so
+    are, at once, detections whose image came but was evicted before them (the detector lags more than
+    ``capacity`` frames).
     """
 
     def __init__(self, capacity: int = 30, on_evict: Callable[[int], None] | None = None) -> None:
@@ -196,6 +209,7 @@ class StampPairer:
         self._on_evict = on_evict
         self._images: OrderedDict[int, object] = OrderedDict()
         self._detections: OrderedDict[int, object] = OrderedDict()
+        self._evicted_images: OrderedDict[int, None] = OrderedDict()
         self.evicted_detections = 0
         self._lock = threading.Lock()
 
@@ -207,7 +221,9 @@ class StampPairer:
                 return waiting
             self._images[stamp_ns] = image
             while len(self._images) > self._capacity:
-                self._images.popitem(last=False)
+                self._evicted_images[self._images.popitem(last=False)[0]] = None
+            while len(self._evicted_images) > EVICTED_IMAGES_REMEMBERED:
+                self._evicted_images.popitem(last=False)
             return None
 
     def add_detections(self, stamp_ns: int, detections: object) -> object | None:
@@ -216,8 +232,13 @@ class StampPairer:
             image = self._images.pop(stamp_ns, None)
             if image is not None:
                 return image
-            self._detections[stamp_ns] = detections
             evicted = []
+            if stamp_ns in self._evicted_images:  # its image came and was evicted: it will never pair
+                del self._evicted_images[stamp_ns]
+                evicted.append(stamp_ns)
+                self.evicted_detections += 1
+            else:
+                self._detections[stamp_ns] = detections
             while len(self._detections) > self._capacity:
                 evicted.append(self._detections.popitem(last=False)[0])
                 self.evicted_detections += 1

@@ -12,12 +12,12 @@ import threading
 import numpy as np
 from rclpy.context import Context
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from multidnn_sched.models.detector import Detections
 from multidnn_sched.ros.common import OUTPUT_QOS_DEPTH, PerceptionNode, now_ms, stamp_ns
 from multidnn_sched.ros.conversions import detections_to_msg, msg_to_detections
+from multidnn_sched.ros.image_input import Frame
 from multidnn_sched.ros.params import TRACKER_PARAMS, ParamValue
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import InOrder, StampPairer
@@ -44,6 +44,7 @@ class TrackerNode(PerceptionNode):
         context: rclpy context.
         parameter_overrides: start-up parameter values.
         node_name: ROS node name.
+        subscribe_image: subscribe to the images itself (``False``: the container's shared input).
     """
 
     def __init__(
@@ -55,8 +56,11 @@ class TrackerNode(PerceptionNode):
         context: Context | None = None,
         parameter_overrides: list[Parameter] | None = None,
         node_name: str = "tracker",
+        subscribe_image: bool = True,
     ) -> None:
-        super().__init__(node_name, "embedder", TRACKER_PARAMS, runtime, context, parameter_overrides)
+        super().__init__(
+            node_name, "embedder", TRACKER_PARAMS, runtime, context, parameter_overrides, subscribe_image
+        )
         self._task = task
         self._make_tracker = make_tracker
         self._class_names = list(class_names)
@@ -66,9 +70,6 @@ class TrackerNode(PerceptionNode):
         self._pairer = StampPairer(on_evict=lambda stamp: self.drop("no_image", f"stamp {stamp} ns"))
         self._last_stamp_ns = -1
         self.publisher = self.create_publisher(Detection2DArray, "tracks", OUTPUT_QOS_DEPTH)
-        self.image_subscription = self.create_subscription(
-            Image, "image", self._on_image, self.image_qos(), callback_group=self.callback_group
-        )
         self.detections_subscription = self.create_subscription(
             Detection2DArray,
             "detections",
@@ -87,27 +88,23 @@ class TrackerNode(PerceptionNode):
                 self._tracker = self._make_tracker(self._tracker_settings())
         return result
 
-    def _on_image(self, msg: Image) -> None:
-        waiting = self._pairer.add_image(stamp_ns(msg.header.stamp), (msg, now_ms()))
+    def on_frame(self, frame: Frame) -> None:
+        waiting = self._pairer.add_image(frame.stamp_ns, frame)
         if waiting is not None:
-            detections, start_ms = waiting
-            self._process(msg, detections, start_ms)
+            self._process(frame, waiting)  # type: ignore[arg-type]
 
     def _on_detections(self, msg: Detection2DArray) -> None:
         self.stats.on_received()
-        start_ms = now_ms()
-        image = self._pairer.add_detections(stamp_ns(msg.header.stamp), (msg, start_ms))
-        if image is not None:
-            self._process(image[0], msg, start_ms)
+        frame = self._pairer.add_detections(stamp_ns(msg.header.stamp), msg)
+        if frame is not None:
+            self._process(frame, msg)  # type: ignore[arg-type]
 
-    def _process(self, image_msg: Image, detections_msg: Detection2DArray, start_ms: float) -> None:
-        frame = self.decode(image_msg)
-        if frame is None:
-            return
+    def _process(self, frame: Frame, detections_msg: Detection2DArray) -> None:
+        clock = self.start_frame(frame, now_ms())
         parsed = msg_to_detections(detections_msg)
         detections = Detections(parsed.boxes_xyxy, parsed.scores, parsed.labels(self._class_names))
-        header = image_msg.header
-        stamp = stamp_ns(header.stamp)
+        header = frame.header
+        stamp = frame.stamp_ns
         ticket = self._order.ticket()
 
         def step(embeddings: np.ndarray) -> None:
@@ -120,20 +117,21 @@ class TrackerNode(PerceptionNode):
             boxes = np.array([t.box_xyxy for t in tracks], np.float32).reshape(-1, 4)
             scores = np.array([t.score for t in tracks], np.float32)
             track_labels = np.array([t.label for t in tracks], np.int64)
-            self.publisher.publish(
-                detections_to_msg(
-                    header, boxes, scores, track_labels, self._class_names, [str(t.track_id) for t in tracks]
-                )
+            msg = detections_to_msg(
+                header, boxes, scores, track_labels, self._class_names, [str(t.track_id) for t in tracks]
             )
-            self.stats.on_processed(now_ms() - start_ms)
+            clock.postprocessed_ms = now_ms()
+            self.publisher.publish(msg)
+            self.frame_published(clock)
 
         if len(detections) == 0:
             self._order.complete(ticket, lambda: step(np.zeros((0, 0), np.float32)))
             return
         self.run_model(
-            self._task.preprocess(frame, detections.boxes_xyxy),
+            self._task.preprocess(frame.rgb, detections.boxes_xyxy),
             lambda out: self._order.complete(ticket, lambda: step(_to_numpy(out))),
             lambda: self._order.complete(ticket, None),
+            clock=clock,
         )
 
 

@@ -52,6 +52,7 @@ from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.control import ControlMixin
 from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision
 from multidnn_sched.runtime.device import Device, SlotGate
+from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
 from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket
 from multidnn_sched.runtime.policy import (
@@ -409,6 +410,8 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
         model, blocks = job.model, job.model.pm.blocks
         name = model.pm.name
         if job.block_index == 0:
+            if job.frame.started_sec is None:
+                job.frame.started_sec = self._clock()
             with self.device.stream_context(name):  # copy on the model's stream: ordered before its blocks
                 job.carry = self.device.to_device(job.carry)
         while job.block_index < len(blocks):
@@ -568,6 +571,9 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
                 failed = []
                 self._dispatch_next(model)
         if error is None:
+            started = job.frame.started_sec
+            attach_frame_times(job.frame.future, FrameTimes(
+                job.frame.arrival_sec, job.frame.arrival_sec if started is None else started, self._clock()))
             job.frame.future.set_result(result)
         else:
             if not isinstance(error, ExecutorShutdownError):

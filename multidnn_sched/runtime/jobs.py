@@ -28,6 +28,8 @@ class Frame:
     future: Future
     carry: Carry
     arrival_sec: float
+    started_sec: float | None = None
+    """When its first block started (the :class:`~multidnn_sched.runtime.frame_times.FrameTimes` attached)."""
 
 
 @dataclass

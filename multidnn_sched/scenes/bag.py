@@ -35,6 +35,7 @@ from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
 from multidnn_sched.exceptions import BagError, ConfigError, ImageConversionError
+from multidnn_sched.msgs.compressed import compressed_msg_to_rgb, encode_rgb
 from multidnn_sched.msgs.conversions import image_msg_to_numpy, mono_to_rgb
 from multidnn_sched.scenes.generator import (
     ATTRIBUTES,
@@ -50,6 +51,9 @@ GT_TOPIC = "/ground_truth/detections"
 FRAME_ID = "camera"
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_FORMATS: tuple[str, ...] = ("raw", "jpeg", "png")
+"""Image formats :func:`write_scene_bag` writes (``jpeg`` / ``png``: ``CompressedImage`` on ``<topic>/compressed``)."""
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 
@@ -311,6 +315,7 @@ def write_scene_bag(
     n_frames: int = 300,
     storage: str = "mcap",
     progress: bool = True,
+    image_format: str = "raw",
 ) -> Path:
     """Render a scene sequence and write it as a rosbag2 directory.
 
@@ -324,6 +329,9 @@ def write_scene_bag(
         n_frames: Number of frames (>= 1).
         storage: ``"mcap"`` or ``"sqlite3"``.
         progress: Show a tqdm progress bar on stderr.
+        image_format: ``"raw"`` (``sensor_msgs/Image`` rgb8 on ``/camera/image_raw``) or ``"jpeg"`` /
+            ``"png"`` (``sensor_msgs/CompressedImage`` on ``/camera/image_raw/compressed``, as image_transport's
+            ``compressed`` plugin publishes).
 
     Returns:
         The bag directory.
@@ -336,6 +344,11 @@ def write_scene_bag(
     config = config if config is not None else SceneConfig()
     if storage not in STORAGES:
         raise BagError(f"{path}: expected storage one of {', '.join(STORAGES)}, got {storage!r}")
+    if image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"write_scene_bag: expected image_format one of {IMAGE_FORMATS}, got {image_format!r}")
+    compressed = image_format != "raw"
+    image_topic = IMAGE_TOPIC + "/compressed" if compressed else IMAGE_TOPIC
+    image_type = COMPRESSED_TYPE if compressed else IMAGE_TYPE
     if n_frames < 1:
         raise ConfigError(f"write_scene_bag: expected n_frames >= 1, got {n_frames}")
     if path.exists():
@@ -350,7 +363,7 @@ def write_scene_bag(
     try:
         with Writer(path, version=9, storage_plugin=plugin) as writer:
             conn_info = writer.add_connection(CAMERA_INFO_TOPIC, CAMERA_INFO_TYPE, typestore=typestore)
-            conn_image = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=typestore)
+            conn_image = writer.add_connection(image_topic, image_type, typestore=typestore)
             conn_gt = writer.add_connection(GT_TOPIC, DETECTIONS_TYPE, typestore=typestore)
             frames = generator.frames(n_frames)
             bar = tqdm(frames, total=n_frames, desc=f"writing {path.name}", unit="frame", file=sys.stderr,
@@ -360,11 +373,15 @@ def write_scene_bag(
                 info = new(CAMERA_INFO_TYPE, header=header, width=config.width, height=config.height,
                            distortion_model="plumb_bob", d=np.zeros(5), k=np.array(k), r=identity, p=np.array(p))
                 height, width = frame.image.shape[:2]
-                image = new(IMAGE_TYPE, header=header, height=height, width=width, encoding="rgb8",
-                            is_bigendian=0, step=width * 3, data=frame.image.reshape(-1))
+                if compressed:
+                    data = np.frombuffer(encode_rgb(frame.image, image_format), np.uint8)
+                    image = new(COMPRESSED_TYPE, header=header, format=image_format, data=data)
+                else:
+                    image = new(IMAGE_TYPE, header=header, height=height, width=width, encoding="rgb8",
+                                is_bigendian=0, step=width * 3, data=frame.image.reshape(-1))
                 gt = ground_truth_to_msg(header, frame.objects, new)
                 writer.write(conn_info, frame.stamp_ns, bytes(typestore.serialize_cdr(info, CAMERA_INFO_TYPE)))
-                writer.write(conn_image, frame.stamp_ns, bytes(typestore.serialize_cdr(image, IMAGE_TYPE)))
+                writer.write(conn_image, frame.stamp_ns, bytes(typestore.serialize_cdr(image, image_type)))
                 writer.write(conn_gt, frame.stamp_ns, bytes(typestore.serialize_cdr(gt, DETECTIONS_TYPE)))
     except WriterError as exc:
         raise BagError(f"{path}: cannot write bag: {exc}") from exc
@@ -478,6 +495,8 @@ def msg_to_ground_truth(msg: Any) -> list[GroundTruthObject]:
 def _image_to_rgb(msg: Any, path: Path) -> np.ndarray:
     """Any supported Image encoding (rosbags message) -> [H, W, 3] uint8 RGB; BagError names file and cause."""
     try:
+        if not hasattr(msg, "encoding"):  # sensor_msgs/CompressedImage
+            return compressed_msg_to_rgb(msg)
         array = image_msg_to_numpy(msg)
     except ImageConversionError as exc:
         cause = getattr(exc, "cause", "unknown")
@@ -492,7 +511,8 @@ def iter_bag_frames(
 
     Args:
         path: Bag directory or storage file.
-        image_topic: ``sensor_msgs/msg/Image`` topic.
+        image_topic: ``sensor_msgs/msg/Image`` topic (or, when only that is recorded, the
+            ``sensor_msgs/msg/CompressedImage`` topic ``<image_topic>/compressed``).
         gt_topic: ``vision_msgs/msg/Detection2DArray`` ground-truth topic; when the bag lacks it,
             ``BagFrame.objects`` is None.
 
@@ -505,6 +525,9 @@ def iter_bag_frames(
     path = Path(path)
     reader = _open_reader(path)
     try:
+        topics = {c.topic for c in reader.connections}
+        if image_topic not in topics and image_topic + "/compressed" in topics:
+            image_topic = image_topic + "/compressed"
         image_conns = _require_topic(reader, path, image_topic)
         typestore = _typestore_for_reader(reader)
         gt_conns = [c for c in reader.connections if c.topic == gt_topic]

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scene profile: hard (default; clutter, occluders, look-alikes, rim-coloured "
                              "attributes) or easy (solid shapes)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage")
+    parser.add_argument(
+        "--image-format",
+        choices=("raw", "jpeg", "png"),
+        default="raw",
+        help="raw: sensor_msgs/Image rgb8 on /camera/image_raw (default); jpeg / png: sensor_msgs/CompressedImage "
+        "on /camera/image_raw/compressed",
+    )
     parser.add_argument("--preview", type=Path, default=None, help="also write frame 0 with GT boxes as a PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -100,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         start = time.perf_counter()
         write_scene_bag(out, config, seed=args.seed, n_frames=args.frames, storage=args.storage,
+                        image_format=args.image_format,
                         progress=not args.no_progress)
         elapsed_sec = time.perf_counter() - start
         info = bag_info(out)
