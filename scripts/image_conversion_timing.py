@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         pil_out = _resize_pil(frame).astype(int)
         row = {
             "size": f"{width}x{height}",
-            "bgr8_to_rgb_ms": _median_ms(lambda: image_msg_to_numpy(bgr), args.runs),
-            "jpeg_decode_ms": _median_ms(lambda: decode_compressed("jpeg", jpeg), args.runs),
+            "bgr8_to_rgb_ms": _median_ms(lambda bgr=bgr: image_msg_to_numpy(bgr), args.runs),
+            "jpeg_decode_ms": _median_ms(lambda jpeg=jpeg: decode_compressed("jpeg", jpeg), args.runs),
             "jpeg_kb": len(jpeg) / 1024,
-            "resize_torch_ms": _median_ms(lambda: _resize_torch(frame), args.runs),
-            "resize_pil_ms": _median_ms(lambda: _resize_pil(frame), args.runs),
-            "detector_preprocess_ms": _median_ms(lambda: detector_preprocess(frame), args.runs),
+            "resize_torch_ms": _median_ms(lambda frame=frame: _resize_torch(frame), args.runs),
+            "resize_pil_ms": _median_ms(lambda frame=frame: _resize_pil(frame), args.runs),
+            "detector_preprocess_ms": _median_ms(lambda frame=frame: detector_preprocess(frame), args.runs),
             "resize_max_abs_diff": int(np.abs(torch_out - pil_out).max()),
             "resize_mean_abs_diff": float(np.abs(torch_out - pil_out).mean()),
         }
