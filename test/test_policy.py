@@ -20,7 +20,7 @@ from multidnn_sched.runtime.policy import (
     VariantOption,
     admission_fractions,
     estimated_accuracy,
-    fair_share,
+    fair_shares,
     quantize_fraction,
 )
 
@@ -306,42 +306,40 @@ def one_block(model_name: str, solo_ms: float, options: tuple[VariantOption, ...
     return block(model_name, "b", solo_ms=solo_ms, options=(VariantOption(ORIGINAL, solo_ms, 1.0), *options))
 
 
-def test_admission_fractions_cut_the_largest_demand_first_never_below_the_proportional_share() -> None:
-    # 1.395 of a 1.0 device: the proportional share is 1/1.395 = 0.717. The detector alone could absorb the
-    # excess (cut to 0.51), but not without going below the share a static loop would give it.
-    demands = {"det": 0.81, "emb": 0.165, "cls": 0.42}
+def test_admission_grants_max_min_fair_device_time_cheapest_models_first() -> None:
+    # 1.375 of a 1.0 device: the embedder (0.165) and the classifier (0.40) each fit an equal split (1/3, then
+    # (1 - 0.165) / 2 = 0.4175), so they keep every frame; the detector gets what is left: 0.435 / 0.81
+    demands = {"det": 0.81, "emb": 0.165, "cls": 0.40}
     fractions = admission_fractions(demands, target=1.0, min_fraction=0.2)
-    assert fractions == pytest.approx(dict.fromkeys(demands, fair_share(demands)))
+    assert fractions["emb"] == 1.0 and fractions["cls"] == 1.0
+    assert fractions["det"] == pytest.approx((1.0 - 0.165 - 0.40) / 0.81)
+    # a classifier just above its split (0.42 > 0.4175) loses a sliver, never the detector's share
+    assert admission_fractions({"det": 0.81, "emb": 0.165, "cls": 0.42}, 1.0, 0.2)["cls"] == pytest.approx(
+        0.4175 / 0.42)
     assert sum(demands[n] * f for n, f in fractions.items()) == pytest.approx(1.0)
     assert admission_fractions({"a": 0.3, "b": 0.2}, target=1.0, min_fraction=0.2) == {"a": 1.0, "b": 1.0}
-    # the floors sum to the capacity: even a mild overload is shared by every model
-    mild = admission_fractions({"det": 0.81, "emb": 0.2}, target=1.0, min_fraction=0.2)
-    assert mild == pytest.approx({"det": 1 / 1.01, "emb": 1 / 1.01})
 
 
-def test_admission_never_starves_a_model_it_cuts_everyone_to_the_share_a_static_loop_gives() -> None:
-    # 2.0 of the device: a static deadline-ordered loop serves half of every model's frames; admission may not
-    # cut the big model to its 0.25 minimum and leave the small one whole (the rule that starved a model)
-    fractions = admission_fractions({"big": 1.5, "small": 0.5}, target=1.0, min_fraction=0.25)
-    assert fractions == pytest.approx({"big": 0.5, "small": 0.5})
-    assert fair_share({"big": 1.5, "small": 0.5}) == pytest.approx(0.5)
-    # beyond 1 / min_fraction the minimum binds and the rest is left to shedding
-    extreme = admission_fractions({"big": 4.0, "small": 1.0}, target=1.0, min_fraction=0.3)
-    assert extreme == pytest.approx({"big": 0.3, "small": 0.3})
+def test_admission_never_starves_a_model_every_one_keeps_an_equal_split_of_the_device() -> None:
+    # the former rule cut the largest demand to its minimum and left the others whole; max-min fairness gives
+    # each of two models at least half the device
+    fractions = admission_fractions({"big": 1.5, "small": 0.7}, target=1.0, min_fraction=0.25)
+    assert fractions == pytest.approx({"big": 0.5 / 1.5, "small": 0.5 / 0.7})
+    assert fair_shares({"a": 3.0, "b": 3.0, "c": 0.1}) == pytest.approx({"a": 0.15, "b": 0.15, "c": 1.0})
+    assert admission_fractions({"big": 9.0, "small": 9.0}, target=1.0, min_fraction=0.2) == pytest.approx(
+        {"big": 0.2, "small": 0.2})  # beyond 1 / min_fraction the minimum binds, the rest is left to shedding
 
 
-def test_overloaded_device_without_variants_admits_the_proportional_share_of_every_model() -> None:
-    """15 Hz x (54 + 11 + 28 ms) = 1.40 of the device: no swap possible, so admission cuts every model."""
+def test_overloaded_device_without_variants_admits_a_fraction_of_the_costliest_model() -> None:
+    """15 Hz x (54 + 11 + 26 ms) = 1.37 of the device: no swap possible, so admission cuts the detector."""
     models = [loaded("det", 50.0), loaded("emb", 10.0), loaded("cls", 30.0)]
-    blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
+    blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 26.0)]
     decisions = Policy(cfg()).decide(obs(models, blocks), now_sec=1.0)
-    assert [(d.model, d.block, d.kind) for d in decisions] == [(n, None, ADMIT) for n in ("det", "emb", "cls")]
-    assert len({d.value for d in decisions}) == 1
-    # every model is cut to the proportional share 1 / 1.395 = 0.717, rounded UP to a regular pattern (skip
-    # every 4th frame: 0.75) so that nobody gets less than a static loop would give it
-    assert decisions[0].value == pytest.approx(0.75)
-    assert isinstance(decisions[0].value, float)
-    assert "overloaded" in decisions[0].reason and "1.40" in decisions[0].reason
+    assert [(d.model, d.block, d.kind) for d in decisions] == [("det", None, ADMIT)]
+    # the detector's grant is what the others leave: (1 - 0.165 - 0.39) / 0.81 = 0.55 of its frames, rounded
+    # down to a regular pattern: every 2nd frame
+    assert decisions[0].value == pytest.approx(0.5) and isinstance(decisions[0].value, float)
+    assert "overloaded" in decisions[0].reason and "1.37" in decisions[0].reason
 
 
 def test_admitted_fractions_are_regular_frame_patterns_rounded_down() -> None:
@@ -355,11 +353,11 @@ def test_admitted_fractions_are_regular_frame_patterns_rounded_down() -> None:
 
 
 def test_admission_unchanged_while_the_pattern_holds_and_restored_when_the_device_fits() -> None:
-    blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 28.0)]
+    blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 26.0)]
     policy = Policy(cfg())
-    steady = [loaded(n, lat, admit_fraction=0.75) for n, lat in (("det", 50.0), ("emb", 10.0), ("cls", 30.0))]
+    steady = [loaded("det", 50.0, admit_fraction=0.5), loaded("emb", 10.0), loaded("cls", 30.0)]
     assert policy.decide(obs(steady, blocks), now_sec=1.0) == []
-    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.75), loaded("emb", 10.0, rate_hz=5.0),
+    light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.5), loaded("emb", 10.0, rate_hz=5.0),
              loaded("cls", 30.0, rate_hz=5.0)]  # 5 Hz x 93 ms = 0.47: fits
     decisions = policy.decide(obs(light, blocks), now_sec=2.0)
     assert [(d.model, d.kind, d.value) for d in decisions] == [("det", ADMIT, 1.0)]  # the others admit all
@@ -402,9 +400,9 @@ def test_measured_slowdown_scales_the_predicted_utilization() -> None:
     assert Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(alone, blocks), 1.0) == []
     slow = [replace(m, slowdown=1.5) for m in alone]
     decisions = Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(slow, blocks), 1.0)
-    assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT), ("emb", ADMIT)]
-    # every model gets the share 0.8 / 1.125 = 0.71, rounded up to a regular pattern: skip every 4th frame
-    assert [d.value for d in decisions] == pytest.approx([0.75, 0.75])
+    assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT)]
+    # the embedder (15 ms x 15 Hz = 0.225) fits half of 0.8; the detector gets 0.575 / 0.9 = 0.64: every 2nd
+    assert decisions[0].value == pytest.approx(0.5)
     assert "60.0 ms x 15.0 Hz" in decisions[0].reason  # 40 ms solo x 1.5
 
 
