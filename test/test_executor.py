@@ -543,10 +543,10 @@ def test_policy_round_serializes_lagging_block_of_late_model() -> None:
         assert ex.shutdown(timeout_sec=5.0)
 
 
-def test_cpu_default_is_one_worker_per_model_up_to_the_cores_and_profiling_runs_off_the_callers_thread() -> None:
-    """Workers: one per registered model, at most one per usable core (so ``parallel`` and ``sequential``
-    differ on a multi-core CPU); profiling in its own short-lived thread, so neither the caller nor the decision
-    thread keeps a multi-threaded OpenMP team (executor.ONE_OPENMP_TEAM_NOTE)."""
+def test_cpu_default_is_one_worker_and_profiling_runs_off_the_callers_thread() -> None:
+    """One worker on CPU by default (executor.CPU_DEFAULT_WORKERS, measured), and the policy is told so: it
+    cannot overlap blocks there. Profiling runs in its own short-lived thread, so neither the caller nor the
+    decision thread keeps a multi-threaded OpenMP team (executor.ONE_OPENMP_TEAM_NOTE)."""
     seen: list[str] = []
 
     class WhereAmI(torch.nn.Module):
@@ -559,13 +559,19 @@ def test_cpu_default_is_one_worker_per_model_up_to_the_cores_and_profiling_runs_
         def workers() -> int:
             return len([t for t in ex._threads if t.name.startswith("blockexec-worker")])
 
-        assert workers() == 0
+        assert workers() == 1
         ex.register_model(PartitionedModel("m", [Block("b", WhereAmI())]), deadline_ms=100.0,
                           example_input=torch.zeros(1))
-        assert workers() == 1 and ex.observations().device.workers == 1
         for name in ("x", "y", "z"):
             ex.register_model(PartitionedModel(name, [Block("b", nn.Identity())]), deadline_ms=100.0)
-        assert workers() == min(4, ex.device.slots) == ex.observations().device.workers
+        assert workers() == 1 and ex.observations().device.workers == 1
+        assert not ex.observations().device.can_overlap
+        two = BlockExecutor(num_workers=2, decision_interval_sec=None, reprofile_idle_sec=None)
+        try:
+            assert two.observations().device.workers == 2 and two.observations().device.can_overlap == (
+                two.device.slots >= 2)
+        finally:
+            assert two.shutdown(timeout_sec=5.0)
         ex.profile_solo("m", repeats=1, warmup=0)
         assert seen and all(name.startswith("blockexec-profile") for name in seen)
         assert ex.device.cpu_threads >= 1

@@ -186,7 +186,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "cpu", "torch device of every model: cpu, cuda or cuda:N", read_only=True),
     ParamSpec(
-        "workers", 0, "BlockExecutor worker threads (0: auto, one per model, on CPU at most one per core)", 0, 64,
+        "workers", 0, "BlockExecutor worker threads (0: auto, 1 on CPU, one per model on CUDA)", 0, 64,
         read_only=True,
     ),
     ParamSpec(

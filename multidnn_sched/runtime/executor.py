@@ -66,12 +66,17 @@ from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
 SCHEDULES = ("policy", "parallel", "sequential")
 
-CPU_DEFAULT_WORKERS = None
-"""Worker threads on CPU when ``num_workers`` is None: ``None`` = one per registered model up to the usable
-cores (CUDA: one per model, one stream each). With two or more workers a ``parallel`` block runs with one
-intra-op thread beside another model's block and a ``sequential`` block waits for the whole device and runs
-with every core: the per-block choice the policy makes from measured LAG. One worker (``num_workers=1``) runs
-every block alone with all cores; the policy then never serializes (it would change nothing).
+CPU_DEFAULT_WORKERS = 1
+"""Worker threads on CPU when ``num_workers`` is None (CUDA: one per model, one stream each). ``None`` would
+mean one per registered model up to the usable cores: then a ``parallel`` block runs with one intra-op thread
+beside another model's block and a ``sequential`` block waits for the whole device and runs with every core —
+the per-block choice the policy makes from measured LAG (policy step 0). Measured on the 2-core dev/CI machine
+(default workload, 15 Hz, quiet, 12 s timed after 6 s warm-up, 2026-12-02): ``blocks`` with 2 workers 0.439
+of offered frames on time (joint 0.028), with 1 worker 0.635 (joint 0.528) — the second OpenMP team costs more
+than overlapping frees (the solo detector measured 54 ms afterwards instead of 49). So one worker on CPU by
+default; ``num_workers=2`` (``executor: {num_workers: 2}`` in a workload, ``workers`` in ROS) enables the
+per-block choice, for many-core CPUs where it has to be measured again. With one worker the policy never
+serializes (it would change nothing).
 
 ONE_OPENMP_TEAM_NOTE (the history of this default) — measured on the 2-core dev/CI machine (torch 2.14 CPU,
 libgomp): every Python thread that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has
