@@ -334,7 +334,7 @@ def test_overloaded_device_without_variants_admits_a_fraction_of_the_costliest_m
     """15 Hz x (54 + 11 + 26 ms) = 1.37 of the device: no swap possible, so admission cuts the detector."""
     models = [loaded("det", 50.0), loaded("emb", 10.0), loaded("cls", 30.0)]
     blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 26.0)]
-    decisions = Policy(cfg()).decide(obs(models, blocks), now_sec=1.0)
+    decisions = Policy(cfg(admission_enabled=True)).decide(obs(models, blocks), now_sec=1.0)
     assert [(d.model, d.block, d.kind) for d in decisions] == [("det", None, ADMIT)]
     # the detector's grant is what the others leave: (1 - 0.165 - 0.39) / 0.81 = 0.55 of its frames, rounded
     # down to a regular pattern: every 2nd frame
@@ -354,7 +354,7 @@ def test_admitted_fractions_are_regular_frame_patterns_rounded_down() -> None:
 
 def test_admission_unchanged_while_the_pattern_holds_and_restored_when_the_device_fits() -> None:
     blocks = [one_block("det", 54.0), one_block("emb", 11.0), one_block("cls", 26.0)]
-    policy = Policy(cfg())
+    policy = Policy(cfg(admission_enabled=True))
     steady = [loaded("det", 50.0, admit_fraction=0.5), loaded("emb", 10.0), loaded("cls", 30.0)]
     assert policy.decide(obs(steady, blocks), now_sec=1.0) == []
     light = [loaded("det", 50.0, rate_hz=5.0, admit_fraction=0.5), loaded("emb", 10.0, rate_hz=5.0),
@@ -397,9 +397,9 @@ def test_measured_slowdown_scales_the_predicted_utilization() -> None:
     """Solo 15 Hz x (40 + 10) ms = 0.75 fits a 0.8 target; running 1.5x slower among the others (1.125) does not."""
     blocks = [one_block("det", 40.0), one_block("emb", 10.0)]
     alone = [loaded("det", 50.0), loaded("emb", 10.0)]
-    assert Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(alone, blocks), 1.0) == []
+    assert Policy(cfg(admission_enabled=True, admission_utilization=0.8, swap_utilization=None)).decide(obs(alone, blocks), 1.0) == []
     slow = [replace(m, slowdown=1.5) for m in alone]
-    decisions = Policy(cfg(admission_utilization=0.8, swap_utilization=None)).decide(obs(slow, blocks), 1.0)
+    decisions = Policy(cfg(admission_enabled=True, admission_utilization=0.8, swap_utilization=None)).decide(obs(slow, blocks), 1.0)
     assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT)]
     # the embedder (15 ms x 15 Hz = 0.225) fits half of 0.8; the detector gets 0.575 / 0.9 = 0.64: every 2nd
     assert decisions[0].value == pytest.approx(0.5)
