@@ -397,9 +397,10 @@ def test_measured_slowdown_scales_the_predicted_utilization() -> None:
     """Solo 15 Hz x (40 + 10) ms = 0.75 fits a 0.8 target; running 1.5x slower among the others (1.125) does not."""
     blocks = [one_block("det", 40.0), one_block("emb", 10.0)]
     alone = [loaded("det", 50.0), loaded("emb", 10.0)]
-    assert Policy(cfg(admission_enabled=True, admission_utilization=0.8, swap_utilization=None)).decide(obs(alone, blocks), 1.0) == []
+    config = {"admission_enabled": True, "admission_utilization": 0.8, "swap_utilization": None}
+    assert Policy(cfg(**config)).decide(obs(alone, blocks), 1.0) == []
     slow = [replace(m, slowdown=1.5) for m in alone]
-    decisions = Policy(cfg(admission_enabled=True, admission_utilization=0.8, swap_utilization=None)).decide(obs(slow, blocks), 1.0)
+    decisions = Policy(cfg(**config)).decide(obs(slow, blocks), 1.0)
     assert [(d.model, d.kind) for d in decisions] == [("det", ADMIT)]
     # the embedder (15 ms x 15 Hz = 0.225) fits half of 0.8; the detector gets 0.575 / 0.9 = 0.64: every 2nd
     assert decisions[0].value == pytest.approx(0.5)
