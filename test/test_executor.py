@@ -713,3 +713,30 @@ def test_lag_is_measured_against_the_solo_of_the_variant_that_ran_at_its_input_b
         assert ex._lag.timing(("m", "t", "light", 4)).samples == 1
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+@pytest.mark.parametrize(("short_deadline_ms", "expected"), [
+    (150.0, ["a", "b", "s"]),  # the urgent frame can wait 40 ms and still make 150 ms: no preemption
+    (45.0, ["a", "s", "b"]),  # it cannot (waits ~35 ms + 10 ms > 45 ms): it takes over at the boundary
+])
+def test_a_more_urgent_frame_preempts_only_when_it_cannot_wait(short_deadline_ms: float, expected: list[str]) -> None:
+    ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None, shed_late_frames=False)
+    try:
+        log: list[str] = []
+        first = Sleep(0.04, log=log, tag="a")
+        ex.register_model(PartitionedModel("long", [Block("a", first), Block("b", Sleep(0.04, log=log, tag="b"))]),
+                          deadline_ms=400.0)
+        ex.register_model(PartitionedModel("short", [Block("s", Sleep(0.01, log=log, tag="s"))]),
+                          deadline_ms=short_deadline_ms)
+        ex.submit("long", torch.zeros(1)).result(timeout=10)  # observed latencies for the predictions
+        ex.submit("short", torch.zeros(1)).result(timeout=10)
+        log.clear()
+        first.started.clear()
+        victim = ex.submit("long", torch.zeros(1))
+        assert first.started.wait(5.0)
+        urgent = ex.submit("short", torch.zeros(1))  # earlier absolute deadline than the running frame
+        urgent.result(timeout=10)
+        victim.result(timeout=10)
+        assert log == expected
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
