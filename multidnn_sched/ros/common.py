@@ -291,8 +291,9 @@ class PerceptionNode(Node):
         self.rescued_results += waiting
         if self.rescued_results == waiting:
             self.get_logger().info(
-                f"{waiting} finished frame(s) / image(s) waited for the {RESULT_BACKSTOP_SEC:.1f} s backstop: "
-                "a guard-condition wake-up was lost (logged once)"
+                f"the {RESULT_BACKSTOP_SEC:.1f} s backstop found {waiting} finished frame(s) / image(s) not yet "
+                "drained (a guard-condition wake-up lost or still pending); drained now, counted in "
+                "rescued_results (logged once)"
             )
         self._drain_frames()
         self._drain_results()
