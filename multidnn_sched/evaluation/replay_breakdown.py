@@ -120,12 +120,16 @@ def image_accounting(run: ModeRun) -> dict[str, Any]:
     return out
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def format_cell(value: Any, digits: int = 1) -> str:
+    """A report table cell: ``n/a`` for missing, floats with ``digits`` decimals."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+_fmt = format_cell
 
 
 def breakdown_markdown(report: dict[str, Any]) -> list[str]:

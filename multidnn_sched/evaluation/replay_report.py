@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from multidnn_sched.evaluation.replay_breakdown import breakdown_markdown, image_accounting, stage_breakdown
+from multidnn_sched.evaluation.replay_breakdown import (
+    breakdown_markdown,
+    image_accounting,
+    stage_breakdown,
+)
+from multidnn_sched.evaluation.replay_breakdown import (
+    format_cell as _fmt,
+)
 from multidnn_sched.evaluation.replay_records import STAGES, BagData, ModeRun, Output, ReplayOptions
 from multidnn_sched.runtime.executor import percentile
 
@@ -357,14 +364,6 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     if value is None or base is None or base == 0:
         return None
     return value / base
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -6,17 +6,13 @@ it sees and applies what it returns (at the next block boundary of each worker).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
-from collections.abc import Callable
 from fractions import Fraction
 
 from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.runtime.decisions import ORIGINAL, Decision, DecisionKind, Mode
-from multidnn_sched.runtime.device import Device
-from multidnn_sched.runtime.jobs import Model
-from multidnn_sched.runtime.lag import BlockTiming, LagTracker
+from multidnn_sched.runtime.lag import BlockTiming
 from multidnn_sched.runtime.policy import (
     BlockObservation,
     DeviceObservation,
@@ -26,34 +22,20 @@ from multidnn_sched.runtime.policy import (
     VariantOption,
     relative_accuracy,
 )
+from multidnn_sched.runtime.state import ExecutorState
 from multidnn_sched.runtime.stats import percentile, rate_hz
-from multidnn_sched.runtime.variants import VariantRegistry
 
 SLOWDOWN_MIN_FRAMES = 5
 """Frames a model needs before its slowdown figure is reported to the policy."""
 
 
-class ControlMixin:
+class ControlMixin(ExecutorState):
     """Decisions and observations of :class:`BlockExecutor` (see the module docstring)."""
 
-    # Provided by BlockExecutor (the mixin only groups its methods by concept).
-    _models: dict[str, Model]
-    _registry: VariantRegistry
-    _stats_lock: threading.Lock
-    _cond: threading.Condition
-    _lag: LagTracker
-    _solo_ms: dict[tuple[str, str, str], float]
-    _clock: Callable[[], float]
-    log: logging.Logger
     _decisions: deque[Decision]
     _decision_count: int
-    _worker_count: int
     _stop_event: threading.Event
     policy: SchedulingPolicy | None
-    device: Device
-
-    def _model(self, name: str) -> Model:  # pragma: no cover - provided by BlockExecutor
-        raise NotImplementedError
 
     def _timing_of(self, model: str, block: str) -> BlockTiming:  # pragma: no cover - provided by BlockExecutor
         raise NotImplementedError

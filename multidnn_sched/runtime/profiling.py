@@ -5,41 +5,24 @@ Mixed into :class:`~multidnn_sched.runtime.executor.BlockExecutor`.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable
 
 from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.runtime.block import Carry
-from multidnn_sched.runtime.device import Device, SlotGate
-from multidnn_sched.runtime.jobs import Model
-from multidnn_sched.runtime.lag import LagTracker, profile_model
-from multidnn_sched.runtime.variants import VariantRegistry
+from multidnn_sched.runtime.device import SlotGate
+from multidnn_sched.runtime.lag import profile_model
+from multidnn_sched.runtime.state import ExecutorState
 
 
-class ProfilingMixin:
+class ProfilingMixin(ExecutorState):
     """Solo profiling of :class:`BlockExecutor` (see the module docstring)."""
 
-    # Provided by BlockExecutor (the mixin only groups its methods by concept).
-    _models: dict[str, Model]
-    _registry: VariantRegistry
-    _stats_lock: threading.Lock
-    _cond: threading.Condition
-    _lag: LagTracker
-    _solo_ms: dict[tuple[str, str, str], float]
-    _clock: Callable[[], float]
-    log: logging.Logger
     _gate: SlotGate
-    _worker_count: int
     _alone_threads: dict[tuple[str, str], int]
     _profiled_bucket: dict[tuple[str, str], int]
     _last_activity_sec: float
-    device: Device
     reprofile_idle_sec: float | None
     reprofile_interval_sec: float
-
-    def _model(self, name: str) -> Model:  # pragma: no cover - provided by BlockExecutor
-        raise NotImplementedError
 
     def _idle(self) -> bool:
         with self._cond:

@@ -1,0 +1,34 @@
+"""The state :class:`~multidnn_sched.runtime.executor.BlockExecutor` shares with its concept mixins.
+
+``ControlMixin`` (runtime/control.py) and ``ProfilingMixin`` (runtime/profiling.py) group the executor's
+methods by concept; this base declares, once, the attributes they read (set in ``BlockExecutor.__init__``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from multidnn_sched.runtime.device import Device
+from multidnn_sched.runtime.jobs import Model
+from multidnn_sched.runtime.lag import LagTracker
+from multidnn_sched.runtime.variants import VariantRegistry
+
+
+class ExecutorState:
+    """Attribute declarations only (no behaviour)."""
+
+    _models: dict[str, Model]
+    _registry: VariantRegistry
+    _stats_lock: threading.Lock
+    _cond: threading.Condition
+    _lag: LagTracker
+    _solo_ms: dict[tuple[str, str, str], float]
+    _clock: Callable[[], float]
+    _worker_count: int
+    log: logging.Logger
+    device: Device
+
+    def _model(self, name: str) -> Model:  # pragma: no cover - provided by BlockExecutor
+        raise NotImplementedError
