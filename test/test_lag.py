@@ -100,3 +100,16 @@ def test_input_bucket_is_the_batch_size_rounded_up_to_a_power_of_two() -> None:
     assert [input_bucket(torch.zeros(n, 3)) for n in (1, 2, 3, 4, 5, 17, 32)] == [1, 2, 4, 4, 8, 32, 32]
     assert input_bucket((torch.zeros(6, 2), torch.zeros(1))) == 8
     assert input_bucket({"x": torch.zeros(0, 2)}) == 1 and input_bucket("no tensor") == 1
+
+
+def test_peek_reads_the_live_figures_and_timing_returns_a_detached_copy() -> None:
+    tracker = LagTracker(alpha=0.5)
+    key = ("m", "b", "original", 4)
+    assert tracker.peek(key) is None
+    tracker.set_solo(key, 10.0)
+    live = tracker.update(key, 14.0)
+    assert tracker.peek(key) is live
+    copy = tracker.timing(key)
+    tracker.update(key, 30.0)
+    assert live.ema_observed_ms == tracker.peek(key).ema_observed_ms == 22.0
+    assert copy.ema_observed_ms == 14.0  # the copy did not follow

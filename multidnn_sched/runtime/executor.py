@@ -453,7 +453,8 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
                 if observed_ms is not None:
                     self._lag.update(lag_key, observed_ms, alone=alone)
                     self._last_key[(name, block.name)] = lag_key
-                solo_ms = self._lag.timing(lag_key).solo_ms
+                live = self._lag.peek(lag_key)
+                solo_ms = live.solo_ms if live is not None else None
                 if solo_ms is None:
                     solo_ms = self._solo_ms.get((name, block.name, ran))
             if observed_ms is None or solo_ms is None or job.solo_ms is None:
@@ -510,10 +511,10 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
         """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
         observed yet), in one pass under the stats lock; None if a block has neither."""
         total = remaining = 0.0
+        name = model.pm.name
         with self._stats_lock:
             for index, block in enumerate(model.pm.blocks):
-                timing = self._timing_of(model.pm.name, block.name)
-                value = timing.ema_observed_ms if timing.ema_observed_ms is not None else timing.solo_ms
+                value = self._predicted_block_ms(name, block.name)
                 if value is None:
                     return None
                 total += value
@@ -521,14 +522,31 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
                     remaining += value
         return total, remaining
 
-    def _timing_of(self, model: str, block: str) -> BlockTiming:
-        """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
-        it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo
-        figure falls back to the profile of that implementation."""
+    def _active_lag_key(self, model: str, block: str) -> tuple[LagKey, str]:
+        """(LAG key of the block's ACTIVE implementation, that implementation); caller holds ``_stats_lock``.
+        The input bucket it last ran on, or — right after a swap, before the new variant ran — the profiled one."""
         variant = self._registry.active((model, block))[0]
         key = self._last_key.get((model, block))
         if key is None or key[2] != variant:
             key = (model, block, variant, self._profiled_bucket.get((model, block), 1))
+        return key, variant
+
+    def _predicted_block_ms(self, model: str, block: str) -> float | None:
+        """The active implementation's EMA-observed latency, else its solo figure (caller holds
+        ``_stats_lock``). The shedding check's hot path: reads the live LAG figures, copies nothing."""
+        key, variant = self._active_lag_key(model, block)
+        live = self._lag.peek(key)
+        if live is not None and live.ema_observed_ms is not None:
+            return live.ema_observed_ms
+        if live is not None and live.solo_ms is not None:
+            return live.solo_ms
+        return self._solo_ms.get((model, block, variant))
+
+    def _timing_of(self, model: str, block: str) -> BlockTiming:
+        """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
+        it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo
+        figure falls back to the profile of that implementation."""
+        key, variant = self._active_lag_key(model, block)
         timing = self._lag.timing(key)
         if timing.solo_ms is None:
             timing.solo_ms = self._solo_ms.get((model, block, variant))

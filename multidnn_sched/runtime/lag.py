@@ -147,7 +147,7 @@ class LagTracker:
             self._lag_seeded.discard(key)
 
     def update(self, key: Hashable, observed_ms: float, *, alone: bool = False) -> BlockTiming:
-        """Fold one observed latency in and return a copy of the block's figures.
+        """Fold one observed latency in and return the block's LIVE figures (see :meth:`peek`).
 
         ``alone``: no other block ran at any moment of this run, so the sample IS a solo latency: it refines
         ``solo_ms`` (EMA; it starts it for an input bucket that was never profiled). The LAG sample is taken
@@ -173,11 +173,20 @@ class LagTracker:
         timing.last_observed_ms = observed_ms
         timing.samples += 1
         timing.last_update_sec = self._clock()
-        return replace(timing)
+        return timing
 
     def timing(self, key: Hashable) -> BlockTiming:
         """A copy of the block's figures (all ``None`` / 0 for an unknown block)."""
         return replace(self._timings.get(key, BlockTiming()))
+
+    def peek(self, key: Hashable) -> BlockTiming | None:
+        """The block's LIVE figures (``None`` for an unknown block), for the executor's per-block hot path.
+
+        No copy: the caller holds the executor's stats lock and must not modify or keep the object.
+        ``timing()`` copies a dataclass per call; the shedding check reads every block of a model at every
+        block boundary, so copies there cost O(blocks^2) per frame.
+        """
+        return self._timings.get(key)
 
     def snapshot(self) -> dict[Hashable, BlockTiming]:
         """Copies of all blocks' figures, keyed as they were updated."""
