@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -250,6 +251,8 @@ def test_sweep_finds_the_capacity_of_a_fake_device() -> None:
     # 20 Hz fits exactly; the bisection may stop a probe or two short when the machine is busy (1.5 s windows)
     assert found is not None and 16.0 <= found <= 22.0, sweep["modes"]["sequential"]
     assert sweep["physical_limit_hz_fp32"] == pytest.approx(20.0, rel=0.05)
+    if sys.platform.startswith("linux"):
+        assert sweep["background_cores"]["runs"] == len(sweep["modes"]["sequential"]["probes"])
 
 
 def test_static_mode_with_fixed_plan_runs_each_model() -> None:
@@ -327,3 +330,8 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     text = doc.read_text()
     assert "old figures" not in text and "| blocks |" in text and text.startswith("intro\n")
     assert math.isfinite(result["modes"]["sequential"]["on_time_rate"]["median"])
+    # every run says how quiet the machine was, and the report says it too
+    assert all(rec["background_cores"] is None or rec["background_cores"] >= 0.0 for rec in result["runs"])
+    if sys.platform.startswith("linux"):
+        assert result["background_cores"]["runs"] == 4
+        assert "machine quiet" in printed or "machine NOT quiet" in printed

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from multidnn_sched.bench.aggregate import median
+from multidnn_sched.bench.quiet import format_quiet
 from multidnn_sched.bench.runs import DROP_CAUSES, ModelRun
 
 
@@ -192,6 +193,9 @@ def format_report(result: Mapping[str, Any]) -> str:
         verdict = verdict_lines(result.get("ratios", {}))
         if verdict:
             parts.append("\n".join(verdict))
+    quiet = format_quiet(result.get("background_cores"), "timed runs")
+    if quiet:
+        parts.append(quiet)
     bounds = format_bounds(result.get("bounds"))
     if bounds:
         parts.append("\n".join(bounds))
@@ -200,6 +204,9 @@ def format_report(result: Mapping[str, Any]) -> str:
         parts.append("\n".join(calibration))
     if result.get("sweep"):
         parts.append(format_sweep(result["sweep"], result.get("workload", {}).get("deadlines_ms")))
+        quiet = format_quiet(result["sweep"].get("background_cores"), "sweep probes")
+        if quiet:
+            parts.append(quiet)
     return "\n\n".join(parts)
 
 
@@ -237,7 +244,9 @@ def render_headline(paths: Sequence[Path]) -> str:
                 lines.append(f"| {mode} | {_range(entry['on_time_rate'], '.3f')} | "
                              f"{_range(entry['joint_on_time_rate'], '.3f')} |")
             lines += [""] + [ln for ln in verdict_lines(result.get("ratios", {}))
-                             if "over all frames" in ln or "jointly" in ln] + [""]
+                             if "over all frames" in ln or "jointly" in ln]
+            quiet = format_quiet(result.get("background_cores"), "timed runs")
+            lines += ([quiet] if quiet else []) + [""]
         if result.get("sweep"):
             sweep = result["sweep"]
             rates = []
