@@ -127,3 +127,22 @@ def test_reset_restarts_ids() -> None:
     tracker.reset()
     out = tracker.update(np.array([_box(10, 10)]), np.array([1.0]), np.array([0]))
     assert [o.track_id for o in out] == [1]
+
+
+def test_kalman_gating_and_update_match_a_cholesky_reference() -> None:
+    import scipy.linalg
+
+    kf = KalmanBoxFilter(1.0 / 20.0, 1.0 / 160.0)
+    rng = np.random.default_rng(3)
+    mean, cov = kf.initiate(np.array([120.0, 80.0, 0.8, 60.0]))
+    for _ in range(3):
+        mean, cov = kf.predict(mean, cov)
+    measurements = np.array([120.0, 80.0, 0.8, 60.0]) + rng.normal(0.0, 5.0, (7, 4))
+    proj_mean, proj_cov = kf.project(mean, cov)
+    chol = np.linalg.cholesky(proj_cov)
+    z = scipy.linalg.solve_triangular(chol, (measurements - proj_mean).T, lower=True)
+    np.testing.assert_allclose(kf.gating_distance(mean, cov, measurements), np.sum(z * z, axis=0), rtol=1e-9)
+    gain = scipy.linalg.cho_solve(scipy.linalg.cho_factor(proj_cov, lower=True), (cov @ kf._update.T).T).T
+    new_mean, new_cov = kf.update(mean, cov, measurements[0])
+    np.testing.assert_allclose(new_mean, mean + (measurements[0] - proj_mean) @ gain.T, rtol=1e-9)
+    np.testing.assert_allclose(new_cov, cov - gain @ proj_cov @ gain.T, rtol=1e-9, atol=1e-9)

@@ -14,7 +14,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 from scipy.optimize import linear_sum_assignment
 
 CHI2_95_4DOF: float = 9.4877
@@ -146,8 +145,10 @@ class KalmanBoxFilter:
         self, mean: np.ndarray, cov: np.ndarray, measurement: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         proj_mean, proj_cov = self.project(mean, cov)
-        chol = scipy.linalg.cho_factor(proj_cov, lower=True, check_finite=False)
-        gain = scipy.linalg.cho_solve(chol, (cov @ self._update.T).T, check_finite=False).T
+        # Kalman gain K = P H^T S^-1, from S K^T = (P H^T)^T (S symmetric). numpy's solve, not scipy's
+        # cho_solve / solve_triangular: for these 4x4 systems scipy's wrappers cost ~130 us a call against
+        # ~13 us (measured here, 2026-12-02), and the tracker calls them per track per frame.
+        gain = np.linalg.solve(proj_cov, (cov @ self._update.T).T).T
         mean = mean + (measurement - proj_mean) @ gain.T
         cov = cov - gain @ proj_cov @ gain.T
         return mean, cov
@@ -155,10 +156,8 @@ class KalmanBoxFilter:
     def gating_distance(self, mean: np.ndarray, cov: np.ndarray, measurements: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each ``[M, 4]`` measurement to the projected state."""
         proj_mean, proj_cov = self.project(mean, cov)
-        chol = np.linalg.cholesky(proj_cov)
         d = measurements - proj_mean
-        z = scipy.linalg.solve_triangular(chol, d.T, lower=True, check_finite=False)
-        return np.sum(z * z, axis=0)
+        return np.sum(d.T * np.linalg.solve(proj_cov, d.T), axis=0)  # d^T S^-1 d per measurement
 
 
 @dataclass
