@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rclpy
+import torch
 import yaml
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -706,5 +707,29 @@ def test_results_are_post_processed_and_published_off_the_scheduler_workers(ros_
         assert wait_for(lambda: all(node.pending_results() == 0 for node in nodes), 10.0), [
             node.pending_results() for node in nodes
         ]
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ros_side_torch_calls_use_node_torch_threads(ros_context: Context, threads: int) -> None:
+    overrides = {"perception_container": [
+        Parameter("diagnostics_period_sec", Parameter.Type.DOUBLE, 0.2),
+        Parameter("node_torch_threads", Parameter.Type.INTEGER, threads),
+    ]}
+    harness = Harness(ros_context, overrides)
+    seen: list[int] = []
+    try:
+        for node in harness.container.nodes.values():
+            assert node.torch_threads == threads
+            original = node.publisher.publish
+
+            def recording(msg: Any, original: Callable[[Any], None] = original) -> None:
+                seen.append(torch.get_num_threads())  # on the node's callback thread, after post-processing
+                original(msg)
+
+            node.publisher.publish = recording  # type: ignore[method-assign]
+        assert publish_until(harness, "classified", 2, lambda i: make_image(stamp_sec=60 + i)), harness.received
+        assert seen and set(seen) == {threads}, seen
     finally:
         harness.close()

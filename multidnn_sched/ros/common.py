@@ -34,6 +34,7 @@ from multidnn_sched.ros.params import ParamSpec, ParamValue, check_parameters, d
 from multidnn_sched.ros.runtime import ModelRuntime
 from multidnn_sched.ros.stats import NodeStats
 from multidnn_sched.ros.timing import FrameTiming, clamp_runtime_times, now_ms
+from multidnn_sched.ros.torch_threads import NODE_TORCH_THREADS, use_torch_threads
 from multidnn_sched.runtime.frame_times import frame_times
 
 OUTPUT_QOS_DEPTH = 10
@@ -130,6 +131,9 @@ class PerceptionNode(Node):
         self._backstop_timer = self.create_timer(
             RESULT_BACKSTOP_SEC, self._backstop, callback_group=self.callback_group
         )
+        self.torch_threads = NODE_TORCH_THREADS
+        """Intra-op threads of this node's torch calls on its callback threads (the container's
+        ``node_torch_threads``; see :mod:`multidnn_sched.ros.torch_threads`)."""
         self.image_input: ImageInput | None = None
         if subscribe_image:
             self.image_input = ImageInput(
@@ -173,11 +177,13 @@ class PerceptionNode(Node):
         """A decoded image, already on this node's callback group (its own image subscription)."""
         if self.counts_images:
             self.stats.on_received()
+        use_torch_threads(self.torch_threads)
         self.on_frame(frame)
 
     def _drain_frames(self) -> None:
         """Frame guard-condition callback (the node's callback group): hand each queued frame to ``on_frame``,
         finishing the results that came meanwhile after each (a backlog of images must not hold results back)."""
+        use_torch_threads(self.torch_threads)
         while True:
             with self._frames_lock:
                 if not self._frames:
@@ -266,6 +272,7 @@ class PerceptionNode(Node):
 
     def _drain_results(self) -> None:
         """Guard-condition callback (the ROS executor's thread): post-process and publish finished frames."""
+        use_torch_threads(self.torch_threads)
         while True:
             with self._results_lock:
                 if not self._results:

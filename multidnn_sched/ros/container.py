@@ -123,6 +123,7 @@ class PerceptionContainer:
         shared_input = len(self.node_names) > 1
         for name in self.node_names:
             self.nodes[name] = self._make_node(name, tasks, context, overrides.get(name), not shared_input)
+            self.nodes[name].torch_threads = int(self.values["node_torch_threads"])
         self.image_input: ImageInput | None = None
         if shared_input:
             try:

@@ -18,6 +18,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.ros.torch_threads import NODE_TORCH_THREADS
 from multidnn_sched.runtime.policy import PolicyConfig
 
 _POLICY = PolicyConfig()
@@ -195,6 +196,14 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         "job-queue key bias per priority level (0: pure EDF, priority breaks ties; key = deadline - weight x priority)",
         0.0,
         10000.0,
+        read_only=True,
+    ),
+    ParamSpec(
+        "node_torch_threads",
+        NODE_TORCH_THREADS,
+        "torch intra-op threads of each ROS-side thread (pre/post-processing; baseline models); 0: torch default",
+        0,
+        64,
         read_only=True,
     ),
     ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
