@@ -22,12 +22,14 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from multidnn_sched.runtime.block import Carry
+
+_NO_STREAM = contextlib.nullcontext()
 
 CUDA_PARALLEL_SLOTS = 1 << 16
 """Slots of a CUDA device: parallel blocks never wait for each other there (streams), sequential take all."""
@@ -180,15 +182,13 @@ class Device:
                 self._streams[model] = stream
             return stream
 
-    @contextlib.contextmanager
-    def stream_context(self, model: str) -> Iterator[None]:
-        """Make the model's stream current (no-op on CPU)."""
+    def stream_context(self, model: str) -> contextlib.AbstractContextManager[Any]:
+        """Make the model's stream current (no-op on CPU: one shared ``nullcontext``, no generator per
+        block — the executor enters this twice per block)."""
         stream = self.stream_for(model)
         if stream is None:
-            yield
-            return
-        with torch.cuda.stream(stream):
-            yield
+            return _NO_STREAM
+        return torch.cuda.stream(stream)
 
     def set_threads(self, granted_slots: int) -> None:
         """Set the calling thread's intra-op threads for a block granted ``granted_slots`` slots (CPU only)."""
