@@ -155,6 +155,7 @@ def setup_model(
     calibration_frames: int = DEFAULT_CALIBRATION,
     profile: str = "hard",
     progress: bool = False,
+    weights: str | None = None,
 ) -> ModelSetup:
     """Build, partition and prepare held-out and calibration inputs for a default model, a torchvision model
     name or a registry name (``source:name``, see :func:`setup_registry_model`).
@@ -173,9 +174,12 @@ def setup_model(
 
     heldout_seeds = [seed] if seed is not None and heldout_seeds is None else heldout_seeds
     if ":" in name:
+        extra = {"weights": weights} if weights else {}
         return setup_registry_model(name, frames, None, model_name, heldout_seeds=heldout_seeds,
                                     calibration_seeds=calibration_seeds, calibration_frames=calibration_frames,
-                                    profile=profile, input_hw=input_hw)
+                                    profile=profile, input_hw=input_hw, **extra)
+    if weights:
+        raise ConfigError(f"--weights applies to registry models (torchvision:..., module:...), not {name!r}")
     plan = _seed_plan(name, heldout_seeds, calibration_seeds, profile)
     if name in DEFAULT_MODELS:
         from multidnn_sched.models.classifier import CLASSIFIER_INPUT_HW
@@ -244,7 +248,7 @@ def significant_blocks(pm: PartitionedModel, example: Carry, exclude: Sequence[s
 
 
 def _merge(out_dir: Path, setup: ModelSetup, records: list[Any], max_drop: float) -> Path:
-    from .manifest import Manifest, ModelBaseline, mark_usability, read_manifest, write_manifest
+    from .manifest import Manifest, ModelBaseline, mark_usability, read_manifest, weights_fingerprint, write_manifest
 
     path = out_dir / "manifest.json"
     manifest = read_manifest(path) if path.is_file() else Manifest(max_accuracy_drop=max_drop)
@@ -258,7 +262,8 @@ def _merge(out_dir: Path, setup: ModelSetup, records: list[Any], max_drop: float
             base.accuracy, base.accuracy_metric, base.eval_frames or len(setup.inputs), base.eval_samples,
             scene_profile=seeds.profile if seeds else "", heldout_seeds=list(seeds.heldout) if seeds else [],
             calibration_seeds=list(seeds.calibration) if seeds else [],
-            finetune_seeds=list(seeds.finetune) if seeds else [], training_seeds=list(seeds.training) if seeds else [])
+            finetune_seeds=list(seeds.finetune) if seeds else [], training_seeds=list(seeds.training) if seeds else [],
+            weights_fingerprint=weights_fingerprint((b.name, b.module) for b in setup.pm.blocks))
     for record in manifest.variants:  # the floor may have changed: re-judge accuracy verdicts
         if record.reason.startswith("accuracy"):
             record.usable, record.reason = True, ""
@@ -280,7 +285,7 @@ def _build(args: argparse.Namespace, model: str, blocks: Sequence[str], kinds: S
     setup = setup_model(model, args.frames, model_name=getattr(args, "name", None) or None,
                         input_hw=(size[0], size[1]) if size else None, heldout_seeds=heldout,
                         calibration_seeds=calibration_seeds, calibration_frames=args.calibration,
-                        progress=not args.quiet)
+                        progress=not args.quiet, weights=getattr(args, "weights", None))
     if not setup.trained and model in DEFAULT_MODELS:
         print(f"warning: {model} has no trained weights yet; accuracy figures are for random init", file=sys.stderr)
     calibration = setup.calibration or setup.inputs
@@ -450,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: --model)")
     p.add_argument("--input", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="network input size of a registry model (as the node / workload runs it)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="weights of a registry model (.safetensors, or a state dict read with weights_only=True); "
+                   "without it a torchvision model has random weights, and its variants load only into a model "
+                   "with the same weights (the manifest records their fingerprint)")
     p.add_argument("--block", action="append", default=None)
     p.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="comma-separated variant kinds")
     _common(p)

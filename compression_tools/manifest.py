@@ -43,6 +43,7 @@ from multidnn_sched.runtime.backends.manifest import (  # noqa: F401 - re-export
     read_manifest,
     sha256_file,
     verify_file,
+    weights_fingerprint,
 )
 
 

@@ -9,6 +9,7 @@ import torch
 
 from compression_tools.cli import main, setup_model
 from compression_tools.manifest import read_manifest
+from multidnn_sched.exceptions import CheckpointError
 from multidnn_sched.models.registry import load_model
 from multidnn_sched.runtime.variant_loader import attach_variants, load_variants
 
@@ -19,8 +20,10 @@ def test_build_int8_for_a_torchvision_classifier_makes_usable_variants(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "variants"
+    weights = tmp_path / "effnet.pt"  # the user's own weights (random here), as a local state-dict file
+    torch.save(load_model("torchvision:efficientnet_b0").model.state_dict(), weights)
     code = main(["build", "--model", "torchvision:efficientnet_b0", "--name", "classifier", "--block", "heaviest",
-                 "--kinds", "int8", "--out", str(out), *FAST])
+                 "--kinds", "int8", "--weights", str(weights), "--out", str(out), *FAST])
     assert code == 0, capsys.readouterr().err
     manifest = read_manifest(out / "manifest.json")
     int8 = [r for r in manifest.variants if r.kind == "int8"]
@@ -28,9 +31,14 @@ def test_build_int8_for_a_torchvision_classifier_makes_usable_variants(
     assert int8[0].accuracy_metric == "top1_agreement_pct" and int8[0].accuracy is not None
     assert 0.0 <= int8[0].accuracy <= 100.0
     assert manifest.models["classifier"].accuracy == pytest.approx(100.0)  # fp32 agrees with itself
+    assert len(manifest.models["classifier"].weights_fingerprint) == 64  # which weights the variants came from
     assert (out / int8[0].file).is_file()
-    # The runtime loads the variant into the same registry model's blocks and it runs.
-    loaded = load_model("torchvision:efficientnet_b0")
+    # The runtime loads the variant into the same registry model with the same weights, and it runs; into one
+    # with other (fresh random) weights it is refused: those int8 blocks were calibrated on other weights.
+    with pytest.raises(CheckpointError, match="built from other weights"):
+        other = load_model("torchvision:efficientnet_b0").partition("classifier")
+        load_variants(out / "manifest.json", other)
+    loaded = load_model("torchvision:efficientnet_b0", weights=str(weights))
     pm = loaded.partition("classifier")
     assert attach_variants(pm, load_variants(out / "manifest.json", pm)) >= 1
     block = pm.block(int8[0].block)

@@ -165,3 +165,22 @@ def test_variant_for_unknown_block_is_refused(tmp_path: Path) -> None:
     other = PartitionedModel("toy", [Block("stem", pm.block("stem").module)])
     with pytest.raises(VariantError, match="block 'body'"):
         load_variants(path, other)
+
+
+def test_variants_cut_from_other_weights_are_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from compression_tools.manifest import weights_fingerprint
+
+    pm = _model()
+    path = _write_manifest(tmp_path, pm)
+    with caplog.at_level("WARNING"):
+        assert load_variants(path, pm)  # a manifest from before the fingerprint: loads, says it cannot check
+    assert "records no weights fingerprint" in caplog.text
+    raw = json.loads(path.read_text())
+    raw["models"]["toy"]["weights_fingerprint"] = weights_fingerprint((b.name, b.module) for b in pm.blocks)
+    path.write_text(json.dumps(raw))
+    assert [v.name for v in load_variants(path, pm)["body"]] == ["prune50"]  # the same weights
+    retrained = _model()
+    with torch.no_grad():
+        next(retrained.block("body").module.parameters()).add_(1e-3)
+    with pytest.raises(CheckpointError, match="'toy' were built from other weights"):
+        load_variants(path, retrained)

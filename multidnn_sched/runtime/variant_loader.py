@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from multidnn_sched.exceptions import CheckpointError, VariantError
-from multidnn_sched.runtime.backends.manifest import VariantRecord, load_variant, read_manifest, verify_file
+from multidnn_sched.runtime.backends.manifest import (
+    Manifest,
+    VariantRecord,
+    load_variant,
+    read_manifest,
+    verify_file,
+    weights_fingerprint,
+)
 from multidnn_sched.runtime.block import BlockVariant, PartitionedModel
 
 _log = logging.getLogger(__name__)
@@ -34,6 +41,28 @@ def _ready_module(record: VariantRecord, path: Path, pm: PartitionedModel, intra
 
         return TrtBlock(path)
     raise CheckpointError(f"variant {record.model}/{record.block}/{record.name}: cannot load format {record.format!r}")
+
+
+def check_weights(manifest: Manifest, manifest_path: Path, partitioned_model: PartitionedModel) -> None:
+    """Refuse variants cut from other weights than the model's (retrained since, or random weights).
+
+    Raises:
+        CheckpointError: the manifest's ``weights_fingerprint`` of the model differs from the model's own.
+    """
+    baseline = manifest.models.get(partitioned_model.name)
+    expected = baseline.weights_fingerprint if baseline is not None else ""
+    if not expected:
+        if any(r.model == partitioned_model.name and r.kind != "original" for r in manifest.variants):
+            _log.warning("manifest %s records no weights fingerprint for %r (built before it was recorded): "
+                         "cannot check that its variants were cut from these weights", manifest_path,
+                         partitioned_model.name)
+        return
+    got = weights_fingerprint((b.name, b.module) for b in partitioned_model.blocks)
+    if got != expected:
+        raise CheckpointError(
+            f"manifest {manifest_path}: the variants of {partitioned_model.name!r} were built from other weights "
+            f"(fingerprint {expected[:12]}, this model's {got[:12]}): the model was retrained or loaded with other "
+            f"weights since; rebuild its variants (multidnn-compress build-defaults, or build --model ...)")
 
 
 def load_variants(
@@ -67,6 +96,7 @@ def load_variants(
     """
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
+    check_weights(manifest, manifest_path, partitioned_model)
     root = manifest_path.parent
     result: dict[str, list[BlockVariant]] = {}
     for record in manifest.variants:

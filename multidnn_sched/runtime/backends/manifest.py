@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,9 @@ class ModelBaseline:
         calibration_seeds: scene seeds of the int8 calibration carries.
         finetune_seeds: scene seeds of the ``+ft`` distillation carries.
         training_seeds: scene seeds the model's weights were trained on (empty: unknown).
+        weights_fingerprint: :func:`weights_fingerprint` of the original model the variants were built from
+            (empty: a manifest from before it was recorded). Variants cut from other weights (the model was
+            retrained, or runs with random weights) would be silently wrong, so loading refuses them.
     """
 
     accuracy: float | None = None
@@ -107,6 +111,22 @@ class ModelBaseline:
     calibration_seeds: list[int] = field(default_factory=list)
     finetune_seeds: list[int] = field(default_factory=list)
     training_seeds: list[int] = field(default_factory=list)
+    weights_fingerprint: str = ""
+
+
+def weights_fingerprint(blocks: Iterable[tuple[str, nn.Module]]) -> str:
+    """sha256 over the blocks' state dicts (names, dtypes, shapes, values) in order: which weights a model has.
+
+    ``blocks``: ``(block name, module)`` pairs, e.g. ``(b.name, b.module) for b in partitioned_model.blocks``
+    before any variant is active. Computed on the loaded tensors, so it does not depend on the file format the
+    weights came in (fp16 safetensors are compared after loading into the model)."""
+    digest = hashlib.sha256()
+    for block_name, module in blocks:
+        for key, tensor in module.state_dict().items():
+            value = tensor.detach().cpu().contiguous()
+            digest.update(f"{block_name}.{key}:{value.dtype}:{tuple(value.shape)};".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 @dataclass
