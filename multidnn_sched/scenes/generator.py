@@ -27,6 +27,10 @@ from multidnn_sched.exceptions import ConfigError
 PROFILES: tuple[str, ...] = ("easy", "hard")
 """Scene profiles: ``easy`` (solid shapes, mild photometrics) and ``hard`` (see :func:`hard_config`)."""
 
+HARD_PROFILE_VERSION: int = 2
+"""Version of the hard profile's world rules (2: per-type styles, aimed look-alikes, pillar swaps, more
+turnover); part of the training-cache key so a cache rendered by older rules is not reused."""
+
 PATTERNS: tuple[str, ...] = ("stripes", "checker", "dots", "rings")
 """Fill textures of the hard profile (dark marks in the fill colour, ~50 % coverage each)."""
 
@@ -47,7 +51,24 @@ _DISTRACTOR_COUNT = 6
 _HARD_RIM_BAND = 0.22  # hard profile: rim width in units of the half-size; the rim carries the attribute colour
 _HARD_PATTERN_DARKEN = 0.5  # pattern marks: fill colour x this
 _HARD_CLUTTER_COUNT = 14  # coloured non-object shapes (rings, bars, half-discs) in the backdrop
-_HARD_LOOKALIKE_PROBABILITY = 0.5  # a newcomer copies an on-screen object's shape / colours, other texture
+_HARD_LOOKALIKE_PROBABILITY = 0.7  # a newcomer copies an on-screen object's type (shape, colours), other texture
+_HARD_LOOKALIKE_MIN_SIZE_PX = 48.0  # only objects this large (at 640x480) get look-alikes: texture stays legible
+_HARD_LOOKALIKE_SIZE_JITTER = 0.04  # a look-alike's size is its model's +/- 4 %
+_HARD_PATTERN_FREQ = (2.5, 4.0)  # texture periods across an object (per type)
+_HARD_PATTERN_REUSE_FRAMES = 60  # a type's texture is not given to a newcomer within this many frames of its last use
+_HARD_AIM_FRAMES = (15.0, 90.0)  # a look-alike meets its model's path this many frames (at 15 Hz) after entering
+_HARD_AIM_TRIES = 12
+_HARD_OCCLUDER_THICKNESS_PX = (6.0, 22.0)
+_HARD_PILLAR_COUNT = 2  # wide pillars (40-70 px) where look-alikes may take an object's place
+_HARD_SIDE_ENTRY_BIAS = 0.6  # share of top/bottom entries turned into left/right ones (cross the pillars)
+_HARD_PILLAR_WIDTH_PX = (40.0, 70.0)
+_HARD_SWAP_PROBABILITY = 0.5  # per crossing of a pillar's axis by an eligible object
+_HARD_SWAP_MAX_SIZE_RATIO = 1.5  # only objects at most this much wider than the pillar (mostly hidden) swap
+_HARD_SPAWN_PROBABILITY = 0.35  # per frame while below the target count (easy: 0.25): more turnover
+
+
+def _spawn_probability(hard: bool) -> float:
+    return _HARD_SPAWN_PROBABILITY if hard else 0.25
 
 
 @dataclass
@@ -131,15 +152,19 @@ class SceneConfig:
 def hard_config(width: int = 640, height: int = 480, rate_hz: float = 15.0) -> SceneConfig:
     """The ``hard`` profile (default of evaluation and the demo bag), sizes and speeds scaled to the image.
 
-    Objects 22..200 px (log-uniform) at 640x480, up to 9 on screen, noise 10 grey levels (x0.6..1.6 per
-    frame), 30 % of frames blurred (half box, half directional motion blur), lighting +/-35 % plus a colour
-    cast and a moving light gradient, 3 foreground poles.
+    Objects 22..200 px (log-uniform) at 640x480, 4 to 10 on screen, 1.5..7 px per frame (more turnover than
+    the easy profile), noise 10 grey levels (x0.6..1.6 per frame), 30 % of frames blurred (half box, half
+    directional motion blur), lighting +/-35 % plus a colour cast and a moving light gradient, 3 foreground
+    poles and 2 wide pillars. Identity: objects of one type (shape, rim colour) share rim and fill colours and
+    texture scale within a sequence and differ only in texture kind; 70 % of newcomers are look-alikes of an
+    on-screen object (>= 48 px, same size +/- 4 %) entering on a course that meets their model's path; an
+    object crossing behind a pillar may be replaced there by a look-alike (see ``_Sequence._pillar_swaps``).
     """
     scale = min(width / 640.0, height / 480.0)
     return SceneConfig(
-        width=width, height=height, rate_hz=rate_hz, min_objects=3, max_objects=9,
+        width=width, height=height, rate_hz=rate_hz, min_objects=4, max_objects=10,
         min_size_px=max(4.0, 22.0 * scale), max_size_px=max(4.0, min(200.0 * scale, float(min(width, height)))),
-        min_speed_px_per_frame=0.5 * scale, max_speed_px_per_frame=7.0 * scale,
+        min_speed_px_per_frame=1.5 * scale, max_speed_px_per_frame=7.0 * scale,
         noise_std=10.0, blur_probability=0.3, lighting_amplitude=0.35, lighting_period_frames=120.0,
         profile="hard", occluder_count=3,
     )
@@ -369,10 +394,15 @@ class _Sequence:
         self.noise_bank = self.rng.standard_normal((h + m, w + m, 3), dtype=np.float32) * config.noise_std
         self.light_phase = float(self.rng.uniform(0.0, 2.0 * math.pi))
         self.light_phase2 = float(self.rng.uniform(0.0, 2.0 * math.pi))
+        self.scale = min(config.width / 640.0, config.height / 480.0)
+        self.pillars: list[tuple[float, float]] = []  # hard profile: (centre x, half width) of each wide pillar
         self.occluder_mask: np.ndarray | None = None
         self.occluder_image: np.ndarray | None = None
         if self.hard:
             self._make_hard_extras()
+        self.type_styles: dict[tuple[int, int], tuple[np.ndarray, int, np.ndarray, float]] = {}
+        self.pattern_seen: dict[tuple[int, int, int], int] = {}
+        self.step = 0
         self.target_count = int(self.rng.integers(config.min_objects, config.max_objects + 1))
         # Initial objects start inside the image so frame 0 is not empty.
         for _ in range(self.target_count):
@@ -437,7 +467,7 @@ class _Sequence:
         self.occluder_mask = np.zeros((h, w), dtype=bool)
         self.occluder_image = np.zeros((h, w, 3), dtype=np.float32)
         for _ in range(self.cfg.occluder_count):
-            thick = float(rng.uniform(6.0, 22.0)) * scale
+            thick = float(rng.uniform(*_HARD_OCCLUDER_THICKNESS_PX)) * scale
             level = float(rng.uniform(50.0, 190.0))
             if rng.uniform() < 0.6:
                 x0 = float(rng.uniform(0.1 * w, 0.9 * w))
@@ -448,6 +478,18 @@ class _Sequence:
             shade = level * (0.9 + 0.2 * (xx + yy) / float(w + h))
             self.occluder_mask |= bar
             self.occluder_image[bar] = shade[bar][:, None]
+        # Wide pillars in front of everything: objects pass behind them, and there a look-alike may take an
+        # object's place (see _pillar_swaps).
+        for k in range(_HARD_PILLAR_COUNT):
+            half_w = float(rng.uniform(*_HARD_PILLAR_WIDTH_PX)) * scale / 2.0
+            lo_x, hi_x = (0.15 + 0.7 * k / _HARD_PILLAR_COUNT) * w, (0.15 + 0.7 * (k + 1) / _HARD_PILLAR_COUNT) * w
+            x0 = float(rng.uniform(lo_x + half_w, max(lo_x + half_w, hi_x - half_w)))
+            level = float(rng.uniform(60.0, 170.0))
+            panel = np.abs(xx - x0) <= half_w
+            shade = level * (0.85 + 0.3 * yy / float(h)) + 6.0 * np.sin(xx * 0.35)
+            self.occluder_mask |= panel
+            self.occluder_image[panel] = shade[panel][:, None]
+            self.pillars.append((x0, half_w))
         # A light gradient field (direction random), scaled per frame; a colour cast per frame.
         angle = float(rng.uniform(0.0, 2.0 * math.pi))
         field_ = (xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle)
@@ -460,7 +502,7 @@ class _Sequence:
         # Log-uniform-ish: many slow objects, some fast ones.
         return float(lo + (hi - lo) * self.rng.uniform(0.0, 1.0) ** 1.5)
 
-    def _spawn(self, inside: bool) -> _Mover:
+    def _spawn(self, inside: bool, hard_appearance: bool = True) -> _Mover:
         cfg, rng = self.cfg, self.rng
         w, h = cfg.width, cfg.height
         if self.hard:
@@ -475,6 +517,8 @@ class _Sequence:
             direction = float(rng.uniform(0.0, 2.0 * math.pi))
         else:
             side = int(rng.integers(0, 4))  # 0 left, 1 right, 2 top, 3 bottom
+            if self.hard and side >= 2 and rng.uniform() < _HARD_SIDE_ENTRY_BIAS:
+                side -= 2  # hard: most objects walk across (and behind the pillars)
             if side in (0, 1):
                 cx = -half + 1.0 if side == 0 else w + half - 1.0
                 cy = float(rng.uniform(half, h - half))
@@ -505,42 +549,144 @@ class _Sequence:
             angle_rad=angle, spin_rad_per_frame=spin, depth=float(rng.uniform(0.0, 1.0)),
         )
         if self.hard:
-            self._hard_appearance(mover)
+            if hard_appearance:
+                self._hard_appearance(mover, inside)
         else:
             mover.appearance_id = class_id * len(ATTRIBUTES) + attribute_id
         self.next_track_id += 1
         return mover
 
-    def _hard_appearance(self, mover: _Mover) -> None:
-        """Rim colour = attribute, fill = another colour with a dark texture; look-alikes of on-screen objects."""
-        rng = self.rng
-        n_attr = len(ATTRIBUTES)
-        model = self.movers[int(rng.integers(0, len(self.movers)))] if self.movers else None
-        if model is not None and rng.uniform() < _HARD_LOOKALIKE_PROBABILITY:
-            mover.class_id, mover.attribute_id, mover.fill_id = model.class_id, model.attribute_id, model.fill_id
-            # Same size, colours and texture scale: only the texture kind tells them apart.
-            mover.colour_rgb = model.colour_rgb.copy()
-            mover.fill_rgb = None if model.fill_rgb is None else model.fill_rgb.copy()
-            others = [p for p in range(len(PATTERNS)) if p != model.pattern_id]
-            mover.pattern_id = others[int(rng.integers(0, len(others)))]
-            mover.size_px = model.size_px
-            mover.pattern_freq = model.pattern_freq
+    def _hard_appearance(self, mover: _Mover, inside: bool) -> None:
+        """Hard profile: type style, look-alike copies (aimed at their model) and a texture unused by type-mates.
+
+        A *type* is (shape class, rim colour). Its rim and fill colours and texture scale are drawn once per
+        sequence, so two objects of one type differ only in texture kind and size. A newcomer either copies an
+        on-screen object's type (a look-alike: size within ``_HARD_LOOKALIKE_SIZE_JITTER``, entering on a
+        course that crosses its model's path) or takes a type that is not on screen.
+        """
+        rng, cfg = self.rng, self.cfg
+        scale = min(cfg.width / 640.0, cfg.height / 480.0)
+        min_model_px = _HARD_LOOKALIKE_MIN_SIZE_PX * scale
+        models = [m for m in self.movers
+                  if m.size_px >= min_model_px and len(self._type_mates(m.class_id, m.attribute_id)) < len(PATTERNS)]
+        if models and rng.uniform() < _HARD_LOOKALIKE_PROBABILITY:
+            model = models[int(rng.integers(0, len(models)))]
+            mover.class_id, mover.attribute_id = model.class_id, model.attribute_id
+            mover.size_px = model.size_px * float(rng.uniform(1.0 - _HARD_LOOKALIKE_SIZE_JITTER,
+                                                              1.0 + _HARD_LOOKALIKE_SIZE_JITTER))
+            self._place_resized(mover)
+            if not inside:
+                self._aim_at(mover, model)
         else:
-            fills = [a for a in range(n_attr) if a != mover.attribute_id]
-            mover.fill_id = fills[int(rng.integers(0, len(fills)))]
-            mover.pattern_id = int(rng.integers(0, len(PATTERNS)))
-            mover.fill_rgb = (_ATTRIBUTE_RGB[mover.fill_id]
-                              + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(np.float32)
-            mover.pattern_freq = float(rng.uniform(2.5, 4.0))
+            on_screen = {(m.class_id, m.attribute_id) for m in self.movers}
+            free = [(c, a) for c in range(len(CLASSES)) for a in range(len(ATTRIBUTES)) if (c, a) not in on_screen]
+            if free:
+                mover.class_id, mover.attribute_id = free[int(rng.integers(0, len(free)))]
+        self._finish_hard_appearance(mover)
+
+    def _finish_hard_appearance(self, mover: _Mover, exclude: tuple[int, ...] = ()) -> None:
+        """The type's colours and texture scale, a texture kind unused by type-mates, spin and appearance id."""
+        rng, cfg = self.rng, self.cfg
+        style = self._type_style(mover.class_id, mover.attribute_id)
+        mover.colour_rgb = style[0].copy()
+        mover.fill_id = style[1]
+        mover.fill_rgb = style[2].copy()
+        mover.pattern_freq = style[3]
+        mates = self._type_mates(mover.class_id, mover.attribute_id)
+        on_screen_patterns = {m.pattern_id for m in mates} | set(exclude)
+        recent = {p for p in range(len(PATTERNS))
+                  if self.step - self.pattern_seen.get((mover.class_id, mover.attribute_id, p), -10**9)
+                  <= _HARD_PATTERN_REUSE_FRAMES}
+        choices = ([p for p in range(len(PATTERNS)) if p not in on_screen_patterns | recent]
+                   or [p for p in range(len(PATTERNS)) if p not in on_screen_patterns] or list(range(len(PATTERNS))))
+        mover.pattern_id = choices[int(rng.integers(0, len(choices)))]
         # Faster spin than the easy profile: a template taken a second earlier no longer matches.
-        mover.spin_rad_per_frame = float(rng.uniform(-0.08, 0.08)) if self.cfg.rotation else 0.0
+        mover.spin_rad_per_frame = float(rng.uniform(-0.08, 0.08)) if cfg.rotation else 0.0
+        n_attr = len(ATTRIBUTES)
         mover.appearance_id = ((mover.class_id * n_attr + mover.attribute_id) * n_attr + mover.fill_id) * len(
             PATTERNS) + mover.pattern_id
+
+    def _impostor(self, source: _Mover) -> _Mover:
+        """A look-alike of ``source`` (type, size +/- 4 %, another texture) at its place, on its course."""
+        rng = self.rng
+        mover = self._spawn(inside=False, hard_appearance=False)
+        mover.class_id, mover.attribute_id = source.class_id, source.attribute_id
+        mover.size_px = source.size_px * float(rng.uniform(1.0 - _HARD_LOOKALIKE_SIZE_JITTER,
+                                                           1.0 + _HARD_LOOKALIKE_SIZE_JITTER))
+        k = float(rng.uniform(0.9, 1.1))
+        mover.cx, mover.cy = source.cx, source.cy
+        mover.vx, mover.vy = k * source.vx, k * source.vy
+        mover.angle_rad, mover.depth, mover.entered = source.angle_rad, source.depth, True
+        # The source is gone: its texture counts as seen now, so the newcomer takes another one.
+        self.pattern_seen[(source.class_id, source.attribute_id, source.pattern_id)] = self.step
+        self._finish_hard_appearance(mover, exclude=(source.pattern_id,))
+        return mover
+
+    def _type_mates(self, class_id: int, attribute_id: int) -> list[_Mover]:
+        return [m for m in self.movers if m.class_id == class_id and m.attribute_id == attribute_id]
+
+    def _type_style(self, class_id: int, attribute_id: int) -> tuple[np.ndarray, int, np.ndarray, float]:
+        """(rim RGB, fill attribute id, fill RGB, texture frequency) of a type, drawn at its first use."""
+        key = (class_id, attribute_id)
+        if key not in self.type_styles:
+            rng = self.rng
+            fills = [a for a in range(len(ATTRIBUTES)) if a != attribute_id]
+            fill_id = fills[int(rng.integers(0, len(fills)))]
+            rim = (_ATTRIBUTE_RGB[attribute_id] + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(np.float32)
+            fill = (_ATTRIBUTE_RGB[fill_id] + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(np.float32)
+            self.type_styles[key] = (rim, fill_id, fill, float(rng.uniform(*_HARD_PATTERN_FREQ)))
+        return self.type_styles[key]
+
+    def _place_resized(self, mover: _Mover) -> None:
+        """Keep a resized mover's placement valid: inside the image, or just outside the border it enters by."""
+        w, h = self.cfg.width, self.cfg.height
+        half = mover.size_px / 2.0
+        if mover.cx < 0.0:
+            mover.cx = -half + 1.0
+        elif mover.cx > w:
+            mover.cx = w + half - 1.0
+        else:
+            mover.cx = min(max(mover.cx, min(half, w / 2.0)), max(w - half, w / 2.0))
+        if mover.cy < 0.0:
+            mover.cy = -half + 1.0
+        elif mover.cy > h:
+            mover.cy = h + half - 1.0
+        else:
+            mover.cy = min(max(mover.cy, min(half, h / 2.0)), max(h - half, h / 2.0))
+
+    def _aim_at(self, mover: _Mover, model: _Mover) -> None:
+        """Put an entering look-alike on a course that meets its model's (straight-line) path in 1-6 s."""
+        cfg, rng = self.cfg, self.rng
+        w, h = cfg.width, cfg.height
+        half = mover.size_px / 2.0
+        lo = max(cfg.min_speed_px_per_frame, 0.8)
+        hi = cfg.max_speed_px_per_frame
+        for _ in range(_HARD_AIM_TRIES):
+            t_frames = float(rng.uniform(*_HARD_AIM_FRAMES)) * cfg.rate_hz / 15.0
+            px, py = model.cx + model.vx * t_frames, model.cy + model.vy * t_frames
+            side = int(rng.integers(0, 4))
+            along = float(rng.uniform(half, (h if side in (0, 1) else w) - half))
+            if side in (0, 1):
+                ex, ey = (-half + 1.0 if side == 0 else w + half - 1.0), along
+            else:
+                ex, ey = along, (-half + 1.0 if side == 2 else h + half - 1.0)
+            if not (half < px < w - half and half < py < h - half):
+                continue
+            speed = math.hypot(px - ex, py - ey) / t_frames
+            if lo <= speed <= hi:
+                direction = math.atan2(py - ey, px - ex)
+                mover.cx, mover.cy = ex, ey
+                mover.vx, mover.vy = speed * math.cos(direction), speed * math.sin(direction)
+                return
 
     def _step_world(self) -> None:
         """Move, retire objects that left, and let new ones enter."""
         cfg, rng = self.cfg, self.rng
         w, h = cfg.width, cfg.height
+        self.step += 1
+        if self.hard:
+            for m in self.movers:
+                self.pattern_seen[(m.class_id, m.attribute_id, m.pattern_id)] = self.step
         for m in self.movers:
             m.cx += m.vx
             m.cy += m.vy
@@ -557,12 +703,33 @@ class _Sequence:
             if not outside:
                 alive.append(m)
         self.movers = alive
+        if self.hard and self.pillars:
+            self._pillar_swaps()
         if rng.uniform() < 0.03:
             self.target_count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         # At most one newcomer per frame keeps arrivals spread out.
         if len(self.movers) < self.target_count and len(self.movers) < cfg.max_objects:
-            if len(self.movers) < cfg.min_objects or rng.uniform() < 0.25:
+            if len(self.movers) < cfg.min_objects or rng.uniform() < _spawn_probability(self.hard):
                 self.movers.append(self._spawn(inside=False))
+
+    def _pillar_swaps(self) -> None:
+        """Hard profile: an object whose centre crosses a pillar's axis while hidden may be swapped for a look-alike.
+
+        The newcomer (same type, size +/- 4 %, another texture, a new track id) continues the course of the
+        one it replaces, which leaves the scene unseen: only appearance can tell that the object stepping out
+        from behind the pillar is another one.
+        """
+        rng = self.rng
+        for k, m in enumerate(self.movers):
+            if not m.entered or m.vx == 0.0 or m.size_px < _HARD_LOOKALIKE_MIN_SIZE_PX * self.scale:
+                continue
+            before = m.cx - m.vx
+            for x0, half_w in self.pillars:
+                if (before - x0) * (m.cx - x0) > 0.0 or m.size_px > _HARD_SWAP_MAX_SIZE_RATIO * 2.0 * half_w:
+                    continue
+                if rng.uniform() < _HARD_SWAP_PROBABILITY:
+                    self.movers[k] = self._impostor(m)
+                break
 
     # ----------------------------------------------------------------------------------------------- render
     def _render(self, index: int) -> tuple[np.ndarray, list[GroundTruthObject]]:
