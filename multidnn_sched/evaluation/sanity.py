@@ -358,5 +358,9 @@ def sanity_summary(section: dict[str, Any]) -> str:
     """One line per failed gate plus a verdict, for the CLI."""
     failed = [g for g in section["gates"] if not g["passed"]]
     lines = [f"sanity: {len(section['gates']) - len(failed)}/{len(section['gates'])} gates passed"]
+    breakdown = section.get("detector", {}).get("trained", {}).get("breakdown", {})
+    if breakdown:
+        lines.append("  detector mAP50 by bucket: " + ", ".join(
+            f"{name} {cell['map50']:.3f} ({cell['num_gt']} GT)" for name, cell in breakdown.items()))
     lines += [f"  FAILED {g['name']}: {g['value']:.3f} vs {g['threshold']:.3f}" for g in failed]
     return "\n".join(lines)
