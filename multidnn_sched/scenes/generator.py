@@ -28,8 +28,8 @@ PROFILES: tuple[str, ...] = ("easy", "hard")
 """Scene profiles: ``easy`` (solid shapes, mild photometrics) and ``hard`` (see :func:`hard_config`)."""
 
 HARD_PROFILE_VERSION: int = 2
-"""Version of the hard profile's world rules (2: per-type styles, aimed look-alikes, pillar swaps, more
-turnover); part of the training-cache key so a cache rendered by older rules is not reused."""
+"""Version of the hard profile's world rules (2: per-type styles, look-alikes >= 48 px, a pillar with swaps,
+more turnover); part of the training-cache key so a cache rendered by older rules is not reused."""
 
 PATTERNS: tuple[str, ...] = ("stripes", "checker", "dots", "rings")
 """Fill textures of the hard profile (dark marks in the fill colour, ~50 % coverage each)."""
@@ -56,10 +56,8 @@ _HARD_LOOKALIKE_MIN_SIZE_PX = 48.0  # only objects this large (at 640x480) get l
 _HARD_LOOKALIKE_SIZE_JITTER = 0.04  # a look-alike's size is its model's +/- 4 %
 _HARD_PATTERN_FREQ = (2.5, 4.0)  # texture periods across an object (per type)
 _HARD_PATTERN_REUSE_FRAMES = 60  # a type's texture is not given to a newcomer within this many frames of its last use
-_HARD_AIM_FRAMES = (15.0, 90.0)  # a look-alike meets its model's path this many frames (at 15 Hz) after entering
-_HARD_AIM_TRIES = 12
 _HARD_OCCLUDER_THICKNESS_PX = (6.0, 22.0)
-_HARD_PILLAR_COUNT = 2  # wide pillars (40-70 px) where look-alikes may take an object's place
+_HARD_PILLAR_COUNT = 1  # wide pillar (40-70 px) where a look-alike may take an object's place
 _HARD_SIDE_ENTRY_BIAS = 0.6  # share of top/bottom entries turned into left/right ones (cross the pillars)
 _HARD_PILLAR_WIDTH_PX = (40.0, 70.0)
 _HARD_SWAP_PROBABILITY = 0.5  # per crossing of a pillar's axis by an eligible object
@@ -155,10 +153,10 @@ def hard_config(width: int = 640, height: int = 480, rate_hz: float = 15.0) -> S
     Objects 22..200 px (log-uniform) at 640x480, 4 to 10 on screen, 1.5..7 px per frame (more turnover than
     the easy profile), noise 10 grey levels (x0.6..1.6 per frame), 30 % of frames blurred (half box, half
     directional motion blur), lighting +/-35 % plus a colour cast and a moving light gradient, 3 foreground
-    poles and 2 wide pillars. Identity: objects of one type (shape, rim colour) share rim and fill colours and
+    poles and 1 wide pillar. Identity: objects of one type (shape, rim colour) share rim and fill colours and
     texture scale within a sequence and differ only in texture kind; 70 % of newcomers are look-alikes of an
-    on-screen object (>= 48 px, same size +/- 4 %) entering on a course that meets their model's path; an
-    object crossing behind a pillar may be replaced there by a look-alike (see ``_Sequence._pillar_swaps``).
+    on-screen object (>= 48 px, same size +/- 4 %); an object crossing behind the pillar may be replaced there
+    by a look-alike (see ``_Sequence._pillar_swaps``).
     """
     scale = min(width / 640.0, height / 480.0)
     return SceneConfig(
@@ -557,12 +555,12 @@ class _Sequence:
         return mover
 
     def _hard_appearance(self, mover: _Mover, inside: bool) -> None:
-        """Hard profile: type style, look-alike copies (aimed at their model) and a texture unused by type-mates.
+        """Hard profile: type style, look-alike copies and a texture unused by type-mates.
 
         A *type* is (shape class, rim colour). Its rim and fill colours and texture scale are drawn once per
         sequence, so two objects of one type differ only in texture kind and size. A newcomer either copies an
-        on-screen object's type (a look-alike: size within ``_HARD_LOOKALIKE_SIZE_JITTER``, entering on a
-        course that crosses its model's path) or takes a type that is not on screen.
+        on-screen object's type (a look-alike: size within ``_HARD_LOOKALIKE_SIZE_JITTER``) or takes a type
+        that is not on screen.
         """
         rng, cfg = self.rng, self.cfg
         scale = min(cfg.width / 640.0, cfg.height / 480.0)
@@ -575,8 +573,6 @@ class _Sequence:
             mover.size_px = model.size_px * float(rng.uniform(1.0 - _HARD_LOOKALIKE_SIZE_JITTER,
                                                               1.0 + _HARD_LOOKALIKE_SIZE_JITTER))
             self._place_resized(mover)
-            if not inside:
-                self._aim_at(mover, model)
         else:
             on_screen = {(m.class_id, m.attribute_id) for m in self.movers}
             free = [(c, a) for c in range(len(CLASSES)) for a in range(len(ATTRIBUTES)) if (c, a) not in on_screen]
@@ -653,31 +649,6 @@ class _Sequence:
             mover.cy = h + half - 1.0
         else:
             mover.cy = min(max(mover.cy, min(half, h / 2.0)), max(h - half, h / 2.0))
-
-    def _aim_at(self, mover: _Mover, model: _Mover) -> None:
-        """Put an entering look-alike on a course that meets its model's (straight-line) path in 1-6 s."""
-        cfg, rng = self.cfg, self.rng
-        w, h = cfg.width, cfg.height
-        half = mover.size_px / 2.0
-        lo = max(cfg.min_speed_px_per_frame, 0.8)
-        hi = cfg.max_speed_px_per_frame
-        for _ in range(_HARD_AIM_TRIES):
-            t_frames = float(rng.uniform(*_HARD_AIM_FRAMES)) * cfg.rate_hz / 15.0
-            px, py = model.cx + model.vx * t_frames, model.cy + model.vy * t_frames
-            side = int(rng.integers(0, 4))
-            along = float(rng.uniform(half, (h if side in (0, 1) else w) - half))
-            if side in (0, 1):
-                ex, ey = (-half + 1.0 if side == 0 else w + half - 1.0), along
-            else:
-                ex, ey = along, (-half + 1.0 if side == 2 else h + half - 1.0)
-            if not (half < px < w - half and half < py < h - half):
-                continue
-            speed = math.hypot(px - ex, py - ey) / t_frames
-            if lo <= speed <= hi:
-                direction = math.atan2(py - ey, px - ex)
-                mover.cx, mover.cy = ex, ey
-                mover.vx, mover.vy = speed * math.cos(direction), speed * math.sin(direction)
-                return
 
     def _step_world(self) -> None:
         """Move, retire objects that left, and let new ones enter."""
