@@ -220,7 +220,7 @@ def test_hard_lookalikes_differ_only_in_texture_and_are_large_enough_to_show_it(
     """Type-mates on screen together (same shape and rim colour) share the fill colour (appearance // patterns)
     and differ in texture kind; they are look-alike copies, so none is a tiny object whose texture is invisible."""
     pairs = 0
-    for f in _frames(21, 150, HARD_SMALL):
+    for f in _frames(21, 150, hard_config()):
         by_type: dict[tuple[int, int], list[GroundTruthObject]] = {}
         for o in f.objects:
             by_type.setdefault((o.class_id, o.attribute_id), []).append(o)
@@ -230,11 +230,11 @@ def test_hard_lookalikes_differ_only_in_texture_and_are_large_enough_to_show_it(
             ids = [f.appearance[o.track_id] for o in mates]
             assert len(set(ids)) == len(ids), ids  # never two identical objects on screen
             assert len({a // len(PATTERNS) for a in ids}) == 1, ids  # same shape, rim and fill colour
-            full = [o for o in mates if o.visible_fraction > 0.95]
+            full = [o for o in mates if o.visible_fraction > 0.9]
             pairs += len(full) >= 2
             for o in full:
-                # 48 px at 640x480 -> 24 px here, minus 4 % per copy generation and rotation of the shape
-                assert max(o.box_xyxy[2] - o.box_xyxy[0], o.box_xyxy[3] - o.box_xyxy[1]) >= 16.0, o
+                # models are >= 48 px; copies +/- 4 % per generation, and a rotated shape's box is a bit smaller
+                assert max(o.box_xyxy[2] - o.box_xyxy[0], o.box_xyxy[3] - o.box_xyxy[1]) >= 36.0, o
     assert pairs >= 10
 
 
