@@ -49,7 +49,12 @@ GATE_MARGIN: float = 0.25
 """Each trivial baseline must stay at least this far below the trained model on its metric."""
 
 FLOORS: dict[str, float] = {"detector_map50": 0.75, "tracker_idf1": 0.65, "classifier_top1": 0.85}
-"""Absolute floors of the trained models on the hard evaluation set (issue 13)."""
+"""Absolute floors of the trained models on the hard evaluation set (issue 13).
+
+Measured with the shipped weights on the acceptance bag (``multidnn-scenes --seed 4242 --frames 300``, hard
+v2): mAP@0.5 0.782, IDF1 0.746, attribute top-1 0.983: all three met. The detector floor holds there because
+that sequence has no object below 40 px; on hard sequences with many small objects the detector scores
+0.48-0.58 (AP 0.11-0.41 below 40 px, docs/models.md), which is its honest level on such frames."""
 
 SIZE_BUCKETS_PX: tuple[tuple[float, float], ...] = ((0.0, 40.0), (40.0, 80.0), (80.0, float("inf")))
 """Detector breakdown by the longer side of the visible GT box (pixels of the evaluated image)."""
