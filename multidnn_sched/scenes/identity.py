@@ -9,12 +9,9 @@ replaced there by a look-alike. :class:`HardIdentityRules` is mixed into the gen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from multidnn_sched.scenes.generator import SceneConfig
 
 PATTERNS: tuple[str, ...] = ("stripes", "checker", "dots", "rings")
 """Fill textures of the hard profile (dark marks in the fill colour, ~50 % coverage each)."""
@@ -64,13 +61,21 @@ class _Mover:
     appearance_id: int = 0
 
 
+class _WorldConfig(Protocol):
+    """What the rules read of the generator's ``SceneConfig`` (not imported: the generator imports this)."""
+
+    width: int
+    height: int
+    rotation: bool
+
+
 class HardIdentityRules:
     """Mixin of the generator's sequence state: the hard profile's identity rules (see the module docstring).
 
     The host provides the attributes declared below and ``_spawn(inside, hard_appearance)``.
     """
 
-    cfg: SceneConfig
+    cfg: _WorldConfig
     rng: np.random.Generator
     movers: list[_Mover]
     step: int
