@@ -11,6 +11,7 @@ from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.scenes.generator import (
     ATTRIBUTES,
     CLASSES,
+    PATTERNS,
     GroundTruthObject,
     SceneConfig,
     SceneFrame,
@@ -213,6 +214,58 @@ def test_hard_profile_has_lookalikes_small_and_large_objects_and_occluders() -> 
     # Foreground poles occlude objects away from the border.
     partial = [o for f in frames for o in f.objects if 0.3 < o.visible_fraction < 0.9]
     assert len(partial) >= 20
+
+
+def test_hard_lookalikes_differ_only_in_texture_and_are_large_enough_to_show_it() -> None:
+    """Type-mates on screen together (same shape and rim colour) share the fill colour (appearance // patterns)
+    and differ in texture kind; they are look-alike copies, so none is a tiny object whose texture is invisible."""
+    pairs = 0
+    for f in _frames(21, 150, hard_config()):
+        by_type: dict[tuple[int, int], list[GroundTruthObject]] = {}
+        for o in f.objects:
+            by_type.setdefault((o.class_id, o.attribute_id), []).append(o)
+        for mates in by_type.values():
+            if len(mates) < 2:
+                continue
+            ids = [f.appearance[o.track_id] for o in mates]
+            assert len(set(ids)) == len(ids), ids  # never two identical objects on screen
+            assert len({a // len(PATTERNS) for a in ids}) == 1, ids  # same shape, rim and fill colour
+            full = [o for o in mates if o.visible_fraction > 0.9]
+            pairs += len(full) >= 2
+            for o in full:
+                # models are >= 48 px; copies +/- 4 % per generation, and a rotated shape's box is a bit smaller
+                assert max(o.box_xyxy[2] - o.box_xyxy[0], o.box_xyxy[3] - o.box_xyxy[1]) >= 36.0, o
+    assert pairs >= 10
+
+
+def test_hard_pillar_swaps_replace_an_object_by_a_lookalike_on_its_course() -> None:
+    """Behind a pillar a look-alike can take an object's place: the object's track ends away from the border
+    and, a few frames later, a new id of the same type appears near where it vanished."""
+    cfg = HARD_SMALL
+    frames = _frames(5, 300, cfg)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    boxes: dict[tuple[int, int], tuple[float, float, float, float]] = {}
+    types: dict[int, tuple[int, int]] = {}
+    for f in frames:
+        for o in f.objects:
+            first.setdefault(o.track_id, f.index)
+            last[o.track_id] = f.index
+            boxes[(f.index, o.track_id)] = o.box_xyxy
+            types[o.track_id] = (o.class_id, o.attribute_id)
+    events = 0
+    for tid, t_end in last.items():
+        x1, y1, x2, y2 = boxes[(t_end, tid)]
+        if t_end == len(frames) - 1 or x1 <= 1 or y1 <= 1 or x2 >= cfg.width - 1 or y2 >= cfg.height - 1:
+            continue  # still on screen at the end, or left by a border
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        for new, t0 in first.items():
+            if new > tid and types[new] == types[tid] and 0 <= t0 - t_end <= 20:
+                nx1, ny1, nx2, ny2 = boxes[(t0, new)]
+                if abs((nx1 + nx2) / 2.0 - cx) < 60 and abs((ny1 + ny2) / 2.0 - cy) < 60:
+                    events += 1
+                    break
+    assert events >= 2
 
 
 def test_hard_attribute_is_not_the_mean_colour() -> None:

@@ -49,7 +49,18 @@ GATE_MARGIN: float = 0.25
 """Each trivial baseline must stay at least this far below the trained model on its metric."""
 
 FLOORS: dict[str, float] = {"detector_map50": 0.75, "tracker_idf1": 0.65, "classifier_top1": 0.85}
-"""Absolute floors of the trained models on the hard evaluation set (issue 13)."""
+"""Absolute floors of the trained models on the hard evaluation set (issue 13).
+
+Measured with the shipped weights on the acceptance bag (``multidnn-scenes --seed 4242 --frames 300``, hard
+v2): mAP@0.5 0.782, IDF1 0.746, attribute top-1 0.983: all three met. The detector floor holds there because
+that sequence has no object below 40 px; on hard sequences with many small objects the detector scores
+0.48-0.58 (AP 0.11-0.41 below 40 px, docs/models.md), which is its honest level on such frames."""
+
+SIZE_BUCKETS_PX: tuple[tuple[float, float], ...] = ((0.0, 40.0), (40.0, 80.0), (80.0, float("inf")))
+"""Detector breakdown by the longer side of the visible GT box (pixels of the evaluated image)."""
+
+VISIBILITY_BUCKETS: tuple[tuple[float, float], ...] = ((0.5, 0.75), (0.75, 0.95), (0.95, 1.01))
+"""Detector breakdown by visible fraction (GT below 0.5 visible is ignored everywhere)."""
 
 RANDOM_INIT_SEEDS: tuple[int, ...] = (0, 1, 2)
 REID_GAP_FRAMES: int = 15
@@ -153,6 +164,43 @@ def reid_scores(
     return all_, la
 
 
+def detector_breakdown(
+    predictions: Sequence[FramePredictions], frames: Sequence[Any]
+) -> dict[str, dict[str, float | int]]:
+    """mAP@0.5 per GT size bucket and per visibility bucket.
+
+    For each bucket the GT outside it is ignored (COCO crowd regions, so detections of those objects are
+    neither TP nor FP, as COCO's area ranges do); detections on background count as FP in every bucket.
+
+    Returns:
+        ``{"size <40px": {"map50", "num_gt"}, ..., "visible 0.50-0.75": {...}, ...}``.
+    """
+    out: dict[str, dict[str, float | int]] = {}
+    sides = [np.array([max(o.box_xyxy[2] - o.box_xyxy[0], o.box_xyxy[3] - o.box_xyxy[1]) for o in f.objects],
+                      np.float64) for f in frames]
+    visible = [np.array([o.visible_fraction for o in f.objects], np.float64) for f in frames]
+    buckets: list[tuple[str, list[np.ndarray]]] = []
+    for lo, hi in SIZE_BUCKETS_PX:
+        if lo <= 0.0:
+            name = f"size <{hi:.0f}px"
+        elif np.isfinite(hi):
+            name = f"size {lo:.0f}-{hi:.0f}px"
+        else:
+            name = f"size >={lo:.0f}px"
+        buckets.append((name, [(s_ < lo) | (s_ >= hi) for s_ in sides]))
+    for lo, hi in VISIBILITY_BUCKETS:
+        buckets.append((f"visible {lo:.2f}-{min(hi, 1.0):.2f}", [(v < lo) | (v >= hi) for v in visible]))
+    for name, outside in buckets:
+        gts = []
+        for index, (frame, out_mask) in enumerate(zip(frames, outside, strict=True)):
+            ignore = np.array([o.visible_fraction < MIN_VISIBLE_FRACTION for o in frame.objects], bool) | out_mask
+            gts.append(FrameGroundTruth(index, np.array([o.box_xyxy for o in frame.objects], np.float64).reshape(
+                -1, 4), np.array([o.class_id for o in frame.objects], np.int64), ignore))
+        result = detection_map(predictions, gts)
+        out[name] = {"map50": float(result["map50"]), "num_gt": int(result["num_gt"])}
+    return out
+
+
 def _idf1(frames: Sequence[Any], inputs: list[Detections], images: list[np.ndarray], embed: EmbedFn) -> float:
     """IDF1 of the real tracker fed with the given detections and ``embed``'s appearance vectors."""
     tracker = Tracker()
@@ -251,7 +299,9 @@ def sanity_report(
             cls_pred["trained"].extend(pipeline.classify(frame.image, gt_boxes[keep])[0].tolist())
             cls_pred["colour_rule"].extend(colour_rule_attributes(frame.image, gt_boxes[keep]).tolist())
             cls_true.extend(int(frame.objects[k].attribute_id) for k in keep)
-    detector = {name: {"map50": float(detection_map(p, det_gt)["map50"])} for name, p in det_preds.items()}
+    detector: dict[str, Any] = {name: {"map50": float(detection_map(p, det_gt)["map50"])}
+                                for name, p in det_preds.items()}
+    detector["trained"]["breakdown"] = detector_breakdown(det_preds["trained"], frames)
     embedder: dict[str, Any] = {}
     for name in embedders:
         reid_all, reid_la = reid_scores(frames, gt_emb[name], reid_gap)
@@ -313,5 +363,9 @@ def sanity_summary(section: dict[str, Any]) -> str:
     """One line per failed gate plus a verdict, for the CLI."""
     failed = [g for g in section["gates"] if not g["passed"]]
     lines = [f"sanity: {len(section['gates']) - len(failed)}/{len(section['gates'])} gates passed"]
+    breakdown = section.get("detector", {}).get("trained", {}).get("breakdown", {})
+    if breakdown:
+        lines.append("  detector mAP50 by bucket: " + ", ".join(
+            f"{name} {cell['map50']:.3f} ({cell['num_gt']} GT)" for name, cell in breakdown.items()))
     lines += [f"  FAILED {g['name']}: {g['value']:.3f} vs {g['threshold']:.3f}" for g in failed]
     return "\n".join(lines)

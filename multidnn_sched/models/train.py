@@ -48,7 +48,7 @@ from multidnn_sched.models.zoo import (
     build_detector,
     build_embedder,
 )
-from multidnn_sched.scenes.generator import PATTERNS, PROFILES, SceneGenerator, profile_config
+from multidnn_sched.scenes.generator import HARD_PROFILE_VERSION, PATTERNS, PROFILES, SceneGenerator, profile_config
 
 EVALUATION_SEED: int = 1234
 """Seed of the acceptance sequence; never used for training."""
@@ -181,7 +181,8 @@ def load_or_render(
     """Render once, then reuse ``cache_dir/train_<profile>_<...>.pt`` (plain tensors; weights_only=True)."""
     if profile not in PROFILES:
         raise ConfigError(f"scene profile: expected one of {PROFILES}, got {profile!r}")
-    key = f"train_{profile}_s{seeds[0]}-{seeds[-1]}_f{frames_per_seed}_k{keep_every}_r{seed}.pt"
+    version = f"v{HARD_PROFILE_VERSION}" if profile == "hard" else ""
+    key = f"train_{profile}{version}_s{seeds[0]}-{seeds[-1]}_f{frames_per_seed}_k{keep_every}_r{seed}.pt"
     path = cache_dir / key
     if path.is_file():
         raw = torch.load(path, weights_only=True)

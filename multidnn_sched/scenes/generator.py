@@ -23,31 +23,42 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.scenes.identity import (
+    _ATTRIBUTE_RGB,
+    _COLOUR_JITTER,
+    ATTRIBUTES,
+    CLASSES,
+    PATTERNS,
+    HardIdentityRules,
+    _Mover,
+)
+
+__all__ = [
+    "ATTRIBUTES", "CLASSES", "HARD_PROFILE_VERSION", "PATTERNS", "PROFILES", "GroundTruthObject", "SceneConfig",
+    "SceneFrame", "SceneGenerator", "easy_config", "hard_config", "profile_config",
+]
 
 PROFILES: tuple[str, ...] = ("easy", "hard")
 """Scene profiles: ``easy`` (solid shapes, mild photometrics) and ``hard`` (see :func:`hard_config`)."""
 
-PATTERNS: tuple[str, ...] = ("stripes", "checker", "dots", "rings")
-"""Fill textures of the hard profile (dark marks in the fill colour, ~50 % coverage each)."""
+HARD_PROFILE_VERSION: int = 2
+"""Version of the hard profile's world rules (2: per-type styles, look-alikes >= 48 px, a pillar with swaps,
+more turnover); part of the training-cache key so a cache rendered by older rules is not reused."""
 
-CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
-"""Shape class names; ``class_id`` indexes this tuple."""
-
-ATTRIBUTES: tuple[str, ...] = ("red", "green", "blue", "yellow")
-"""Colour attribute names; ``attribute_id`` indexes this tuple."""
-
-# Base RGB of each attribute. Hues are 60+ degrees apart and the backdrop is low-saturation, so a global gain
-# (lighting) and small per-object jitter never move one colour into another's hue range.
-_ATTRIBUTE_RGB: np.ndarray = np.array(
-    [[215.0, 35.0, 35.0], [40.0, 190.0, 50.0], [40.0, 70.0, 220.0], [225.0, 205.0, 40.0]], dtype=np.float32
-)
-_COLOUR_JITTER = 18.0  # +/- per channel, uniform, per object
 _NOISE_BANK_MARGIN_PX = 64  # noise comes from a random crop of one pre-drawn bank (12 ms -> ~1 ms per frame)
 _DISTRACTOR_COUNT = 6
 _HARD_RIM_BAND = 0.22  # hard profile: rim width in units of the half-size; the rim carries the attribute colour
 _HARD_PATTERN_DARKEN = 0.5  # pattern marks: fill colour x this
 _HARD_CLUTTER_COUNT = 14  # coloured non-object shapes (rings, bars, half-discs) in the backdrop
-_HARD_LOOKALIKE_PROBABILITY = 0.5  # a newcomer copies an on-screen object's shape / colours, other texture
+_HARD_OCCLUDER_THICKNESS_PX = (6.0, 22.0)
+_HARD_PILLAR_COUNT = 1  # wide pillar (40-70 px) where a look-alike may take an object's place
+_HARD_SIDE_ENTRY_BIAS = 0.6  # share of top/bottom entries turned into left/right ones (cross the pillars)
+_HARD_PILLAR_WIDTH_PX = (40.0, 70.0)
+_HARD_SPAWN_PROBABILITY = 0.35  # per frame while below the target count (easy: 0.25): more turnover
+
+
+def _spawn_probability(hard: bool) -> float:
+    return _HARD_SPAWN_PROBABILITY if hard else 0.25
 
 
 @dataclass
@@ -131,15 +142,19 @@ class SceneConfig:
 def hard_config(width: int = 640, height: int = 480, rate_hz: float = 15.0) -> SceneConfig:
     """The ``hard`` profile (default of evaluation and the demo bag), sizes and speeds scaled to the image.
 
-    Objects 22..200 px (log-uniform) at 640x480, up to 9 on screen, noise 10 grey levels (x0.6..1.6 per
-    frame), 30 % of frames blurred (half box, half directional motion blur), lighting +/-35 % plus a colour
-    cast and a moving light gradient, 3 foreground poles.
+    Objects 22..200 px (log-uniform) at 640x480, 4 to 10 on screen, 1.5..7 px per frame (more turnover than
+    the easy profile), noise 10 grey levels (x0.6..1.6 per frame), 30 % of frames blurred (half box, half
+    directional motion blur), lighting +/-35 % plus a colour cast and a moving light gradient, 3 foreground
+    poles and 1 wide pillar. Identity: objects of one type (shape, rim colour) share rim and fill colours and
+    texture scale within a sequence and differ only in texture kind; 70 % of newcomers are look-alikes of an
+    on-screen object (>= 48 px, same size +/- 4 %); an object crossing behind the pillar may be replaced there
+    by a look-alike (see ``multidnn_sched.scenes.identity``).
     """
     scale = min(width / 640.0, height / 480.0)
     return SceneConfig(
-        width=width, height=height, rate_hz=rate_hz, min_objects=3, max_objects=9,
+        width=width, height=height, rate_hz=rate_hz, min_objects=4, max_objects=10,
         min_size_px=max(4.0, 22.0 * scale), max_size_px=max(4.0, min(200.0 * scale, float(min(width, height)))),
-        min_speed_px_per_frame=0.5 * scale, max_speed_px_per_frame=7.0 * scale,
+        min_speed_px_per_frame=1.5 * scale, max_speed_px_per_frame=7.0 * scale,
         noise_std=10.0, blur_probability=0.3, lighting_amplitude=0.35, lighting_period_frames=120.0,
         profile="hard", occluder_count=3,
     )
@@ -208,30 +223,6 @@ class SceneFrame:
     image: np.ndarray
     objects: list[GroundTruthObject] = field(default_factory=list)
     appearance: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Mover:
-    """Internal state of one object in the world."""
-
-    track_id: int
-    class_id: int
-    attribute_id: int
-    colour_rgb: np.ndarray  # [3] float32
-    size_px: float
-    cx: float
-    cy: float
-    vx: float
-    vy: float
-    angle_rad: float
-    spin_rad_per_frame: float
-    depth: float  # larger = closer to the camera = drawn later
-    entered: bool = False  # True once it has been (partly) visible
-    fill_id: int = -1  # hard profile: fill colour (an attribute index != attribute_id); -1: solid (easy)
-    fill_rgb: np.ndarray | None = None
-    pattern_id: int = 0
-    pattern_freq: float = 3.0
-    appearance_id: int = 0
 
 
 def _inner_mask(class_id: int, u: np.ndarray, v: np.ndarray, band: float) -> np.ndarray:
@@ -354,7 +345,7 @@ class SceneGenerator:
         return _Sequence(self.config, self.seed).run(n)
 
 
-class _Sequence:
+class _Sequence(HardIdentityRules):
     """The mutable state of one run of the world."""
 
     def __init__(self, config: SceneConfig, seed: int) -> None:
@@ -369,10 +360,15 @@ class _Sequence:
         self.noise_bank = self.rng.standard_normal((h + m, w + m, 3), dtype=np.float32) * config.noise_std
         self.light_phase = float(self.rng.uniform(0.0, 2.0 * math.pi))
         self.light_phase2 = float(self.rng.uniform(0.0, 2.0 * math.pi))
+        self.scale = min(config.width / 640.0, config.height / 480.0)
+        self.pillars: list[tuple[float, float]] = []  # hard profile: (centre x, half width) of each wide pillar
         self.occluder_mask: np.ndarray | None = None
         self.occluder_image: np.ndarray | None = None
         if self.hard:
             self._make_hard_extras()
+        self.type_styles: dict[tuple[int, int], tuple[np.ndarray, int, np.ndarray, float]] = {}
+        self.pattern_seen: dict[tuple[int, int, int], int] = {}
+        self.step = 0
         self.target_count = int(self.rng.integers(config.min_objects, config.max_objects + 1))
         # Initial objects start inside the image so frame 0 is not empty.
         for _ in range(self.target_count):
@@ -437,7 +433,7 @@ class _Sequence:
         self.occluder_mask = np.zeros((h, w), dtype=bool)
         self.occluder_image = np.zeros((h, w, 3), dtype=np.float32)
         for _ in range(self.cfg.occluder_count):
-            thick = float(rng.uniform(6.0, 22.0)) * scale
+            thick = float(rng.uniform(*_HARD_OCCLUDER_THICKNESS_PX)) * scale
             level = float(rng.uniform(50.0, 190.0))
             if rng.uniform() < 0.6:
                 x0 = float(rng.uniform(0.1 * w, 0.9 * w))
@@ -448,6 +444,18 @@ class _Sequence:
             shade = level * (0.9 + 0.2 * (xx + yy) / float(w + h))
             self.occluder_mask |= bar
             self.occluder_image[bar] = shade[bar][:, None]
+        # Wide pillars in front of everything: objects pass behind them, and there a look-alike may take an
+        # object's place (see _pillar_swaps).
+        for k in range(_HARD_PILLAR_COUNT):
+            half_w = float(rng.uniform(*_HARD_PILLAR_WIDTH_PX)) * scale / 2.0
+            lo_x, hi_x = (0.15 + 0.7 * k / _HARD_PILLAR_COUNT) * w, (0.15 + 0.7 * (k + 1) / _HARD_PILLAR_COUNT) * w
+            x0 = float(rng.uniform(lo_x + half_w, max(lo_x + half_w, hi_x - half_w)))
+            level = float(rng.uniform(60.0, 170.0))
+            panel = np.abs(xx - x0) <= half_w
+            shade = level * (0.85 + 0.3 * yy / float(h)) + 6.0 * np.sin(xx * 0.35)
+            self.occluder_mask |= panel
+            self.occluder_image[panel] = shade[panel][:, None]
+            self.pillars.append((x0, half_w))
         # A light gradient field (direction random), scaled per frame; a colour cast per frame.
         angle = float(rng.uniform(0.0, 2.0 * math.pi))
         field_ = (xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle)
@@ -460,7 +468,7 @@ class _Sequence:
         # Log-uniform-ish: many slow objects, some fast ones.
         return float(lo + (hi - lo) * self.rng.uniform(0.0, 1.0) ** 1.5)
 
-    def _spawn(self, inside: bool) -> _Mover:
+    def _spawn(self, inside: bool, hard_appearance: bool = True) -> _Mover:
         cfg, rng = self.cfg, self.rng
         w, h = cfg.width, cfg.height
         if self.hard:
@@ -475,6 +483,8 @@ class _Sequence:
             direction = float(rng.uniform(0.0, 2.0 * math.pi))
         else:
             side = int(rng.integers(0, 4))  # 0 left, 1 right, 2 top, 3 bottom
+            if self.hard and side >= 2 and rng.uniform() < _HARD_SIDE_ENTRY_BIAS:
+                side -= 2  # hard: most objects walk across (and behind the pillars)
             if side in (0, 1):
                 cx = -half + 1.0 if side == 0 else w + half - 1.0
                 cy = float(rng.uniform(half, h - half))
@@ -505,42 +515,21 @@ class _Sequence:
             angle_rad=angle, spin_rad_per_frame=spin, depth=float(rng.uniform(0.0, 1.0)),
         )
         if self.hard:
-            self._hard_appearance(mover)
+            if hard_appearance:
+                self._hard_appearance(mover, inside)
         else:
             mover.appearance_id = class_id * len(ATTRIBUTES) + attribute_id
         self.next_track_id += 1
         return mover
 
-    def _hard_appearance(self, mover: _Mover) -> None:
-        """Rim colour = attribute, fill = another colour with a dark texture; look-alikes of on-screen objects."""
-        rng = self.rng
-        n_attr = len(ATTRIBUTES)
-        model = self.movers[int(rng.integers(0, len(self.movers)))] if self.movers else None
-        if model is not None and rng.uniform() < _HARD_LOOKALIKE_PROBABILITY:
-            mover.class_id, mover.attribute_id, mover.fill_id = model.class_id, model.attribute_id, model.fill_id
-            # Same size, colours and texture scale: only the texture kind tells them apart.
-            mover.colour_rgb = model.colour_rgb.copy()
-            mover.fill_rgb = None if model.fill_rgb is None else model.fill_rgb.copy()
-            others = [p for p in range(len(PATTERNS)) if p != model.pattern_id]
-            mover.pattern_id = others[int(rng.integers(0, len(others)))]
-            mover.size_px = model.size_px
-            mover.pattern_freq = model.pattern_freq
-        else:
-            fills = [a for a in range(n_attr) if a != mover.attribute_id]
-            mover.fill_id = fills[int(rng.integers(0, len(fills)))]
-            mover.pattern_id = int(rng.integers(0, len(PATTERNS)))
-            mover.fill_rgb = (_ATTRIBUTE_RGB[mover.fill_id]
-                              + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)).astype(np.float32)
-            mover.pattern_freq = float(rng.uniform(2.5, 4.0))
-        # Faster spin than the easy profile: a template taken a second earlier no longer matches.
-        mover.spin_rad_per_frame = float(rng.uniform(-0.08, 0.08)) if self.cfg.rotation else 0.0
-        mover.appearance_id = ((mover.class_id * n_attr + mover.attribute_id) * n_attr + mover.fill_id) * len(
-            PATTERNS) + mover.pattern_id
-
     def _step_world(self) -> None:
         """Move, retire objects that left, and let new ones enter."""
         cfg, rng = self.cfg, self.rng
         w, h = cfg.width, cfg.height
+        self.step += 1
+        if self.hard:
+            for m in self.movers:
+                self.pattern_seen[(m.class_id, m.attribute_id, m.pattern_id)] = self.step
         for m in self.movers:
             m.cx += m.vx
             m.cy += m.vy
@@ -557,11 +546,13 @@ class _Sequence:
             if not outside:
                 alive.append(m)
         self.movers = alive
+        if self.hard and self.pillars:
+            self._pillar_swaps()
         if rng.uniform() < 0.03:
             self.target_count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         # At most one newcomer per frame keeps arrivals spread out.
         if len(self.movers) < self.target_count and len(self.movers) < cfg.max_objects:
-            if len(self.movers) < cfg.min_objects or rng.uniform() < 0.25:
+            if len(self.movers) < cfg.min_objects or rng.uniform() < _spawn_probability(self.hard):
                 self.movers.append(self._spawn(inside=False))
 
     # ----------------------------------------------------------------------------------------------- render
