@@ -35,8 +35,10 @@ def test_build_int8_for_a_torchvision_classifier_makes_usable_variants(
     assert (out / int8[0].file).is_file()
     # The runtime loads the variant into the same registry model with the same weights, and it runs; into one
     # with other (fresh random) weights it is refused: those int8 blocks were calibrated on other weights.
+    other = load_model("torchvision:efficientnet_b0", weights=str(weights)).partition("classifier")
+    with torch.no_grad():  # other weights (a fresh random draw could repeat the same RNG state)
+        next(other.blocks[0].module.parameters()).mul_(1.01)
     with pytest.raises(CheckpointError, match="built from other weights"):
-        other = load_model("torchvision:efficientnet_b0").partition("classifier")
         load_variants(out / "manifest.json", other)
     loaded = load_model("torchvision:efficientnet_b0", weights=str(weights))
     pm = loaded.partition("classifier")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 import yaml
 
 from multidnn_sched.bench.tasks import build_model, build_task_inputs, render_truth_and_frames, task_accuracy
@@ -16,7 +17,7 @@ from multidnn_sched.exceptions import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tiny_v2(path: Path) -> Path:
+def _tiny_v2(path: Path, resnet_weights: Path | None = None) -> Path:
     workload = {
         "version": 2,
         "name": "tiny_four",
@@ -34,6 +35,8 @@ def _tiny_v2(path: Path) -> Path:
              "deadline_ms": 2000, "queue_depth": 2},
         ],
     }
+    if resnet_weights is not None:
+        workload["models"][3]["weights"] = str(resnet_weights)
     path.write_text(yaml.safe_dump(workload))
     return path
 
@@ -104,9 +107,13 @@ def test_v2_workload_of_four_torchvision_models_runs_every_bench_mode(tmp_path: 
     from multidnn_sched.bench.cli import main
     from multidnn_sched.bench.modes import MODES
 
-    path = _tiny_v2(tmp_path / "w.yaml")
+    # Variants belong to the weights they were cut from: the workload's resnet and the build share one file.
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    path = _tiny_v2(tmp_path / "w.yaml", resnet_weights=weights)
     variants = tmp_path / "variants"
     assert compress(["build", "--model", "torchvision:resnet18", "--name", "resnet", "--input", "48", "48",
+                     "--weights", str(weights),
                      "--block", "layer4", "--kinds", "int8", "--out", str(variants), "--frames", "2",
                      "--calibration", "2", "--repeats", "2", "--threads", "1", "--quiet"]) == 0
     out = tmp_path / "bench.json"
