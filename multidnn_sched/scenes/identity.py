@@ -168,20 +168,9 @@ class HardIdentityRules:
 
     def _place_resized(self, mover: _Mover) -> None:
         """Keep a resized mover's placement valid: inside the image, or just outside the border it enters by."""
-        w, h = self.cfg.width, self.cfg.height
         half = mover.size_px / 2.0
-        if mover.cx < 0.0:
-            mover.cx = -half + 1.0
-        elif mover.cx > w:
-            mover.cx = w + half - 1.0
-        else:
-            mover.cx = min(max(mover.cx, min(half, w / 2.0)), max(w - half, w / 2.0))
-        if mover.cy < 0.0:
-            mover.cy = -half + 1.0
-        elif mover.cy > h:
-            mover.cy = h + half - 1.0
-        else:
-            mover.cy = min(max(mover.cy, min(half, h / 2.0)), max(h - half, h / 2.0))
+        mover.cx = _place_on_axis(mover.cx, half, self.cfg.width)
+        mover.cy = _place_on_axis(mover.cy, half, self.cfg.height)
 
     def _pillar_swaps(self) -> None:
         """Hard profile: an object whose centre crosses a pillar's axis while hidden may be swapped for a look-alike.
@@ -201,3 +190,12 @@ class HardIdentityRules:
                 if rng.uniform() < _HARD_SWAP_PROBABILITY:
                     self.movers[k] = self._impostor(m)
                 break
+
+
+def _place_on_axis(centre: float, half: float, extent: float) -> float:
+    """One axis of ``_place_resized``: just outside the border it is beyond, else clamped inside the image."""
+    if centre < 0.0:
+        return -half + 1.0
+    if centre > extent:
+        return extent + half - 1.0
+    return min(max(centre, min(half, extent / 2.0)), max(extent - half, extent / 2.0))
