@@ -26,7 +26,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue, SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -34,7 +34,7 @@ from vision_msgs.msg import Classification, Detection2DArray
 
 from multidnn_sched.exceptions import ConfigError, FrameDroppedError
 from multidnn_sched.models.detector import Detections
-from multidnn_sched.ros.container import PerceptionContainer, SpinThread
+from multidnn_sched.ros.container import SPIN_THREADS, PerceptionContainer, SpinThread
 from multidnn_sched.ros.detector_node import DetectorNode
 from multidnn_sched.ros.diagnostics import build_diagnostic_array, diagnostics_to_dict
 from multidnn_sched.ros.imaging import image_to_rgb
@@ -362,7 +362,8 @@ def wait_for(
 
 
 class Harness:
-    """A container (fake runtime and tasks) plus a probe node, spun by one MultiThreadedExecutor."""
+    """A container (fake runtime and tasks) plus a probe node, spun as the container's ``spin_threads`` says
+    (the default: one ``SingleThreadedExecutor`` thread with the shared runtime)."""
 
     def __init__(self, context: Context, overrides: dict[str, list[Parameter]] | None = None) -> None:
         self.runtime = FakeRuntime()
@@ -388,7 +389,9 @@ class Harness:
             self.probe.create_subscription(kind, topic, self.received[topic].append, 50)
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self.received["diag"].append, 50)
         self.images = self.probe.create_publisher(Image, "image", 10)
-        self.spinner = SpinThread([*self.container.all_nodes, self.probe], context).start()
+        self.spinner = SpinThread(
+            [*self.container.all_nodes, self.probe], context, self.container.spin_threads
+        ).start()
 
     def set_param(self, node: str, name: str, value: ParameterValue) -> SetParametersResult:
         client = self.probe.create_client(SetParameters, f"/{node}/set_parameters")
@@ -444,6 +447,32 @@ def test_images_flow_to_detections_tracks_and_classifications_with_source_header
         assert float(diag["multidnn_sched/node/tracker"]["latency_p50_ms"]) >= 0.0
     finally:
         harness.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "threads"),
+    [({}, 1), ({"baseline": True}, SPIN_THREADS), ({"spin_threads": 3}, 3), ({"baseline": True, "spin_threads": 1}, 1)],
+)
+def test_container_spins_one_thread_with_the_shared_runtime_and_several_in_baseline(
+    ros_context: Context, params: dict[str, Any], threads: int
+) -> None:
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    container = PerceptionContainer(
+        context=ros_context,
+        tasks=fake_tasks(),
+        runtime=FakeRuntime(),
+        parameter_overrides={"perception_container": overrides},
+    )
+    try:
+        assert container.spin_threads == threads
+        spinner = SpinThread(container.all_nodes, ros_context, container.spin_threads)
+        expected = SingleThreadedExecutor if threads == 1 else MultiThreadedExecutor
+        assert type(spinner.executor) is expected
+        spinner.executor.shutdown(timeout_sec=1.0)
+    finally:
+        container.destroy()
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        SpinThread([], ros_context, 0)
 
 
 def test_parameters_change_behaviour_and_out_of_range_is_rejected(ros_context: Context) -> None:

@@ -164,7 +164,7 @@ def replay_mode(mode: str, bag: BagData, options: ReplayOptions, models: dict[st
         if options.player == "inprocess":
             player = _InProcessPlayer(context, bag, options, run)
             extra_nodes.append(player.node)
-        spinner = SpinThread([*container.all_nodes, *extra_nodes], context).start()
+        spinner = SpinThread([*container.all_nodes, *extra_nodes], context, container.spin_threads).start()
         if player is not None:
             player.play(lambda: _sample(run, container))
         else:

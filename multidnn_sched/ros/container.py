@@ -5,8 +5,10 @@ A ``perception_container`` node owns the runtime parameters (``lag.*``, ``policy
 ``nodes``) share its runtime. With more than one node the images are subscribed to once (on the container
 node, in a callback group of its own), each image is decoded once and the same frame goes to every node
 (:class:`~multidnn_sched.ros.image_input.ImageInput`); a node alone subscribes itself. Everything is spun by
-one ``MultiThreadedExecutor``; each node has its own mutually exclusive callback group, so nodes run
-concurrently and one node never runs two frames at once.
+one executor (``spin_threads``): with the shared runtime a ``SingleThreadedExecutor`` (the callbacks only
+convert, hand over and publish; the models run on the runtime's workers), in baseline mode a
+``MultiThreadedExecutor`` where each node has its own mutually exclusive callback group, so the nodes' models
+run concurrently and one node never runs two frames at once.
 
 ``--baseline`` (or parameter ``baseline: true``) runs the same nodes the way ROS users do today: each model
 whole, in its node's callback, no shared executor.
@@ -21,7 +23,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -52,8 +59,17 @@ NODE_MODELS: dict[str, str] = {"detector": "detector", "tracker": "embedder", "c
 """Which runtime model each node submits to."""
 
 SPIN_THREADS = 5
-"""MultiThreadedExecutor threads: one per node, one for the container's timer and services, one for the shared
-image callback."""
+"""Baseline mode's MultiThreadedExecutor threads: one per node (its model runs in its callback), one for the
+container's timer and services, one for the shared image callback."""
+
+SHARED_RUNTIME_SPIN_THREADS = 1
+"""Executor threads with the shared runtime (parameter ``spin_threads`` 0): a ``SingleThreadedExecutor``. The
+nodes' callbacks only convert, hand frames to the runtime and publish, so one thread serves them, and fewer
+Python threads leave the GIL and the cores to the runtime's worker. Measured in ``make demo``'s blocks+swap
+replay (15 Hz, 300 frames, quiet machine, 2026-12-02): rclpy's MultiThreadedExecutor with 5 threads spent ~40 %
+of the process's GIL time rebuilding wait sets (py-spy ``--gil``), and gave coverage 0.53-0.75 and p99
+680 / 680 / 748 ms (detector / tracker / classifier); one thread gave coverage 0.96 and p99 251 / 182 / 177 ms.
+(rclpy's experimental EventsExecutor deadlocked here: a publish and a subscription in one process.)"""
 
 SHUTDOWN_STEP_SEC = 2.0
 """Longest wait for the spin thread, then for the runtime's threads, at shutdown (Ctrl-C: < 5 s)."""
@@ -278,7 +294,15 @@ class PerceptionContainer:
         )
         self.diagnostics_publisher.publish(array)
 
-    def add_to(self, executor: MultiThreadedExecutor) -> None:
+    @property
+    def spin_threads(self) -> int:
+        """Executor threads to spin this container with (parameter ``spin_threads``; 0: auto)."""
+        wanted = int(self.values["spin_threads"])
+        if wanted:
+            return wanted
+        return SPIN_THREADS if bool(self.values["baseline"]) else SHARED_RUNTIME_SPIN_THREADS
+
+    def add_to(self, executor: Executor) -> None:
         for node in self.all_nodes:
             executor.add_node(node)
 
@@ -293,12 +317,19 @@ class PerceptionContainer:
 
 
 class SpinThread:
-    """A ``MultiThreadedExecutor`` spinning in a thread; :meth:`stop` shuts it down and joins the thread."""
+    """An executor spinning in a thread (``num_threads`` 1: a ``SingleThreadedExecutor``, else a
+    ``MultiThreadedExecutor``); :meth:`stop` shuts it down and joins the thread."""
 
     def __init__(
         self, nodes: Sequence[Node], context: Context | None = None, num_threads: int = SPIN_THREADS
     ) -> None:
-        self.executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+        if num_threads < 1:
+            raise ValueError(f"SpinThread num_threads must be >= 1, got {num_threads!r}")
+        self.executor: Executor = (
+            SingleThreadedExecutor(context=context)
+            if num_threads == 1
+            else MultiThreadedExecutor(num_threads=num_threads, context=context)
+        )
         for node in nodes:
             self.executor.add_node(node)
         self.thread = threading.Thread(target=self._spin, name="ros-spin", daemon=True)

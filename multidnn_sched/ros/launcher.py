@@ -126,7 +126,7 @@ def run(
             f"running nodes {container.node_names} "
             f"({'baseline' if container.values['baseline'] else 'blocks'})"
         )
-        spinner = SpinThread(container.all_nodes, context).start()
+        spinner = SpinThread(container.all_nodes, context, container.spin_threads).start()
         while spinner.thread.is_alive() and not (shutdown is not None and shutdown.event.is_set()):
             spinner.thread.join(timeout=0.1)
         return 0

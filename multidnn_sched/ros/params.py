@@ -206,6 +206,15 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         64,
         read_only=True,
     ),
+    ParamSpec(
+        "spin_threads",
+        0,
+        "ROS executor threads (0: auto, 1 with the shared runtime, one per node + 2 in baseline mode; 1: a "
+        "SingleThreadedExecutor)",
+        0,
+        64,
+        read_only=True,
+    ),
     ParamSpec("diagnostics_period_sec", 1.0, "period of /diagnostics", 0.1, 60.0, read_only=True),
     ParamSpec(
         "expected_rate_hz",
