@@ -29,7 +29,7 @@ setup(
     url="https://github.com/multidnn-sched/multidnn_sched",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "compression_tools", "compression_tools.*"]),
-    package_data={PACKAGE: ["models/weights/*.safetensors", "models/weights/*.json"]},
+    package_data={PACKAGE: ["models/weights/*.safetensors", "models/weights/*.json", "ros/*.xml"]},
     # Where colcon (ament_python) puts these; `pip install .` mirrors it under the environment's prefix.
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="image QoS of the replay: reliable (default: every image delivered) or sensor (REP-2003 best effort)",
     )
     parser.add_argument("--image-depth", type=int, default=30, help="image QoS history depth (default 30)")
+    parser.add_argument(
+        "--dds-profile",
+        default=None,
+        help="Fast DDS profile XML of the replay's processes (default: the package's 16 MiB shared-memory "
+        "profile, so raw frames do not go over UDP loopback; 'none': the RMW's defaults; a "
+        "FASTDDS_DEFAULT_PROFILES_FILE already set wins)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -243,7 +250,17 @@ def parse_options(argv: Sequence[str] | None = None) -> ReplayOptions:
         player=args.player,
         reliable=args.qos == "reliable",
         image_depth=args.image_depth,
+        **({} if args.dds_profile is None else {"dds_profile": _dds_profile(args.dds_profile)}),
     )
+
+
+def _dds_profile(text: str) -> Path | None:
+    if text.lower() == "none":
+        return None
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigError(f"--dds-profile: expected a Fast DDS profile XML file or 'none', {text} does not exist")
+    return path
 
 
 def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> Path:
@@ -254,9 +271,14 @@ def run_replay(options: ReplayOptions, models: dict[str, Any] | None = None) -> 
         models: model name -> network (``nn.Module`` or ``PartitionedModel``); ``None``: the default zoo.
     """
     from multidnn_sched.evaluation.replay_report import write_report
+    from multidnn_sched.ros.dds_profile import use_profile
 
     if options.mmap_threshold_bytes:
         pin_mmap_threshold(options.mmap_threshold_bytes)
+    try:
+        options.dds_transport = use_profile(options.dds_profile)
+    except FileNotFoundError as error:
+        raise ConfigError(f"replay: {error}") from error
     bag = load_bag(options.bag, options.image_topic, options.gt_topic, options.max_frames)
     if models is None and options.params_file is None:
         models = build_models(options.random_weights)

@@ -116,39 +116,62 @@ def image_publisher_qos(reliable: bool, depth: int) -> Any:
 
 
 class _Recorder:
+    """Records every output message as it arrives, serialized (``raw=True``: no deserialization in the timed
+    window, so the player takes less CPU from the container it measures); :meth:`parse` decodes them after
+    the run."""
+
     def __init__(self, node: Any, topics: list[str], result: PlayerResult) -> None:
         from vision_msgs.msg import Detection2DArray
 
         self._result = result
         self._lock = threading.Lock()
+        self._raw: dict[str, list[tuple[bytes, float]]] = {topic: [] for topic in topics}
         self.subscriptions = []
         for topic in topics:
             result.outputs[topic] = []
-            self.subscriptions.append(node.create_subscription(Detection2DArray, topic, self._callback(topic), 100))
+            self.subscriptions.append(
+                node.create_subscription(Detection2DArray, topic, self._callback(topic), 100, raw=True)
+            )
 
     def _callback(self, topic: str) -> Any:
-        from multidnn_sched.ros.conversions import msg_to_detections
+        received = self._raw[topic]
 
-        def on_msg(msg: Any) -> None:
+        def on_msg(data: bytes) -> None:
             now = time.perf_counter()
-            parsed = msg_to_detections(msg)
-            record = [
-                msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
-                now,
-                parsed.boxes_xyxy.tolist(),
-                parsed.scores.tolist(),
-                list(parsed.class_ids),
-                list(parsed.ids),
-                [h[1][0] if len(h) > 1 else "" for h in parsed.hypotheses],
-            ]
             with self._lock:
-                self._result.outputs[topic].append(record)
+                received.append((data, now))
 
         return on_msg
 
     def counts(self) -> list[int]:
         with self._lock:
-            return [len(v) for v in self._result.outputs.values()]
+            return [len(v) for v in self._raw.values()]
+
+    def parse(self) -> None:
+        """Decode the recorded messages into the result's ``outputs`` (after the run)."""
+        from rclpy.serialization import deserialize_message
+        from vision_msgs.msg import Detection2DArray
+
+        from multidnn_sched.ros.conversions import msg_to_detections
+
+        with self._lock:
+            raw = {topic: list(items) for topic, items in self._raw.items()}
+        for topic, items in raw.items():
+            records = self._result.outputs[topic]
+            for data, now in items:
+                msg = deserialize_message(data, Detection2DArray)
+                parsed = msg_to_detections(msg)
+                records.append(
+                    [
+                        msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                        now,
+                        parsed.boxes_xyxy.tolist(),
+                        parsed.scores.tolist(),
+                        list(parsed.class_ids),
+                        list(parsed.ids),
+                        [h[1][0] if len(h) > 1 else "" for h in parsed.hypotheses],
+                    ]
+                )
 
 
 def play(config: PlayerConfig) -> PlayerResult:
@@ -225,6 +248,7 @@ def play(config: PlayerConfig) -> PlayerResult:
         result.loops = loop
         _drain(recorder, sent)
         result.wall_sec = time.perf_counter() - start
+        recorder.parse()
     finally:
         if context.ok():
             rclpy.shutdown(context=context)  # wakes the spinning executor at once

@@ -147,6 +147,10 @@ class ReplayOptions:
         reliable: reliable image QoS for the replay (default: every image delivered); ``False``: REP-2003
             sensor data (best effort), as most camera drivers publish.
         image_depth: image QoS history depth of the player and the container during the replay.
+        dds_profile: Fast DDS profile for the replay's processes (default: the package's 16 MiB shared-memory
+            profile, :data:`~multidnn_sched.ros.dds_profile.FASTDDS_LARGE_SHM_PROFILE`; ``None``: the RMW's
+            defaults). A ``FASTDDS_DEFAULT_PROFILES_FILE`` already set wins.
+        dds_transport: what the run used (set by the replay, for the report).
     """
 
     bag: Path
@@ -170,3 +174,11 @@ class ReplayOptions:
     player: str = "process"
     reliable: bool = True
     image_depth: int = 30
+    dds_profile: Path | None = field(default_factory=lambda: _default_dds_profile())
+    dds_transport: str = ""
+
+
+def _default_dds_profile() -> Path:
+    from multidnn_sched.ros.dds_profile import FASTDDS_LARGE_SHM_PROFILE
+
+    return FASTDDS_LARGE_SHM_PROFILE

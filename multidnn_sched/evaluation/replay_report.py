@@ -311,6 +311,7 @@ def summarize(runs: Sequence[ModeRun], bag: BagData, options: ReplayOptions) -> 
         "frames": len(bag.images),
         "rate_hz": rate,
         "ground_truth": bag.ground_truth is not None,
+        "dds_profile": options.dds_transport or "rmw default",
         "modes": {},
         "comparison": {},
     }
