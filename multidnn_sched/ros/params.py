@@ -209,7 +209,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "spin_threads",
         0,
-        "ROS executor threads (0: auto, 1 with the shared runtime, one per node + 2 in baseline mode; 1: a "
+        "ROS executor threads (0: auto, 1 with the shared runtime, 5 in baseline mode; 1: a "
         "SingleThreadedExecutor)",
         0,
         64,
