@@ -12,7 +12,6 @@ from fractions import Fraction
 
 from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.runtime.decisions import ORIGINAL, Decision, DecisionKind, Mode
-from multidnn_sched.runtime.lag import BlockTiming
 from multidnn_sched.runtime.policy import (
     BlockObservation,
     DeviceObservation,
@@ -36,9 +35,6 @@ class ControlMixin(ExecutorState):
     _decision_count: int
     _stop_event: threading.Event
     policy: SchedulingPolicy | None
-
-    def _timing_of(self, model: str, block: str) -> BlockTiming:  # pragma: no cover - provided by BlockExecutor
-        raise NotImplementedError
 
     def _on_variant_change(self, model: str, block: str, variant: str) -> None:
         """LAG is kept per implementation (:data:`LagKey`), so a swap needs no re-keying: the next run of the

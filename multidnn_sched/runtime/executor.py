@@ -45,7 +45,6 @@ from multidnn_sched.exceptions import (
     ConfigError,
     ExecutorShutdownError,
     FrameDroppedError,
-    FrameShedError,
     FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
@@ -54,13 +53,13 @@ from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Dec
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
-from multidnn_sched.runtime.lag import BlockTiming, LagKey, LagTracker, input_bucket
+from multidnn_sched.runtime.lag import LagKey, LagTracker, input_bucket
 from multidnn_sched.runtime.policy import (
     Policy,
     SchedulingPolicy,
 )
+from multidnn_sched.runtime.prediction import PredictionMixin
 from multidnn_sched.runtime.profiling import ProfilingMixin
-from multidnn_sched.runtime.shedding import is_hopeless
 from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
@@ -101,7 +100,7 @@ _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
 
-class BlockExecutor(ControlMixin, ProfilingMixin):
+class BlockExecutor(ControlMixin, ProfilingMixin, PredictionMixin):
     """Runs the blocks of every registered model on one device, LAG-scheduled. See the module docstring.
 
     Args:
@@ -506,87 +505,6 @@ class BlockExecutor(ControlMixin, ProfilingMixin):
         self._registry.disable(key, variant, problem)
         self._on_variant_change(model, block.name, ORIGINAL)
         return block.module(carry), None, ORIGINAL
-
-    def _predicted_run_ms(self, model: Model, first_block: int = 0) -> tuple[float, float] | None:
-        """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
-        observed yet), in one pass under the stats lock; None if a block has neither."""
-        total = remaining = 0.0
-        name = model.pm.name
-        with self._stats_lock:
-            for index, block in enumerate(model.pm.blocks):
-                value = self._predicted_block_ms(name, block.name)
-                if value is None:
-                    return None
-                total += value
-                if index >= first_block:
-                    remaining += value
-        return total, remaining
-
-    def _active_lag_key(self, model: str, block: str) -> tuple[LagKey, str]:
-        """(LAG key of the block's ACTIVE implementation, that implementation); caller holds ``_stats_lock``.
-        The input bucket it last ran on, or — right after a swap, before the new variant ran — the profiled one."""
-        variant = self._registry.active((model, block))[0]
-        key = self._last_key.get((model, block))
-        if key is None or key[2] != variant:
-            key = (model, block, variant, self._profiled_bucket.get((model, block), 1))
-        return key, variant
-
-    def _predicted_block_ms(self, model: str, block: str) -> float | None:
-        """The active implementation's EMA-observed latency, else its solo figure (caller holds
-        ``_stats_lock``). The shedding check's hot path: reads the live LAG figures, copies nothing."""
-        key, variant = self._active_lag_key(model, block)
-        live = self._lag.peek(key)
-        if live is not None and live.ema_observed_ms is not None:
-            return live.ema_observed_ms
-        if live is not None and live.solo_ms is not None:
-            return live.solo_ms
-        return self._solo_ms.get((model, block, variant))
-
-    def _timing_of(self, model: str, block: str) -> BlockTiming:
-        """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
-        it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo
-        figure falls back to the profile of that implementation."""
-        key, variant = self._active_lag_key(model, block)
-        timing = self._lag.timing(key)
-        if timing.solo_ms is None:
-            timing.solo_ms = self._solo_ms.get((model, block, variant))
-        return timing
-
-    def _preemption_pays(self, job: Job, urgent: Job) -> bool:
-        """Hand ``job`` back at this block boundary for the more urgent ``urgent`` job only when ``urgent``
-        cannot wait: when it would miss its deadline behind ``job``'s remaining blocks (lazy preemption). An
-        urgent job with enough slack waits, so ``job`` keeps its finished blocks instead of being preempted and
-        then shed at its next boundary with its work thrown away (measured before this rule, default workload,
-        15 Hz, 2 cores: ``blocks`` shed 143 of 300 detector frames, most after they had been preempted, where the
-        non-preemptive ``sequential`` loop shed 1). ``urgent`` still meets its deadline by the same
-        predictions, so nothing that EDF would make is given up. Predictions are the blocks' EMA-observed
-        latencies, the figures shedding uses; unknown figures: plain EDF (hand back). No tuned constant."""
-        mine = self._predicted_run_ms(job.model, job.block_index)
-        theirs = self._predicted_run_ms(urgent.model, urgent.block_index)
-        if mine is None or theirs is None:
-            return True
-        theirs_waited_ms = (self._clock() - urgent.frame.arrival_sec) * 1000.0
-        return theirs_waited_ms + mine[1] + theirs[1] > urgent.model.deadline_ms
-
-    def _hopeless(self, job: Job) -> bool:
-        """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
-        predicted latency) but a fresh frame of the model could."""
-        model = job.model
-        predicted = self._predicted_run_ms(model, job.block_index)
-        if predicted is None:
-            return False
-        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
-        return is_hopeless(waited_ms, predicted[1], predicted[0], model.deadline_ms)
-
-    def _shed(self, job: Job) -> None:
-        model = job.model
-        with self._cond:
-            model.stats.dropped += 1
-            model.recent.append(None)
-            self._dispatch_next(model)
-        fail(job.frame, FrameShedError(
-            f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
-        ))
 
     def _finish(self, job: Job, result: Carry, error: BaseException | None) -> None:
         model = job.model

@@ -1,7 +1,8 @@
 """The state :class:`~multidnn_sched.runtime.executor.BlockExecutor` shares with its concept mixins.
 
-``ControlMixin`` (runtime/control.py) and ``ProfilingMixin`` (runtime/profiling.py) group the executor's
-methods by concept; this base declares, once, the attributes they read (set in ``BlockExecutor.__init__``).
+``ControlMixin`` (runtime/control.py), ``ProfilingMixin`` (runtime/profiling.py) and ``PredictionMixin``
+(runtime/prediction.py: remaining-work predictions, lazy preemption, shedding) group the executor's methods by
+concept; this base declares, once, the attributes they read (set in ``BlockExecutor.__init__``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 from multidnn_sched.runtime.device import Device
 from multidnn_sched.runtime.jobs import Model
-from multidnn_sched.runtime.lag import LagTracker
+from multidnn_sched.runtime.lag import BlockTiming, LagTracker
 from multidnn_sched.runtime.variants import VariantRegistry
 
 
@@ -31,4 +32,7 @@ class ExecutorState:
     device: Device
 
     def _model(self, name: str) -> Model:  # pragma: no cover - provided by BlockExecutor
+        raise NotImplementedError
+
+    def _timing_of(self, model: str, block: str) -> BlockTiming:  # pragma: no cover - PredictionMixin's
         raise NotImplementedError
