@@ -226,6 +226,8 @@ def test_colcon_build_installs_share_files_and_executables(tools: Ros2Tools) -> 
     assert (share / "launch" / "perception.launch.py").is_file()
     assert (share / "config" / "perception.yaml").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "multidnn_sched").is_file()
+    profiles = list(install.glob("lib/python3*/site-packages/multidnn_sched/ros/fastdds_large_shm.xml"))
+    assert len(profiles) == 1, "the Fast DDS profile (package data) is not installed"
     for exe in ("perception_container", "detector", "tracker", "classifier"):
         assert os.access(install / "lib" / "multidnn_sched" / exe, os.X_OK), exe
     out = tools.run(tools.ws("ws"), ["ros2", "pkg", "executables", "multidnn_sched"])
