@@ -12,15 +12,15 @@ from fractions import Fraction
 
 from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.runtime.decisions import ORIGINAL, Decision, DecisionKind, Mode
-from multidnn_sched.runtime.policy import (
+from multidnn_sched.runtime.observations import (
     BlockObservation,
     DeviceObservation,
     ModelObservation,
     Observations,
     SchedulingPolicy,
     VariantOption,
-    relative_accuracy,
 )
+from multidnn_sched.runtime.policy_math import relative_accuracy
 from multidnn_sched.runtime.state import ExecutorState
 from multidnn_sched.runtime.stats import percentile, rate_hz
 
