@@ -335,3 +335,7 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     if sys.platform.startswith("linux"):
         assert result["background_cores"]["runs"] == 4
         assert "machine quiet" in printed or "machine NOT quiet" in printed
+    # ... and whether it kept its speed: a reference kernel timed before every run
+    assert all(rec["speed_probe_ms"] > 0.0 for rec in result["runs"])
+    assert result["machine_speed"]["probes"] == 4
+    assert "machine speed steady" in printed or "machine speed NOT steady" in printed

@@ -27,6 +27,7 @@ import numpy as np
 from multidnn_sched.bench.aggregate import median
 from multidnn_sched.bench.quiet import format_quiet
 from multidnn_sched.bench.runs import DROP_CAUSES, ModelRun
+from multidnn_sched.bench.speed import format_speed
 
 
 def _num(value: float | None, spec: str, none: str = "—") -> str:
@@ -196,6 +197,9 @@ def format_report(result: Mapping[str, Any]) -> str:
     quiet = format_quiet(result.get("background_cores"), "timed runs")
     if quiet:
         parts.append(quiet)
+    speed = format_speed(result.get("machine_speed"), "timed runs")
+    if speed:
+        parts.append(speed)
     bounds = format_bounds(result.get("bounds"))
     if bounds:
         parts.append("\n".join(bounds))
@@ -207,6 +211,9 @@ def format_report(result: Mapping[str, Any]) -> str:
         quiet = format_quiet(result["sweep"].get("background_cores"), "sweep probes")
         if quiet:
             parts.append(quiet)
+        speed = format_speed(result["sweep"].get("machine_speed"), "sweep probes")
+        if speed:
+            parts.append(speed)
     return "\n\n".join(parts)
 
 
@@ -246,7 +253,8 @@ def render_headline(paths: Sequence[Path]) -> str:
             lines += [""] + [ln for ln in verdict_lines(result.get("ratios", {}))
                              if "over all frames" in ln or "jointly" in ln]
             quiet = format_quiet(result.get("background_cores"), "timed runs")
-            lines += ([quiet] if quiet else []) + [""]
+            speed = format_speed(result.get("machine_speed"), "timed runs")
+            lines += ([quiet] if quiet else []) + ([speed] if speed else []) + [""]
         if result.get("sweep"):
             sweep = result["sweep"]
             rates = []

@@ -38,6 +38,7 @@ from multidnn_sched.bench.modes import CALIBRATED, BenchContext, ModeRun, run_mo
 from multidnn_sched.bench.quiet import background_cores, quiet_summary
 from multidnn_sched.bench.quiet import snapshot as cpu_snapshot
 from multidnn_sched.bench.runs import ModelRun, RunPlan
+from multidnn_sched.bench.speed import speed_probe_ms, speed_summary
 from multidnn_sched.bench.sweep import find_sustainable_rate
 from multidnn_sched.bench.tasks import task_accuracy
 
@@ -138,11 +139,13 @@ def run_repeats(
         for mode in order:
             if progress is not None:
                 progress.step(f"repeat {r + 1}/{repeats}: {mode}")
+            probe_ms = speed_probe_ms(ctx.cores)
             before = cpu_snapshot()
             mode_run = run_mode(ctx, mode, plan)
             background = background_cores(before, cpu_snapshot())
             summary = score_run(ctx, mode_run, plan, duration_sec)
-            records.append({"repeat": r, "mode": mode, **summary.as_dict(), "background_cores": background})
+            records.append({"repeat": r, "mode": mode, **summary.as_dict(), "background_cores": background,
+                            "speed_probe_ms": probe_ms})
             raw[mode].append(mode_run.runs)
     return records, raw, orders
 
@@ -162,7 +165,8 @@ def aggregate_modes(records: Sequence[Mapping[str, Any]], modes: Sequence[str]) 
 def summary_tables(records: Sequence[Mapping[str, Any]], modes: Sequence[str]) -> dict[str, Any]:
     per_mode = aggregate_modes(records, modes)
     return {"modes": per_mode, "ratios": compute_ratios(per_mode),
-            "background_cores": quiet_summary([rec.get("background_cores") for rec in records])}
+            "background_cores": quiet_summary([rec.get("background_cores") for rec in records]),
+            "machine_speed": speed_summary([rec.get("speed_probe_ms") for rec in records])}
 
 
 def solo_latency_ms(models: Mapping[str, torch.nn.Module], tasks: Mapping[str, Any], cores: int) -> dict[str, float]:
@@ -215,12 +219,14 @@ def run_sweep(
     share = {name: rate / camera_rate_hz for name, rate in rates_hz.items()}
     out: dict[str, Any] = {"modes": {}, "lo_hz": lo_hz, "hi_hz": hi_hz, "resolution_hz": resolution_hz}
     background: list[float | None] = []
+    probes: list[float | None] = []
     for mode in modes:
         def probe(rate: float, mode: str = mode) -> float:
             window = min(window_sec[1], max(window_sec[0], SWEEP_WINDOW_FRAMES / rate))
             plan = RunPlan.uniform(list(ctx.loads), {n: rate * share[n] for n in ctx.loads}, warmup_sec, window)
             if progress is not None:
                 progress(f"sweep {mode}: {rate:.1f} Hz")
+            probes.append(speed_probe_ms(ctx.cores))
             before = cpu_snapshot()
             mode_run = run_mode(ctx, mode, plan)
             background.append(background_cores(before, cpu_snapshot()))
@@ -232,6 +238,7 @@ def run_sweep(
         result = find_sustainable_rate(probe, lo_hz=lo_hz, hi_hz=hi_hz, resolution_hz=resolution_hz)
         out["modes"][mode] = result.as_dict()
     out["background_cores"] = quiet_summary(background)
+    out["machine_speed"] = speed_summary(probes)
     solo = solo_latency_ms(ctx.models, ctx.tasks, ctx.cores)
     out["solo_ms_fp32"] = solo
     out["physical_limit_hz_fp32"] = physical_limit_hz(solo, share)
