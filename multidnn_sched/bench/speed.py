@@ -5,6 +5,8 @@ machine whose host is busy: the guest's ``/proc/stat`` shows neither steal time 
 same forward pass takes much longer. Every timed run and sweep probe therefore first times a fixed convolution
 (:func:`speed_probe_ms`) with every core, and the report flags a bench whose probes spread by more than
 :data:`MACHINE_SPEED_MAX_SPREAD` (slowest / fastest): its modes were not measured on the same machine.
+It compares the runs of one bench with each other; a host that is slow for the whole bench is not flagged (the
+report's solo latencies and capacity bound show that).
 """
 
 from __future__ import annotations
