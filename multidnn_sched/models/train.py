@@ -9,11 +9,9 @@ Training uses AdamW with a warm-up + cosine schedule whose progress is ``step / 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,6 @@ from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.models.checkpoints import (
     WEIGHTS_DIR,
     CheckpointEntry,
-    load_checkpoint,
     save_checkpoint,
     write_manifest,
 )
@@ -41,13 +38,9 @@ from multidnn_sched.models.detector import (
     resize_uint8,
 )
 from multidnn_sched.models.embedding import EMBEDDER_INPUT_HW
-from multidnn_sched.models.zoo import (
-    NUM_ATTRIBUTES,
-    NUM_CLASSES,
-    build_classifier,
-    build_detector,
-    build_embedder,
-)
+from multidnn_sched.models.train_embedder import LookalikeTraining, train_embedder
+from multidnn_sched.models.train_loop import Schedule, augment_color, crop_aug, initial_model, make_optimizer, run_loop
+from multidnn_sched.models.zoo import NUM_ATTRIBUTES, NUM_CLASSES, build_classifier, build_detector
 from multidnn_sched.scenes.generator import HARD_PROFILE_VERSION, PATTERNS, PROFILES, SceneGenerator, profile_config
 
 EVALUATION_SEED: int = 1234
@@ -176,13 +169,22 @@ def render_training_data(
 
 
 def load_or_render(
-    cache_dir: Path, seeds: list[int], frames_per_seed: int, keep_every: int, seed: int, profile: str = "hard"
+    cache_dir: Path,
+    seeds: list[int],
+    frames_per_seed: int,
+    keep_every: int,
+    seed: int,
+    profile: str = "hard",
+    crop_every: int = 2,
 ) -> TrainData:
     """Render once, then reuse ``cache_dir/train_<profile>_<...>.pt`` (plain tensors; weights_only=True)."""
     if profile not in PROFILES:
         raise ConfigError(f"scene profile: expected one of {PROFILES}, got {profile!r}")
     version = f"v{HARD_PROFILE_VERSION}" if profile == "hard" else ""
-    key = f"train_{profile}{version}_s{seeds[0]}-{seeds[-1]}_f{frames_per_seed}_k{keep_every}_r{seed}.pt"
+    if crop_every < 1:
+        raise ConfigError(f"--crop-every: expected >= 1, got {crop_every}")
+    crops = "" if crop_every == 2 else f"_c{crop_every}"  # crop_every 2 keeps the name of older caches
+    key = f"train_{profile}{version}_s{seeds[0]}-{seeds[-1]}_f{frames_per_seed}_k{keep_every}{crops}_r{seed}.pt"
     path = cache_dir / key
     if path.is_file():
         raw = torch.load(path, weights_only=True)
@@ -198,7 +200,7 @@ def load_or_render(
             profile=profile,
         )
     data = render_training_data(
-        seeds, frames_per_seed, keep_every, crop_every=2, crops_per_object=2, seed=seed, profile=profile
+        seeds, frames_per_seed, keep_every, crop_every=crop_every, crops_per_object=2, seed=seed, profile=profile
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -215,55 +217,6 @@ def load_or_render(
         path,
     )
     return data
-
-
-class Schedule:
-    """Warm-up + cosine learning rate; progress from steps (deterministic) or wall time.
-
-    Args:
-        lr_max: peak learning rate.
-        steps: total steps, or ``None`` to use ``budget_sec``.
-        budget_sec: wall-time budget when ``steps`` is ``None``.
-        warmup_fraction: fraction of the run spent warming up linearly.
-        clock: time source (injectable for tests).
-    """
-
-    def __init__(
-        self,
-        lr_max: float,
-        steps: int | None,
-        budget_sec: float | None,
-        warmup_fraction: float = 0.05,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        if steps is None and budget_sec is None:
-            raise ConfigError("training needs --steps or --minutes, got neither")
-        self.lr_max = lr_max
-        self.steps = steps
-        self.budget_sec = budget_sec
-        self.warmup_fraction = warmup_fraction
-        self.clock = clock
-        self.start = clock()
-
-    def progress(self, step: int) -> float:
-        if self.steps is not None:
-            return step / max(self.steps, 1)
-        return (self.clock() - self.start) / max(float(self.budget_sec or 0.0), 1e-9)
-
-    def lr(self, progress: float) -> float:
-        if progress < self.warmup_fraction:
-            return self.lr_max * max(progress / self.warmup_fraction, 0.02)
-        t = min((progress - self.warmup_fraction) / (1.0 - self.warmup_fraction), 1.0)
-        return self.lr_max * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
-
-
-def _augment_color(images: Tensor, generator: torch.Generator) -> Tensor:
-    """Random per-image brightness (x0.8..1.2) and contrast on float [B, 3, H, W] 0..255 images."""
-    b = images.shape[0]
-    gain = 0.8 + 0.4 * torch.rand((b, 1, 1, 1), generator=generator)
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 0.85 + 0.3 * torch.rand((b, 1, 1, 1), generator=generator)
-    return ((images - mean) * contrast + mean) * gain
 
 
 def detector_batch(
@@ -306,58 +259,8 @@ def detector_batch(
         heats.append(torch.from_numpy(heat))
         boxes_t.append(torch.from_numpy(box))
         weights.append(torch.from_numpy(weight))
-    images = _augment_color(torch.stack(imgs).float(), generator).clamp(0, 255)
+    images = augment_color(torch.stack(imgs).float(), generator).clamp(0, 255)
     return normalize_images(images), torch.stack(heats), torch.stack(boxes_t), torch.stack(weights)
-
-
-def _initial(model: nn.Module, name: str, init: Path | None) -> nn.Module:
-    """Load ``init/<name>`` weights into ``model`` when fine-tuning, else return it unchanged."""
-    if init is not None:
-        load_checkpoint(model, name, init)
-    return model
-
-
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-
-
-def _run_loop(
-    model: nn.Module,
-    name: str,
-    schedule: Schedule,
-    optimizer: torch.optim.Optimizer,
-    step_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
-) -> int:
-    """Generic loop: lr from the schedule, step, clip, tqdm postfix; returns the number of steps taken."""
-    model.train()
-    step = 0
-    total = schedule.steps if schedule.steps is not None else None
-    bar = tqdm(total=total, desc=f"train {name}", unit="step")
-    while True:
-        progress = schedule.progress(step)
-        if progress >= 1.0:
-            break
-        lr = schedule.lr(progress)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, parts = step_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        step += 1
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(
-                loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", **{k: f"{v:.3f}" for k, v in parts.items()}
-            )
-    bar.close()
-    model.eval()
-    return step
 
 
 def train_detector(
@@ -372,8 +275,8 @@ def train_detector(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = _initial(build_detector(), "detector", init)
-    optimizer = _optimizer(model, schedule.lr_max, 0.05)
+    model = initial_model(build_detector(), "detector", init)
+    optimizer = make_optimizer(model, schedule.lr_max, 0.05)
     n = data.images.shape[0]
 
     def step_fn(step: int) -> tuple[Tensor, dict[str, float]]:
@@ -381,44 +284,7 @@ def train_detector(
         images, heat, box, weight = detector_batch(data, idx, crop_hw, rng, generator)
         return detector_loss(model(images), heat, box, weight, DETECTOR_STRIDE)
 
-    steps = _run_loop(model, "detector", schedule, optimizer, step_fn)
-    return model, steps
-
-
-def _crop_aug(crops_uint8: Tensor, generator: torch.Generator) -> Tensor:
-    x = crops_uint8.float()
-    if torch.rand((), generator=generator) < 0.5:
-        x = x.flip(3)
-    if torch.rand((), generator=generator) < 0.5:
-        x = x.flip(2)
-    return normalize_images(_augment_color(x, generator).clamp(0, 255))
-
-
-def train_embedder(
-    data: TrainData, schedule: Schedule, seed: int, batch_size: int, init: Path | None = None
-) -> tuple[nn.Module, int]:
-    """Cosine-margin (CosFace-style) classification over appearance identities on L2-normalised embeddings."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = _initial(build_embedder(), "embedder", init)
-    num_ids = num_appearance_ids(data.profile)
-    proxies = nn.Parameter(torch.randn(num_ids, model.embedding_dim) * 0.1)
-    optimizer = _optimizer(model, schedule.lr_max, 0.05)
-    optimizer.add_param_group({"params": [proxies], "weight_decay": 0.0})
-    n = data.emb_crops.shape[0]
-    scale, margin = 16.0, 0.2
-
-    def step_fn(step: int) -> tuple[Tensor, dict[str, float]]:
-        idx = torch.randint(0, n, (batch_size,), generator=generator)
-        emb = model(_crop_aug(data.emb_crops[idx], generator))
-        ids = data.emb_ids[idx]
-        cosine = emb @ F.normalize(proxies, dim=1).T
-        logits = scale * (cosine - margin * F.one_hot(ids, num_ids))
-        loss = F.cross_entropy(logits, ids)
-        acc = float((cosine.argmax(1) == ids).float().mean())
-        return loss, {"acc": acc}
-
-    steps = _run_loop(model, "embedder", schedule, optimizer, step_fn)
+    steps = run_loop(model, "detector", schedule, optimizer, step_fn)
     return model, steps
 
 
@@ -428,18 +294,18 @@ def train_classifier(
     """Cross-entropy (label smoothing 0.05) over attributes on jittered crops."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = _initial(build_classifier(), "classifier", init)
-    optimizer = _optimizer(model, schedule.lr_max, 0.05)
+    model = initial_model(build_classifier(), "classifier", init)
+    optimizer = make_optimizer(model, schedule.lr_max, 0.05)
     n = data.cls_crops.shape[0]
 
     def step_fn(step: int) -> tuple[Tensor, dict[str, float]]:
         idx = torch.randint(0, n, (batch_size,), generator=generator)
-        logits = model(_crop_aug(data.cls_crops[idx], generator))
+        logits = model(crop_aug(data.cls_crops[idx], generator))
         labels = data.cls_labels[idx]
         loss = F.cross_entropy(logits, labels, label_smoothing=0.05)
         return loss, {"acc": float((logits.argmax(1) == labels).float().mean())}
 
-    steps = _run_loop(model, "classifier", schedule, optimizer, step_fn)
+    steps = run_loop(model, "classifier", schedule, optimizer, step_fn)
     return model, steps
 
 
@@ -475,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", choices=PROFILES, default="hard", help="scene profile (default hard)")
     parser.add_argument("--frames-per-seed", type=int, default=120)
     parser.add_argument("--keep-every", type=int, default=2, help="keep every k-th rendered frame")
+    parser.add_argument(
+        "--crop-every", type=int, default=2, help="cut embedder / classifier crops from every k-th kept frame"
+    )
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per model, LR_MAX)")
+    parser.add_argument(
+        "--erase-probability",
+        type=float,
+        default=LookalikeTraining.erase_probability,
+        help="embedder, hard profile: per-crop probability of a random occluding rectangle",
+    )
+    parser.add_argument(
+        "--no-lookalike", action="store_true", help="embedder: plain CosFace (no look-alike term, no rotations)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (init, batches, augmentation)")
     parser.add_argument("--batch-size", type=int, default=None, help="override the per-model batch size")
     parser.add_argument(
@@ -504,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         crop_h, crop_w = (int(v) for v in args.detector_crop.lower().split("x"))
         t0 = time.perf_counter()
         data = load_or_render(
-            args.cache, seeds, args.frames_per_seed, args.keep_every, args.seed, args.profile
+            args.cache, seeds, args.frames_per_seed, args.keep_every, args.seed, args.profile, args.crop_every
         )
         print(
             f"data: {data.images.shape[0]} frames, {data.emb_crops.shape[0]} crops from seeds "
@@ -514,16 +393,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"multidnn-train: error: {exc}", file=sys.stderr)
         return 2
     names = ["detector", "embedder", "classifier"] if args.model == "all" else [args.model]
+    lookalike = None
+    if data.profile == "hard" and not args.no_lookalike:
+        lookalike = LookalikeTraining(erase_probability=args.erase_probability)
     entries: dict[str, CheckpointEntry] = {}
     for name in names:
         budget = None if args.steps is not None else args.minutes * 60.0
-        schedule = Schedule(LR_MAX[name], args.steps, budget)
+        lr_max = args.lr if args.lr is not None else LR_MAX[name]
+        schedule = Schedule(lr_max, args.steps, budget)
         batch = args.batch_size or BATCH_SIZE[name]
         start = time.perf_counter()
         if name == "detector":
             model, steps = train_detector(data, schedule, args.seed, batch, (crop_h, crop_w), args.init_from)
         elif name == "embedder":
-            model, steps = train_embedder(data, schedule, args.seed, batch, args.init_from)
+            model, steps = train_embedder(
+                data.emb_crops, data.emb_ids, num_appearance_ids(data.profile), schedule, args.seed, batch,
+                args.init_from, lookalike,
+            )
         else:
             model, steps = train_classifier(data, schedule, args.seed, batch, args.init_from)
         elapsed = time.perf_counter() - start
@@ -543,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed,
                 "steps": steps,
                 "batch_size": batch,
-                "lr_max": LR_MAX[name],
+                "lr_max": lr_max,
+                "crop_every": args.crop_every,
+                "lookalike": asdict(lookalike) if name == "embedder" and lookalike is not None else None,
                 "train_time_sec": round(elapsed, 1),
                 "torch_threads": torch.get_num_threads(),
             },
