@@ -87,3 +87,9 @@ def test_short_lookalike_run_trains_and_the_cli_records_it(tmp_path: Path) -> No
     assert rc == 0
     manifest = (out / "manifest.json").read_text()
     assert '"crop_every": 1' in manifest and '"erase_probability": 0.5' in manifest
+    # Fine-tuning from those weights warm-starts the proxies from their embeddings and trains.
+    again = tmp_path / "w2"
+    rc = main(["--model", "embedder", "--steps", "1", "--frames-per-seed", "8", "--train-seeds", "201",
+               "--crop-every", "1", "--cache", str(tmp_path / "cache"), "--out", str(again), "--batch-size", "8",
+               "--init-from", str(out)])
+    assert rc == 0 and str(out) in (again / "manifest.json").read_text()

@@ -78,7 +78,7 @@ def group_cosface_loss(cosine: Tensor, ids: Tensor, margin: float, scale: float 
     return F.cross_entropy(scale * (group_cos - margin * F.one_hot(target, k)), target)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the result becomes a trainable Parameter
 def _proxies_from(model: nn.Module, crops: Tensor, ids: Tensor, num_ids: int) -> Tensor:
     """Identity proxies = mean embedding of each identity's crops (a warm start when fine-tuning)."""
     model.eval()
