@@ -3,7 +3,9 @@
 Frames are rendered once from training seeds (never the evaluation seed 1234) and cached under ``--cache``:
 detector inputs at 320x240, plus jittered object crops for the embedder (64x64) and the classifier (96x96).
 Training uses AdamW with a warm-up + cosine schedule whose progress is ``step / steps`` (``--steps``) or
-``elapsed / budget`` (``--minutes``). Each model is written as fp16 safetensors + a manifest entry.
+``elapsed / budget`` (``--minutes``). Each model is written as fp16 safetensors + a manifest entry. The loop
+and the crop augmentation live in ``train_loop.py``; the embedder's losses (CosFace plus the hard profile's
+look-alike term) in ``train_embedder.py``.
 """
 
 from __future__ import annotations
