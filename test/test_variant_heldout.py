@@ -37,6 +37,7 @@ from compression_tools.quantize import quantize_block_ort_int8
 from compression_tools.report import ACCEPTED, NOT_LOADED, REFUSED_FLOOR, floor_verdicts, write_report
 from compression_tools.variants import PrefixCache, swapped
 from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.models.checkpoints import WEIGHTS_DIR
 from multidnn_sched.runtime.block import Block, PartitionedModel
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.policy import (
@@ -55,7 +56,8 @@ FAST = ["--calibration", "2", "--repeats", "2", "--threads", "1", "--quiet", "--
 def test_default_seeds_are_disjoint_from_training_and_calibration() -> None:
     trained_on = training_seeds("detector")
     assert trained_on == list(range(101, 117)), "seeds from the shipped weights' manifest"
-    assert not set(HELDOUT_SEEDS) & (set(trained_on) | set(CALIBRATION_SEEDS))
+    assert training_seeds("embedder") == list(range(101, 133))  # round 3 trained on 32 seeds
+    assert not set(HELDOUT_SEEDS) & (set(trained_on) | set(training_seeds("embedder")) | set(CALIBRATION_SEEDS))
     check_disjoint(SeedPlan(list(HELDOUT_SEEDS), list(CALIBRATION_SEEDS), list(CALIBRATION_SEEDS), trained_on))
 
 
@@ -97,7 +99,15 @@ def test_build_records_seeds_and_sample_sizes(tmp_path: Path) -> None:
     base = manifest.models["classifier"]
     assert base.accuracy_metric == "attribute_top1" and base.eval_frames == 6 and base.eval_samples > 0
     assert base.heldout_seeds == list(HELDOUT_SEEDS) and base.calibration_seeds == list(CALIBRATION_SEEDS)
-    assert base.finetune_seeds == list(CALIBRATION_SEEDS) and base.training_seeds == list(range(101, 117))
+    # Every default model's training seeds (the pipeline's accuracy depends on all three), read straight from
+    # the shipped weights' manifest: detector and classifier 101-116, the round-3 embedder 101-132.
+    shipped = json.loads((WEIGHTS_DIR / "manifest.json").read_text())["models"]
+    trained_on = set()
+    for entry in shipped.values():
+        lo, hi = (int(v) for v in entry["training"]["train_seeds"].split("-"))
+        trained_on |= set(range(lo, hi + 1))
+    assert base.finetune_seeds == list(CALIBRATION_SEEDS) and base.training_seeds == sorted(trained_on)
+    assert base.training_seeds == list(range(101, 133))
     assert base.scene_profile == "hard"
     int8 = next(r for r in manifest.variants if r.name == "int8")
     assert (int8.eval_frames, int8.eval_samples) == (6, base.eval_samples)
@@ -105,7 +115,7 @@ def test_build_records_seeds_and_sample_sizes(tmp_path: Path) -> None:
     assert main(["report", "--manifest", str(out / "manifest.json")]) == 0
     text = (out / "report.md").read_text()
     assert "| n frames |" in text and "held-out seeds [7001, 7002, 7003] (hard profile)" in text
-    assert "training seeds 101-116" in text and "## Policy accuracy floor" in text
+    assert "training seeds 101-132" in text and "## Policy accuracy floor" in text
 
 
 def test_reid_metric_tells_a_trained_embedder_from_a_constant_one() -> None:
