@@ -177,6 +177,7 @@ class BlockExecutor(ControlMixin, ProfilingMixin, PredictionMixin):
         self._alone_threads: dict[tuple[str, str], int] = {}
         self._last_key: dict[tuple[str, str], LagKey] = {}
         self._profiled_bucket: dict[tuple[str, str], int] = {}
+        self._profile_epoch = 0
         self._running_blocks = 0
         self._block_starts = 0
         self._overlap_lock = threading.Lock()
@@ -321,7 +322,9 @@ class BlockExecutor(ControlMixin, ProfilingMixin, PredictionMixin):
 
     def _remember_variant_solo(self, model: str, block: str, variant: BlockVariant) -> None:
         if variant.solo_latency_ms is not None:
-            self._solo_ms[(model, block, variant.name)] = variant.solo_latency_ms
+            with self._stats_lock:
+                self._solo_ms[(model, block, variant.name)] = variant.solo_latency_ms
+                self._profile_epoch += 1
 
     def _model(self, name: str) -> Model:
         try:
@@ -453,6 +456,7 @@ class BlockExecutor(ControlMixin, ProfilingMixin, PredictionMixin):
                     self._lag.update(lag_key, observed_ms, alone=alone)
                     self._last_key[(name, block.name)] = lag_key
                 live = self._lag.peek(lag_key)
+                self._note_block_run(job, job.block_index, live)
                 solo_ms = live.solo_ms if live is not None else None
                 if solo_ms is None:
                     solo_ms = self._solo_ms.get((name, block.name, ran))

@@ -66,6 +66,10 @@ class Job:
     carry: Carry = field(default=None, compare=False)
     observed_ms: float = field(default=0.0, compare=False)
     solo_ms: float | None = field(default=0.0, compare=False)
+    predicted_ms: list[float] | None = field(default=None, compare=False)
+    """Per block, the predicted latency of its active implementation (the shedding check's figures): taken once
+    per frame and kept current as the frame's own blocks run, re-taken when ``predicted_epoch`` goes stale."""
+    predicted_epoch: tuple[int, int] | None = field(default=None, compare=False)
 
 
 def admit(model: Model) -> bool:

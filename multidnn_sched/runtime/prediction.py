@@ -21,6 +21,7 @@ class PredictionMixin(ExecutorState):
     """Remaining-work predictions, lazy preemption and shedding of :class:`BlockExecutor` (module docstring)."""
 
     _last_key: dict[tuple[str, str], LagKey]
+    _profile_epoch: int
     _profiled_bucket: dict[tuple[str, str], int]
     _dispatch_next: Callable[[Model], None]
 
@@ -85,15 +86,42 @@ class PredictionMixin(ExecutorState):
         theirs_waited_ms = (self._clock() - urgent.frame.arrival_sec) * 1000.0
         return theirs_waited_ms + mine[1] + theirs[1] > urgent.model.deadline_ms
 
+    def _prediction_epoch(self) -> tuple[int, int]:
+        """Changes whenever a prediction can change other than by a block's own run: a variant registered,
+        activated or disabled (the registry's version), or a solo profile taken (``_profile_epoch``)."""
+        return self._registry.version, self._profile_epoch
+
+    def _job_predictions(self, job: Job) -> list[float] | None:
+        """The frame's per-block predictions (see :attr:`Job.predicted_ms`), re-read from the LAG tracker only
+        when the epoch moved; None while a block has no figure.
+
+        Valid between re-reads because a model runs one frame at a time: only this frame's blocks update this
+        model's figures, and :meth:`_note_block_run` folds each one in as it happens. The shedding check then
+        costs two float sums per block boundary instead of a locked walk over every block."""
+        epoch = self._prediction_epoch()
+        if job.predicted_ms is None or job.predicted_epoch != epoch:
+            name = job.model.pm.name
+            with self._stats_lock:
+                values = [self._predicted_block_ms(name, block.name) for block in job.model.pm.blocks]
+            job.predicted_ms = None if any(v is None for v in values) else [float(v) for v in values if v is not None]
+            job.predicted_epoch = epoch
+        return job.predicted_ms
+
+    @staticmethod
+    def _note_block_run(job: Job, index: int, live: BlockTiming | None) -> None:
+        """Fold block ``index``'s new EMA-observed latency (its LIVE figures, just updated) into the frame's
+        predictions: the value :meth:`_predicted_block_ms` would now read for it."""
+        if job.predicted_ms is not None and live is not None and live.ema_observed_ms is not None:
+            job.predicted_ms[index] = live.ema_observed_ms
+
     def _hopeless(self, job: Job) -> bool:
         """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
         predicted latency) but a fresh frame of the model could."""
-        model = job.model
-        predicted = self._predicted_run_ms(model, job.block_index)
+        predicted = self._job_predictions(job)
         if predicted is None:
             return False
         waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
-        return is_hopeless(waited_ms, predicted[1], predicted[0], model.deadline_ms)
+        return is_hopeless(waited_ms, sum(predicted[job.block_index:]), sum(predicted), job.model.deadline_ms)
 
     def _shed(self, job: Job) -> None:
         model = job.model

@@ -19,6 +19,7 @@ class ProfilingMixin(ExecutorState):
 
     _gate: SlotGate
     _alone_threads: dict[tuple[str, str], int]
+    _profile_epoch: int
     _profiled_bucket: dict[tuple[str, str], int]
     _last_activity_sec: float
     reprofile_idle_sec: float | None
@@ -89,4 +90,5 @@ class ProfilingMixin(ExecutorState):
             for (name, block_name, variant), solo_ms in measured.items():
                 bucket = buckets.get((name, block_name), 1)
                 self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
+            self._profile_epoch += 1
         return measured

@@ -50,6 +50,9 @@ class VariantRegistry:
         self._active: dict[BlockKey, tuple[str, Any]] = {}
         self._expected: dict[BlockKey, dict[Hashable, Hashable]] = {}
         self._lock = threading.Lock()
+        self.version = 0
+        """Bumped by every change of a block's variants or active implementation (add, register, activate,
+        disable): the executor's per-frame work predictions are snapshots that stay valid while it holds."""
 
     def add_block(self, model: str, block: Block) -> None:
         """Track a block; its original is active."""
@@ -58,6 +61,7 @@ class VariantRegistry:
             self._blocks[key] = block
             self._active[key] = (ORIGINAL, block.module)
             self._expected[key] = {}
+            self.version += 1
         for variant in block.variants.values():
             self._check_variant(key, variant)
 
@@ -82,6 +86,7 @@ class VariantRegistry:
         self._check_variant(key, variant)
         with self._lock:
             block.variants[variant.name] = variant
+            self.version += 1
 
     def active(self, key: BlockKey) -> tuple[str, Any]:
         """``(variant name, module)`` to run now; one atomic read."""
@@ -102,7 +107,9 @@ class VariantRegistry:
             if not variant.usable:
                 raise VariantError(f"block {key[0]}/{key[1]}: variant {name!r} is disabled (usable=False)")
             module = variant.module
-        self._active[key] = (name, module)
+        with self._lock:
+            self._active[key] = (name, module)
+            self.version += 1
         return (time.perf_counter() - t0) * 1000.0
 
     def disable(self, key: BlockKey, name: str, reason: str) -> None:
@@ -111,10 +118,11 @@ class VariantRegistry:
         variant = block.variants.get(name)
         if variant is None:
             return
-        variant.usable = False
         with self._lock:
+            variant.usable = False
             if self._active[key][0] == name:
                 self._active[key] = (ORIGINAL, block.module)
+            self.version += 1
         _log.error("variant %s of block %s/%s disabled, original used: %s", name, key[0], key[1], reason)
 
     def record_original(self, key: BlockKey, in_signature: Hashable, out_signature: Hashable) -> None:
