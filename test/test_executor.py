@@ -740,3 +740,42 @@ def test_a_more_urgent_frame_preempts_only_when_it_cannot_wait(short_deadline_ms
         assert log == expected
     finally:
         assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_the_shedding_check_reads_a_per_frame_snapshot_that_matches_a_fresh_read() -> None:
+    """The snapshot a frame's shedding check uses (taken once, kept current as its blocks run, re-read when a
+    variant changes) holds the figures a full walk over the blocks would read at that moment."""
+    from concurrent.futures import Future
+
+    from multidnn_sched.runtime.block import BlockVariant
+    from multidnn_sched.runtime.jobs import Frame, Job
+
+    clock = FakeClock()
+    ex = BlockExecutor(clock=clock, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        heavy = Block("heavy", Tick(clock, 20.0))
+        heavy.variants["light"] = BlockVariant("light", Tick(clock, 4.0), accuracy=0.99)
+        ex.register_model(PartitionedModel("m", [Block("a", Tick(clock, 10.0)), heavy]), deadline_ms=1000.0,
+                          accuracy=1.0, example_input=torch.zeros(1))
+        ex.profile_solo("m", repeats=1, warmup=0)
+        model = ex._model("m")
+
+        def fresh() -> list[float | None]:
+            with ex._stats_lock:
+                return [ex._predicted_block_ms("m", b.name) for b in model.pm.blocks]
+
+        job = Job((0.0, 0), 0, model, Frame(Future(), torch.zeros(1), clock()))
+        assert ex._job_predictions(job) == pytest.approx([10.0, 20.0]) == fresh()
+        ex.apply(Decision("m", "heavy", "variant", "light", "test"))  # a swap re-reads the snapshot
+        assert ex._job_predictions(job) == pytest.approx([10.0, 4.0]) == fresh()
+        ex.submit("m", torch.zeros(1)).result(timeout=10)  # observed figures replace the solo ones
+        job = Job((0.0, 0), 1, model, Frame(Future(), torch.zeros(1), clock()))
+        assert ex._job_predictions(job) == pytest.approx([10.0, 4.0]) == fresh()
+        model.pm.blocks[0].module.ms = 16.0  # block "a" slows down; the frame's own run of it is folded in
+        ex.submit("m", torch.zeros(1)).result(timeout=10)
+        ex._note_block_run(job, 0, ex._lag.peek(ex._last_key[("m", "a")]))
+        assert job.predicted_ms is not None and job.predicted_ms == pytest.approx(fresh())
+        assert 10.0 < job.predicted_ms[0] < 16.0  # the EMA moved from 10 ms towards 16 ms
+        assert ex._job_predictions(job) is job.predicted_ms  # same epoch: no re-read
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)

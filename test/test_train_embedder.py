@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.models.train import load_or_render, main, num_appearance_ids
 from multidnn_sched.models.train_embedder import (
+    GroupSampler,
     LookalikeTraining,
     group_cosface_loss,
     lookalike_groups,
@@ -93,3 +95,21 @@ def test_short_lookalike_run_trains_and_the_cli_records_it(tmp_path: Path) -> No
                "--crop-every", "1", "--cache", str(tmp_path / "cache"), "--out", str(again), "--batch-size", "8",
                "--init-from", str(out)])
     assert rc == 0 and str(out) in (again / "manifest.json").read_text()
+
+
+def test_hard_group_mining_draws_the_groups_with_the_highest_running_loss_more_often() -> None:
+    with pytest.raises(ValueError, match="hard_mining"):
+        GroupSampler([1, 2], 1.5, torch.Generator())
+    sampler = GroupSampler([10, 20, 30], 0.5, torch.Generator().manual_seed(0))
+    for _ in range(50):
+        sampler.update(10, 3.0)  # confused group
+        sampler.update(20, 0.1)
+        sampler.update(30, 0.1)
+    counts = Counter(sampler.draw() for _ in range(3000))
+    # p(10) = 0.5 / 3 + 0.5 * ~3 / ~3.2 ~ 0.63; the others ~ 0.19 each, never zero
+    assert counts[10] / 3000 == pytest.approx(0.63, abs=0.05)
+    assert min(counts[20], counts[30]) > 400
+    uniform = GroupSampler([10, 20, 30], 0.0, torch.Generator().manual_seed(0))
+    uniform.update(10, 3.0)
+    counts = Counter(uniform.draw() for _ in range(3000))
+    assert all(abs(c / 3000 - 1 / 3) < 0.05 for c in counts.values())

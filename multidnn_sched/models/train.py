@@ -354,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedder, hard profile: per-crop probability of a random occluding rectangle",
     )
     parser.add_argument(
+        "--hard-mining",
+        type=float,
+        default=LookalikeTraining.hard_mining,
+        help="embedder, hard profile: share of look-alike group draws weighted by each group's running loss",
+    )
+    parser.add_argument(
         "--no-lookalike", action="store_true", help="embedder: plain CosFace (no look-alike term, no rotations)"
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (init, batches, augmentation)")
@@ -397,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ["detector", "embedder", "classifier"] if args.model == "all" else [args.model]
     lookalike = None
     if data.profile == "hard" and not args.no_lookalike:
-        lookalike = LookalikeTraining(erase_probability=args.erase_probability)
+        lookalike = LookalikeTraining(erase_probability=args.erase_probability, hard_mining=args.hard_mining)
     entries: dict[str, CheckpointEntry] = {}
     for name in names:
         budget = None if args.steps is not None else args.minutes * 60.0

@@ -52,6 +52,10 @@ class LookalikeTraining:
     batch_fraction: float = 0.5
     rotate: bool = True
     erase_probability: float = 0.5
+    hard_mining: float = 0.0
+    """Share of the group draws made in proportion to each group's running group loss (online hard-group
+    mining: the look-alike groups the model still confuses are drawn more often), the rest uniformly; 0 = all
+    uniform."""
 
 
 def lookalike_groups(ids: Tensor) -> dict[int, Tensor]:
@@ -65,18 +69,51 @@ def lookalike_groups(ids: Tensor) -> dict[int, Tensor]:
     return out
 
 
-def group_cosface_loss(cosine: Tensor, ids: Tensor, margin: float, scale: float = COSFACE_SCALE) -> Tensor:
+def group_cosface_loss(
+    cosine: Tensor, ids: Tensor, margin: float, scale: float = COSFACE_SCALE, reduction: str = "mean"
+) -> Tensor:
     """CosFace over the ``len(PATTERNS)`` proxies of each sample's own look-alike group.
 
     Args:
         cosine: ``[B, num_ids]`` cosine of each embedding to every identity proxy.
         ids: ``[B]`` appearance identities.
+        reduction: ``"mean"`` or ``"none"`` (one loss per sample).
     """
     k = len(PATTERNS)
     columns = (ids // k)[:, None] * k + torch.arange(k)[None, :]
     group_cos = torch.gather(cosine, 1, columns)
     target = ids % k
-    return F.cross_entropy(scale * (group_cos - margin * F.one_hot(target, k)), target)
+    return F.cross_entropy(scale * (group_cos - margin * F.one_hot(target, k)), target, reduction=reduction)
+
+
+GROUP_LOSS_EMA: float = 0.1
+"""Weight of a new batch's figure in a group's running loss (hard-group mining): a group is drawn every ~1/(2
+x groups) steps, so its figure follows about its last ten draws."""
+
+
+class GroupSampler:
+    """Draws look-alike groups: a ``hard_share`` of the draws in proportion to each group's running group loss,
+    the rest uniformly (every group keeps being seen, so a figure that went stale is refreshed)."""
+
+    def __init__(self, keys: list[int], hard_share: float, generator: torch.Generator) -> None:
+        if not 0.0 <= hard_share <= 1.0:
+            raise ValueError(f"hard_mining must be in [0, 1], got {hard_share!r}")
+        self.keys = keys
+        self.hard_share = hard_share
+        self.generator = generator
+        self.loss = torch.ones(len(keys))
+        self._index = {k: i for i, k in enumerate(keys)}
+
+    def draw(self) -> int:
+        """One group key."""
+        uniform = torch.full_like(self.loss, 1.0 / len(self.keys))
+        p = (1.0 - self.hard_share) * uniform + self.hard_share * self.loss / self.loss.sum()
+        return self.keys[int(torch.multinomial(p, 1, generator=self.generator))]
+
+    def update(self, group: int, loss: float) -> None:
+        """Fold one batch's mean group loss of ``group`` into its running figure."""
+        i = self._index[group]
+        self.loss[i] = (1.0 - GROUP_LOSS_EMA) * self.loss[i] + GROUP_LOSS_EMA * max(loss, 1e-3)
 
 
 @torch.no_grad()  # not inference_mode: the result becomes a trainable Parameter
@@ -118,13 +155,15 @@ def train_embedder(
     optimizer.add_param_group({"params": [proxies], "weight_decay": 0.0})
     n = crops.shape[0]
     groups = lookalike_groups(ids) if lookalike is not None and lookalike.weight > 0.0 else {}
-    group_keys = list(groups)
     n_groups = int(batch_size * lookalike.batch_fraction) // GROUP_CROPS if lookalike is not None and groups else 0
+    sampler = GroupSampler(list(groups), lookalike.hard_mining, generator) if n_groups else None
 
     def step_fn(step: int) -> tuple[Tensor, dict[str, float]]:
-        parts = [torch.randint(0, n, (batch_size - n_groups * GROUP_CROPS,), generator=generator)]
-        for _ in range(n_groups):
-            members = groups[group_keys[int(torch.randint(0, len(group_keys), (1,), generator=generator))]]
+        free = batch_size - n_groups * GROUP_CROPS
+        parts = [torch.randint(0, n, (free,), generator=generator)]
+        drawn = [sampler.draw() for _ in range(n_groups)] if sampler is not None else []
+        for key in drawn:
+            members = groups[key]
             parts.append(members[torch.randint(0, members.numel(), (GROUP_CROPS,), generator=generator)])
         idx = torch.cat(parts)
         if lookalike is not None:
@@ -138,9 +177,14 @@ def train_embedder(
         loss = F.cross_entropy(logits, batch_ids)
         parts_out = {"acc": float((cosine.argmax(1) == batch_ids).float().mean())}
         if groups and lookalike is not None:
-            group_loss = group_cosface_loss(cosine, batch_ids, lookalike.margin)
+            per_sample = group_cosface_loss(cosine, batch_ids, lookalike.margin, reduction="none")
+            group_loss = per_sample.mean()
             loss = loss + lookalike.weight * group_loss
             parts_out["group"] = float(group_loss.detach())
+            if sampler is not None:
+                for j, key in enumerate(drawn):
+                    start = free + j * GROUP_CROPS
+                    sampler.update(key, float(per_sample[start:start + GROUP_CROPS].detach().mean()))
         return loss, parts_out
 
     steps = run_loop(model, "embedder", schedule, optimizer, step_fn)
