@@ -11,13 +11,13 @@ Thread model (details and defaults in docs/runtime.md):
   (arrival); ``priority * priority_weight_ms`` is subtracted from the key (higher priority = more urgent). The
   default weight, 1 s per level, makes priority strict for deadlines below a second: a more important model's
   frame always goes first, EDF orders models of equal priority (10 ms gives a mild bias instead).
-* Worker threads (one per model by default) pop the most urgent job and run its blocks one after another
-  without re-queueing; at each block boundary a worker hands its job back if a more urgent one waits for a
-  worker. Before each block the worker asks the device's :class:`SlotGate` for a slot — exclusive for a
-  ``sequential`` block, shared for a ``parallel`` one — in key order, sets its intra-op thread count to the
-  slots granted, capped by the count profiling chose for the block (CPU), or makes the model's stream current
-  (CUDA), reads the block's active variant once (a
-  swap is a reference switch, never a torn block), runs and times it, and feeds the latency to the LAG tracker.
+* Worker threads (CPU: one by default, :data:`CPU_DEFAULT_WORKERS`; CUDA: one per model) pop the most urgent
+  job and run its blocks one after another without re-queueing; at each block boundary a worker hands its job
+  back if a more urgent one waits for a worker. Before each block the worker asks the device's
+  :class:`SlotGate` for a slot — exclusive for a ``sequential`` block, shared for a ``parallel`` one — in key
+  order, sets its intra-op thread count to the slots granted, capped by the count profiling chose for the block
+  (CPU), or makes the model's stream current (CUDA), reads the block's active variant once (a swap is a
+  reference switch, never a torn block), runs and times it, and feeds the latency to the LAG tracker.
 * A decision thread calls the policy every ``decision_interval_sec`` and applies its decisions; the next
   block boundary sees them. It also re-profiles solo latencies after ``reprofile_idle_sec`` of idleness.
 
@@ -36,7 +36,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -44,15 +43,13 @@ import torch
 from multidnn_sched.exceptions import (
     ConfigError,
     ExecutorShutdownError,
-    FrameDroppedError,
-    FrameSkippedError,
 )
 from multidnn_sched.runtime.block import BlockVariant, Carry, PartitionedModel
 from multidnn_sched.runtime.control import ControlMixin
 from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision
 from multidnn_sched.runtime.device import Device, SlotGate
 from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
-from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
+from multidnn_sched.runtime.jobs import Frame, Job, Model, fail
 from multidnn_sched.runtime.lag import LagKey, LagTracker, input_bucket
 from multidnn_sched.runtime.policy import (
     Policy,
@@ -60,6 +57,7 @@ from multidnn_sched.runtime.policy import (
 )
 from multidnn_sched.runtime.prediction import PredictionMixin
 from multidnn_sched.runtime.profiling import ProfilingMixin
+from multidnn_sched.runtime.queueing import QueueingMixin
 from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
@@ -100,7 +98,7 @@ _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
 
-class BlockExecutor(ControlMixin, ProfilingMixin, PredictionMixin):
+class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin):
     """Runs the blocks of every registered model on one device, LAG-scheduled. See the module docstring.
 
     Args:
@@ -331,63 +329,6 @@ class BlockExecutor(ControlMixin, ProfilingMixin, PredictionMixin):
             return self._models[name]
         except KeyError:
             raise ConfigError(f"unknown model {name!r}; registered: {sorted(self._models)}") from None
-
-    # -- submission ----------------------------------------------------------------------------------------
-
-    def submit(self, model_name: str, carry: Carry, *, arrival_time: float | None = None) -> Future:
-        """Queue one frame; the future's result is the model output (or the frame's exception).
-
-        While admission control admits only a fraction of the model's frames (an ``admit`` decision of the
-        policy on an overloaded device) the other frames fail at once with :class:`FrameSkippedError` (a
-        :class:`FrameDroppedError`)."""
-        model = self._model(model_name)
-        frame = Frame(Future(), carry, self._clock() if arrival_time is None else arrival_time)
-        dropped: Frame | None = None
-        reason = ""
-        error_type: type[FrameDroppedError] = FrameDroppedError
-        with self._cond:
-            if self._stopping:
-                raise ExecutorShutdownError(f"cannot submit to {model_name!r}: BlockExecutor is shut down")
-            model.stats.submitted += 1
-            self._last_activity_sec = self._clock()
-            model.arrivals.append(frame.arrival_sec)
-            if not admit(model):
-                dropped, error_type = frame, FrameSkippedError
-                model.stats.dropped += 1
-                model.stats.skipped += 1
-                reason = (f"model {model_name!r}: frame skipped by admission control (device overloaded, "
-                          f"admitting {model.admit_fraction:.0%} of frames)")
-            else:
-                model.pending.append(frame)
-                if not model.busy:
-                    self._dispatch_next(model)
-                elif len(model.pending) > model.queue_depth:
-                    dropped = model.pending.popleft()
-                    model.stats.dropped += 1
-                    model.recent.append(None)  # not computed: the policy sees the share of such frames
-                    reason = (f"model {model_name!r}: frame dropped, pending queue full "
-                              f"(depth {model.queue_depth}, newest wins)")
-        if dropped is not None:
-            fail(dropped, error_type(reason))
-        return frame.future
-
-    def _job_key(self, model: Model, arrival_sec: float) -> tuple[float, int]:
-        """Heap key: absolute deadline (EDF) or arrival (FIFO), minus the optional priority bias; equal keys go
-        to the higher priority."""
-        key = arrival_sec + (model.deadline_ms / 1000.0 if self.queue_order == "edf" else 0.0)
-        return key - model.priority * self.priority_weight_ms / 1000.0, -model.priority
-
-    def _dispatch_next(self, model: Model) -> None:
-        """Move the model's oldest pending frame to the ready heap (caller holds ``_cond``)."""
-        while model.pending:
-            frame = model.pending.popleft()
-            if frame.future.set_running_or_notify_cancel():
-                job = Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
-                heapq.heappush(self._ready, job)
-                model.busy = True
-                self._cond.notify()
-                return
-        model.busy = False
 
     # -- workers -------------------------------------------------------------------------------------------
 
