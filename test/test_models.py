@@ -142,6 +142,32 @@ def test_crop_batch_shapes_and_content() -> None:
     assert crop_batch(image, np.zeros((0, 4)), (32, 32)).shape == (0, 3, 32, 32)
 
 
+def test_crop_batch_cuts_only_the_sampled_region_and_matches_roi_align_on_the_whole_frame() -> None:
+    """crop_batch converts only the boxes' union (plus a margin) of the frame; every crop equals roi_align on
+    the whole frame, for boxes inside, across and beyond its edges and frames of any size."""
+    from torchvision.ops import roi_align
+
+    from multidnn_sched.models.detector import normalize_images
+
+    rng = np.random.default_rng(7)
+    worst = 0.0
+    for _ in range(60):
+        height, width = int(rng.integers(16, 300)), int(rng.integers(16, 400))
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        n = int(rng.integers(1, 6))
+        x, y = rng.uniform(-0.3 * width, 1.1 * width, n), rng.uniform(-0.3 * height, 1.1 * height, n)
+        side = rng.uniform(1.0, 0.6 * max(width, height), n)
+        boxes = np.stack([x, y, x + side, y + side * rng.uniform(0.3, 2.0, n)], axis=1).astype(np.float32)
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        padded = np.stack([boxes[:, 0] - 0.1 * w, boxes[:, 1] - 0.1 * h, boxes[:, 2] + 0.1 * w,
+                           boxes[:, 3] + 0.1 * h], axis=1)
+        whole = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float()
+        rois = torch.cat([torch.zeros((n, 1)), torch.from_numpy(padded)], dim=1)
+        expected = normalize_images(roi_align(whole, rois, (24, 24), 1.0, 2, True))
+        worst = max(worst, float((crop_batch(image, boxes, (24, 24)) - expected).abs().max()))
+    assert worst < 1e-3  # float rounding of the shifted coordinates only (1e-3 ~ 0.06 grey levels)
+
+
 def test_one_training_step_reduces_nothing_breaks() -> None:
     torch.manual_seed(0)
     det = build_detector().train()
