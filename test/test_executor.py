@@ -333,6 +333,29 @@ def test_slot_gate_grants_all_when_alone_one_when_shared() -> None:
     assert not gate.busy
 
 
+def test_slot_gate_counts_block_runs_with_its_slots() -> None:
+    """acquire_run / release_run: the slots and the overlap count under one lock. A run is alone only if no
+    other run was in flight at its start and none started before its end."""
+    gate = SlotGate(2)
+    granted, ticket = gate.acquire_run(False, 0.0)
+    assert granted == 2
+    assert gate.release_run(granted, ticket) is True  # nothing else ran
+    assert not gate.busy
+    granted, ticket = gate.acquire_run(False, 0.0)
+    other = gate.run_started()  # another run starts meanwhile (a second worker)
+    assert gate.release_run(granted, ticket) is False
+    assert gate.run_ended(other) is False  # it started while the first was in flight
+    granted, ticket = gate.acquire_run(True, 0.0)
+    assert granted == 2
+    later = gate.run_started()
+    assert gate.run_ended(later) is False
+    assert gate.release_run(granted, ticket) is False  # overlapped by a run that began and ended inside it
+    granted, ticket = gate.acquire_run(False, 0.0)
+    assert gate.release_run(granted, ticket) is True  # the count is back to zero: alone again
+    with pytest.raises(RuntimeError, match="more slots than granted"):
+        gate.release_run(1, gate.run_started())
+
+
 def test_slot_gate_strict_key_order() -> None:
     gate = SlotGate(1)
     held = gate.acquire(False, 0.0)
