@@ -72,9 +72,9 @@ class SlotGate:
 
     def acquire_run(self, exclusive: bool, key: float | tuple[float, int], *, greedy: bool = True
                     ) -> tuple[int, RunTicket]:
-        """:meth:`acquire` and :meth:`run_started` under one lock: the executor's block boundary takes the
-        gate's lock once per block start and once per end, not twice each (~10 us apiece on this VM, measured
-        by the stamps of scripts/executor_overhead.py's embedder, 2026-12-02)."""
+        """:meth:`acquire` and :meth:`run_started` under one lock: the executor's block boundary takes one
+        lock per block start and one per end instead of two each (its saving, a few us, was not separable from
+        the host's noise in the stamps of 2026-12-02; the other cuts of that session were)."""
         with self._cond:
             return self._acquire_locked(exclusive, key, greedy), self._note_run_start()
 
