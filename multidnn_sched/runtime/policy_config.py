@@ -50,7 +50,11 @@ class PolicyConfig:
             (15 Hz, 2 cores, quiet, 2026-12-02): ``blocks`` served 0.599 of offered frames on time with
             admission on (the predicted utilization, solo x slowdown, ran high and cut the detector to 1/3 and
             the classifier to 1/2 while the device idled) and 0.831 with it off (EDF, block-boundary
-            preemption and shedding alone; ``sequential`` 0.778 in the same session).
+            preemption and shedding alone; ``sequential`` 0.778 in the same session). Re-measured 2026-12-06
+            (quiet, detector solo 44 ms) with the demand from solo figures alone (no slowdown, the capacity
+            bound's own prediction): ``blocks`` 0.648, ``sequential`` 0.722 in the same run — the max-min fair
+            shares (detector 0.57, classifier 0.62) rounded down to 1/2 each, below what the loop serves the
+            classifier (0.70). Off stays the default.
         parallel_reprobe_sec: a block made sequential because it cost more device time in parallel (step 0)
             returns to parallel after this long, to re-measure: the other models' load changes. 20 s: one bench
             timed window; a probe costs at most one dwell (2 s) of the more expensive mode per 20 s.
