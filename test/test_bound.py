@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multidnn_sched.bench.bound import capacity_bound, simulate_ideal_edf
+from multidnn_sched.bench.bound import capacity_bound, device_cost_ms, simulate_ideal_edf
 from multidnn_sched.bench.runs import ModelPlan, RunPlan
 
 
@@ -54,3 +54,21 @@ def test_missing_or_bad_service_times_are_errors() -> None:
         capacity_bound(p, {}, {"m": 100.0})
     with pytest.raises(ValueError, match="> 0 ms"):
         simulate_ideal_edf(p, {"m": 0.0}, {"m": 100.0}, {"m": 1})
+
+
+def test_device_cost_takes_the_most_efficient_thread_count() -> None:
+    # a: 50 ms with 2 threads, 60 ms with 1 -> 1 thread occupies half the device: 30 ms; b scales: 2 threads best
+    cost = device_cost_ms({2: {"a": 50.0, "b": 20.0}, 1: {"a": 60.0, "b": 45.0}}, cores=2)
+    assert cost == {"a": 30.0, "b": 20.0}
+    with pytest.raises(ValueError, match="outside"):
+        device_cost_ms({4: {"a": 1.0}}, cores=2)
+
+
+def test_the_bound_counts_device_cost_but_deadlines_by_the_fastest_latency() -> None:
+    # 10 frames at 10 Hz of 150 ms (every core) against a 200 ms deadline: the every-core cost fits 8 frames
+    # (1200 ms / 150 = 8); at 100 ms of device time each (one thread beside another frame) all 10 fit
+    p = plan(m=(10.0, 0, 10))
+    assert capacity_bound(p, {"m": 150.0}, {"m": 200.0}).on_time["m"] == pytest.approx(1200.0 / 150.0)
+    assert capacity_bound(p, {"m": 150.0}, {"m": 200.0}, device_cost_ms={"m": 100.0}).on_time["m"] == 10.0
+    # a frame that cannot make its deadline even with every core stays out, however cheap its device time
+    assert capacity_bound(p, {"m": 250.0}, {"m": 200.0}, device_cost_ms={"m": 10.0}).on_time["m"] == 0.0

@@ -171,13 +171,16 @@ def format_bounds(bounds: Mapping[str, Any] | None) -> list[str]:
     """What any scheduler could reach on this plan (bench.bound): upper bound and ideal-EDF reference."""
     if not bounds:
         return []
-    lines = ["| service times | capacity bound (no scheduler can exceed) | ideal preemptive EDF, zero overhead | "
+    lines = ["| service times | capacity bound (no scheduler can exceed) | ideal preemptive EDF, zero overhead, one frame at a time on every core | "
              "per model (bound / ideal) |", "|---|---:|---:|---|"]
     for label, entry in bounds.items():
         cap, ideal = entry["capacity_bound"], entry["ideal_edf"]
         per = ", ".join(f"{n} {cap['models'][n]['on_time_rate']:.3f} / {ideal['models'][n]['on_time_rate']:.3f}"
                         for n in cap["models"])
         solo = ", ".join(f"{n} {v:.1f}" for n, v in entry["solo_ms"].items())
+        if entry.get("device_cost_ms"):
+            solo += "; device ms per frame at the best thread count: " + ", ".join(
+                f"{n} {v:.1f}" for n, v in entry["device_cost_ms"].items())
         lines.append(f"| {label} (solo ms: {solo}) | {cap['on_time_rate']:.3f} | {ideal['on_time_rate']:.3f} | "
                      f"{per} |")
     return lines

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from multidnn_sched.bench.aggregate import aggregate, compute_ratios
-from multidnn_sched.bench.bound import capacity_bound, simulate_ideal_edf
+from multidnn_sched.bench.bound import capacity_bound, device_cost_ms, simulate_ideal_edf
 from multidnn_sched.bench.calibrate import calibrate_threads
 from multidnn_sched.bench.metrics import ModeSummary, summarize
 from multidnn_sched.bench.modes import CALIBRATED, BenchContext, ModeRun, run_mode
@@ -170,7 +170,8 @@ def summary_tables(records: Sequence[Mapping[str, Any]], modes: Sequence[str]) -
 
 
 def solo_latency_ms(models: Mapping[str, torch.nn.Module], tasks: Mapping[str, Any], cores: int) -> dict[str, float]:
-    """Median whole-model latency per frame, alone, with every core (fp32 or whatever ``models`` holds)."""
+    """Median whole-model latency per frame, alone, with ``cores`` intra-op threads (fp32 or whatever ``models``
+    holds)."""
     out: dict[str, float] = {}
 
     def measure() -> None:
@@ -259,9 +260,15 @@ def workload_bounds(ctx: BenchContext, plan: RunPlan) -> dict[str, Any]:
         sets["variants"] = ctx.variant_models()
     for label, models in sets.items():
         solo = solo_latency_ms(models, ctx.tasks, ctx.cores)
+        by_threads = {ctx.cores: solo}
+        if ctx.cores > 1:
+            by_threads[1] = solo_latency_ms(models, ctx.tasks, 1)
+        cost = device_cost_ms(by_threads, ctx.cores)
         out[label] = {
             "solo_ms": solo,
-            "capacity_bound": capacity_bound(plan, solo, ctx.deadlines_ms).as_dict(),
+            "solo_ms_1_thread": by_threads.get(1, solo),
+            "device_cost_ms": cost,
+            "capacity_bound": capacity_bound(plan, solo, ctx.deadlines_ms, device_cost_ms=cost).as_dict(),
             "ideal_edf": simulate_ideal_edf(plan, solo, ctx.deadlines_ms, queue).as_dict(),
         }
     return out
