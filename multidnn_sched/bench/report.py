@@ -171,7 +171,8 @@ def format_bounds(bounds: Mapping[str, Any] | None) -> list[str]:
     """What any scheduler could reach on this plan (bench.bound): upper bound and ideal-EDF reference."""
     if not bounds:
         return []
-    lines = ["| service times | capacity bound (no scheduler can exceed) | ideal preemptive EDF, zero overhead, one frame at a time on every core | "
+    lines = ["| service times | capacity bound (no scheduler can exceed) | "
+             "ideal preemptive EDF, zero overhead, one frame at a time on every core | "
              "per model (bound / ideal) |", "|---|---:|---:|---|"]
     for label, entry in bounds.items():
         cap, ideal = entry["capacity_bound"], entry["ideal_edf"]
