@@ -105,6 +105,9 @@ class ExecutorSettings:
     """BlockExecutor settings of the ``blocks`` modes (``executor:`` in the YAML)."""
 
     num_workers: int | None = None
+    worker_threads: int | None = None
+    """Fixed intra-op threads of every block on every worker (CPU; ``None``: elastic), see
+    ``BlockExecutor(worker_threads=...)``."""
     queue_order: str = "edf"
     priority_weight_ms: float | None = None
     """Key bias per priority level (``None``: the executor's default, strict priority)."""
@@ -264,10 +267,14 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: model names must be unique (set name: per entry), got {names}")
     ex_raw = raw.get("executor", {}) or {}
-    unknown = set(ex_raw) - {"num_workers", "queue_order", "priority_weight_ms", "device"}
+    unknown = set(ex_raw) - {"num_workers", "worker_threads", "queue_order", "priority_weight_ms", "device"}
     if unknown:
         raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
     executor = ExecutorSettings(**ex_raw)
+    for key in ("num_workers", "worker_threads"):
+        value = getattr(executor, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{where}: executor.{key}: expected an integer >= 1 or null, got {value!r}")
     modes = raw.get("modes")
     if modes is not None and (not isinstance(modes, list) or not all(isinstance(m, str) for m in modes)):
         raise ConfigError(f"{where}: modes: expected a list of mode names, got {modes!r}")

@@ -191,6 +191,11 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "worker_threads", 0,
+        "CPU: fixed intra-op threads of every block on every worker, no greedy grants (0: elastic)", 0, 64,
+        read_only=True,
+    ),
+    ParamSpec(
         "priority_weight_ms",
         0.0,
         "job-queue key bias per priority level (0: pure EDF, priority breaks ties; key = deadline - weight x priority)",

@@ -85,6 +85,7 @@ class SharedRuntime:
             # instead of 2 workers the blocks+swap p99 went 352/344/317 -> 312/251/252 ms (the nodes' Python
             # pre/post-processing keeps a core); one per model on CUDA.
             num_workers=int(values["workers"]) or None,
+            worker_threads=int(values["worker_threads"]) or None,
             # A mild bias, not the executor's strict default: the nodes form a pipeline (tracker after
             # detector, classifier after tracker), and with strict priority the detector's next frames starved
             # the classifier (demo p99 classifier 3.6x baseline vs 0.4x with 10 ms).

@@ -115,6 +115,12 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS`` = 0: pure EDF,
             priority breaks ties).
         cpu_threads: intra-op threads of an exclusive block on CPU (default: torch's count = cores).
+        worker_threads: CPU only: every block on every worker runs with exactly this many intra-op threads,
+            parallel or sequential, and a parallel block never takes idle slots beyond its one ("partitioned"
+            pool: with ``num_workers x worker_threads <= cores`` there is one fixed OpenMP team per worker and
+            the process never holds more OpenMP threads than cores, see :data:`ONE_OPENMP_TEAM_NOTE`);
+            ``sequential`` then means "alone" (no other block overlaps it), not "with more threads". ``None``
+            (default): elastic, a block gets the slots it is granted up to its profiled best count.
         latency_window: frames in the policy's latency figure (90th percentile of the last N).
         max_latency_samples: latencies kept per model for :meth:`stats`.
         reprofile_idle_sec: re-profile solo latencies after this long idle (needs an example input);
@@ -141,6 +147,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         queue_order: str = "edf",
         priority_weight_ms: float = PRIORITY_WEIGHT_MS,
         cpu_threads: int | None = None,
+        worker_threads: int | None = None,
         latency_window: int = 32,
         max_latency_samples: int = 100_000,
         reprofile_idle_sec: float | None = 10.0,
@@ -155,6 +162,10 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         if num_workers is not None and num_workers < 1:
             raise ConfigError(f"BlockExecutor num_workers must be >= 1 or None, got {num_workers!r}")
         self.device = device if isinstance(device, Device) else Device(device, cpu_threads=cpu_threads, clock=clock)
+        if worker_threads is not None and not 1 <= worker_threads <= self.device.cpu_threads:
+            raise ConfigError(f"BlockExecutor worker_threads must be None or in 1..{self.device.cpu_threads} "
+                              f"(the device's CPU threads), got {worker_threads!r}")
+        self._worker_threads = None if self.device.is_cuda else worker_threads
         self.schedule = schedule
         self.policy = (policy if policy is not None else Policy()) if schedule == "policy" else None
         self.queue_order = queue_order
@@ -189,6 +200,10 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         if num_workers is None and not self.device.is_cuda:
             num_workers = CPU_DEFAULT_WORKERS
         self._fixed_workers = num_workers
+        if self._worker_threads is not None and (num_workers or 1) * self._worker_threads > self.device.cpu_threads:
+            self.log.warning("worker_threads %d x %d workers > %d CPU threads: the workers' OpenMP teams "
+                             "oversubscribe the cores", self._worker_threads, num_workers or 1,
+                             self.device.cpu_threads)
         self._max_workers = None if self.device.is_cuda else self.device.slots
         self._threads: list[threading.Thread] = []
         for _ in range(num_workers or 0):
@@ -377,12 +392,16 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
                             return _HANDED_BACK
             block = blocks[job.block_index]
             exclusive = model.modes[job.block_index] == SEQUENTIAL
+            fixed = self._worker_threads
             best_threads = self._alone_threads.get((name, block.name))
-            greedy = not self.device.is_cuda and (best_threads is None or best_threads > 1)
+            greedy = not self.device.is_cuda and fixed is None and (best_threads is None or best_threads > 1)
             bucket = input_bucket(job.carry)
             granted, ticket = self._gate.acquire_run(exclusive, job.key, greedy=greedy)
             try:
-                self.device.set_threads(granted if best_threads is None else min(granted, best_threads))
+                if fixed is not None:
+                    self.device.set_threads(fixed)
+                else:
+                    self.device.set_threads(granted if best_threads is None else min(granted, best_threads))
                 with self.device.stream_context(name):
                     out, observed_ms, ran = self._run_block(name, block, job.carry)
             finally:

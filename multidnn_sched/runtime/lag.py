@@ -210,7 +210,7 @@ class BlockProfile:
 
 def profile_model(
     pm: PartitionedModel, carry: Carry, device: Device, gate: SlotGate, registry: VariantRegistry, *,
-    repeats: int = 5, warmup: int = 2, compare_threads: bool = True,
+    repeats: int = 5, warmup: int = 2, compare_threads: bool = True, fixed_threads: int | None = None,
 ) -> dict[str, BlockProfile]:
     """Time every block of ``pm`` (registered in ``registry`` under ``pm.name``) alone, keyed by block name.
 
@@ -220,7 +220,9 @@ def profile_model(
     latency is that of the kept count. Variants are timed with the kept count; one that raises or whose output
     signature differs from the original's is disabled. The original's output signature is recorded. Leaves
     the calling thread's intra-op thread count changed (the caller restores it). ``compare_threads=False``
-    (one CPU worker: nobody to share cores with) times and keeps all granted threads only.
+    (one CPU worker: nobody to share cores with) times and keeps all granted threads only. ``fixed_threads``
+    (CPU, the executor's ``worker_threads``): every block runs with exactly that many threads, so it is timed
+    with that count only.
     """
     profiles: dict[str, BlockProfile] = {}
     carry = device.to_device(carry)
@@ -230,7 +232,12 @@ def profile_model(
             granted = gate.acquire(True, (math.inf, 0))
             try:
                 in_sig = carry_signature(carry)
-                counts = [granted] if device.is_cuda or not compare_threads else sorted({1, granted})
+                if fixed_threads is not None and not device.is_cuda:
+                    counts = [fixed_threads]
+                elif device.is_cuda or not compare_threads:
+                    counts = [granted]
+                else:
+                    counts = sorted({1, granted})
                 out, by_count = _time(pm.name, block.module, carry, device, counts, repeats, warmup)
                 threads = max(counts)
                 if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:

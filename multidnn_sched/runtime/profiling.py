@@ -19,6 +19,7 @@ class ProfilingMixin(ExecutorState):
 
     _gate: SlotGate
     _alone_threads: dict[tuple[str, str], int]
+    _worker_threads: int | None
     _profile_epoch: int
     _profiled_bucket: dict[tuple[str, str], int]
     _last_activity_sec: float
@@ -66,7 +67,8 @@ class ProfilingMixin(ExecutorState):
                         model.example_input = example_input
                     profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
                                              repeats=repeats, warmup=warmup,
-                                             compare_threads=self._worker_count > 1)
+                                             compare_threads=self._worker_count > 1,
+                                             fixed_threads=self._worker_threads)
                     for block_name, profile in profiles.items():
                         if profile.threads_alone is not None:
                             self._alone_threads[(name, block_name)] = profile.threads_alone

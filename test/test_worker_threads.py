@@ -1,0 +1,148 @@
+"""``BlockExecutor(worker_threads=N)``: the partitioned CPU pool — every block on every worker runs with exactly N
+intra-op threads, parallel or sequential, profiled at N, never greedy; and the bench workload key."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from multidnn_sched.bench.workload import load_workload
+from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.runtime.block import Block, PartitionedModel
+from multidnn_sched.runtime.executor import BlockExecutor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ThreadRecorder(nn.Module):
+    """Records the calling thread's intra-op thread count and how many recorders run at once."""
+
+    running = 0
+    lock = threading.Lock()
+
+    def __init__(self, seen: list[int], overlap: list[int], hold: threading.Event | None = None) -> None:
+        super().__init__()
+        self.seen, self.overlap, self.hold = seen, overlap, hold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with ThreadRecorder.lock:
+            ThreadRecorder.running += 1
+            self.overlap.append(ThreadRecorder.running)
+        self.seen.append(torch.get_num_threads())
+        if self.hold is not None:
+            self.hold.wait(0.2)
+        with ThreadRecorder.lock:
+            ThreadRecorder.running -= 1
+        return x
+
+
+def _executor(schedule: str, worker_threads: int | None, num_workers: int = 2) -> BlockExecutor:
+    return BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=num_workers, worker_threads=worker_threads,
+                         shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
+
+
+@pytest.mark.parametrize(("schedule", "worker_threads", "expected"),
+                         [("sequential", None, 2), ("sequential", 1, 1), ("parallel", None, 2), ("parallel", 1, 1)])
+def test_block_threads_follow_the_pool(schedule: str, worker_threads: int | None, expected: int) -> None:
+    """A lone frame on an idle device: elastic gives it every core (sequential: the exclusive slot; parallel:
+    greedy on an idle device); the partitioned pool keeps it at the fixed count either way."""
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    ex = _executor(schedule, worker_threads)
+    try:
+        ex.register_model(PartitionedModel("m", [Block("b", ThreadRecorder(seen, []))]), deadline_ms=1000.0)
+        ex.submit("m", torch.zeros(1)).result(timeout=10)
+        assert seen == [expected]
+    finally:
+        torch.set_num_threads(before)
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_partitioned_parallel_blocks_overlap_and_sequential_ones_run_alone() -> None:
+    for schedule, expected_max in (("parallel", 2), ("sequential", 1)):
+        seen: list[int] = []
+        overlap: list[int] = []
+        hold = threading.Event()
+        ex = _executor(schedule, 1)
+        try:
+            for name in ("a", "b"):
+                ex.register_model(PartitionedModel(name, [Block("b", ThreadRecorder(seen, overlap, hold))]),
+                                  deadline_ms=1000.0, queue_depth=2)
+            futures = [ex.submit(name, torch.zeros(1)) for name in ("a", "b")]
+            for fut in futures:
+                fut.result(timeout=10)
+            assert max(overlap) == expected_max, schedule
+            assert set(seen) == {1}, schedule
+        finally:
+            assert ex.shutdown(timeout_sec=5.0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_sec = 100.0
+
+    def __call__(self) -> float:
+        return self.now_sec
+
+
+class ThreadTick(nn.Module):
+    def __init__(self, clock: FakeClock, ms_by_threads: dict[int, float]) -> None:
+        super().__init__()
+        self.clock, self.ms_by_threads = clock, ms_by_threads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.now_sec += self.ms_by_threads[torch.get_num_threads()] / 1000.0
+        return x
+
+
+@pytest.mark.parametrize(("worker_threads", "expected_threads", "expected_solo_ms"), [(None, 2, 4.0), (1, 1, 10.0)])
+def test_profiling_times_the_fixed_count(worker_threads: int | None, expected_threads: int,
+                                         expected_solo_ms: float) -> None:
+    """Solo latency (LAG's reference) is measured at the thread count the blocks will run with."""
+    clock = FakeClock()
+    before = torch.get_num_threads()
+    ex = BlockExecutor(clock=clock, cpu_threads=2, num_workers=2, worker_threads=worker_threads,
+                       shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        ex.register_model(PartitionedModel("m", [Block("t", ThreadTick(clock, {1: 10.0, 2: 4.0}))]),
+                          deadline_ms=100.0, example_input=torch.zeros(1))
+        solo = ex.profile_solo(repeats=3)
+        assert solo[("m", "t", "original")] == pytest.approx(expected_solo_ms)
+        assert ex.stats().blocks[("m", "t")].threads_alone == expected_threads
+    finally:
+        torch.set_num_threads(before)
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+@pytest.mark.parametrize("bad", [0, 3, -1])
+def test_worker_threads_out_of_range_is_a_config_error(bad: int) -> None:
+    with pytest.raises(ConfigError, match="worker_threads must be None or in 1..2"):
+        BlockExecutor(cpu_threads=2, worker_threads=bad, decision_interval_sec=None, reprofile_idle_sec=None)
+
+
+def test_oversubscribing_pool_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="multidnn_sched.executor"):
+        ex = BlockExecutor(cpu_threads=2, num_workers=2, worker_threads=2, decision_interval_sec=None,
+                           reprofile_idle_sec=None)
+    try:
+        assert "oversubscribe" in caplog.text
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(1, True), (None, True), ("1", False), (0, False), (True, False)])
+def test_workload_worker_threads_key(tmp_path: Path, value: object, ok: bool) -> None:
+    raw = yaml.safe_load((ROOT / "config/workloads/default.yaml").read_text())
+    raw["executor"] = {"num_workers": 2, "worker_threads": value}
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    if ok:
+        assert load_workload(path).executor.worker_threads == value
+    else:
+        with pytest.raises(ConfigError, match="executor.worker_threads: expected an integer >= 1 or null"):
+            load_workload(path)
