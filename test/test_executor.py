@@ -220,6 +220,48 @@ def test_edf_order_earliest_deadline_first_with_one_worker() -> None:
         assert ex.shutdown(timeout_sec=5.0)
 
 
+@pytest.mark.parametrize(("queue_order", "expected"), [("edf", ["short", "long"]), ("lst", ["long", "short"])])
+def test_lst_order_starts_the_least_laxity_first(queue_order: str, expected: list[str]) -> None:
+    """``long`` (120 ms of work, 200 ms deadline: 80 ms of slack) and ``short`` (no work, 100 ms deadline: 100 ms
+    of slack) wait behind a busy frame: EDF runs ``short`` first (nearer deadline), LST runs ``long`` first
+    (later start would make it miss), from the profiled solo figures."""
+    log: list[str] = []
+    gate_block = Sleep(0.2)
+    ex = BlockExecutor(num_workers=1, queue_order=queue_order, shed_late_frames=False,
+                       decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        ex.register_model(PartitionedModel("busy", [Block("s", gate_block)]), deadline_ms=1000.0)
+        ex.register_model(PartitionedModel("long", [Block("s", Sleep(0.12, log=log, tag="long"))]),
+                          deadline_ms=200.0, example_input=torch.zeros(1))
+        ex.register_model(PartitionedModel("short", [Block("s", Sleep(0.0, log=log, tag="short"))]),
+                          deadline_ms=100.0, example_input=torch.zeros(1))
+        ex.profile_solo("long", repeats=1, warmup=0)
+        ex.profile_solo("short", repeats=1, warmup=0)
+        log.clear()
+        busy = ex.submit("busy", torch.zeros(1))
+        assert gate_block.started.wait(5.0)
+        short = ex.submit("short", torch.zeros(1))  # arrives first and has the nearer deadline
+        long = ex.submit("long", torch.zeros(1))
+        for fut in (busy, short, long):
+            fut.result(timeout=10)
+        assert log == expected
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_lst_order_without_figures_is_edf() -> None:
+    ex = BlockExecutor(num_workers=1, queue_order="lst", decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        ex.register_model(PartitionedModel("m", [Block("s", Sleep(0.0))]), deadline_ms=50.0)
+        model = ex._model("m")
+        assert ex._job_key(model, 10.0) == (10.05, 0)  # no solo figure yet: arrival + deadline
+        ex.profile_solo("m", torch.zeros(1), repeats=1, warmup=0)
+        solo_ms = ex._predicted_run_ms(model)[0]  # type: ignore[index]
+        assert ex._job_key(model, 10.0)[0] == pytest.approx(10.05 - solo_ms / 1000.0)
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
 def test_fifo_order_and_priority_bias() -> None:
     log: list[str] = []
     gate_block = Sleep(0.2)

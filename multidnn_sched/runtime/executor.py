@@ -84,7 +84,13 @@ no throughput over one two-threaded worker (the convolutions scale ~1.9x on 2 co
 blocks that scale well with threads (large convolutions) lose from sharing the cores and belong in ``sequential``;
 small or Python-bound blocks (heads, crops, NMS) gain from overlapping. The policy decides per block from LAG
 measured against each block's solo latency (see :mod:`multidnn_sched.runtime.lag`)."""
-QUEUE_ORDERS = ("edf", "fifo")
+QUEUE_ORDERS = ("edf", "fifo", "lst")
+"""Ready-heap orders. ``edf``: absolute deadline (arrival + deadline). ``fifo``: arrival. ``lst``: latest start
+time, arrival + deadline - the model's predicted run time (sum of its blocks' EMA-observed latencies, solo where
+none was observed; plain EDF while a block has no figure) - least laxity first, taken when the frame is
+dispatched. The weighting comes from deadlines and measured costs alone: a long model with a loose deadline (the
+default detector: ~70-100 ms of work at one thread, 120 ms deadline) is not queued behind short models whose
+deadline is nearer but whose slack is larger."""
 PRIORITY_WEIGHT_MS = 0.0
 """Default key bias per priority level: none. The ready heap is pure EDF (earliest absolute deadline first);
 priority only breaks ties between equal deadlines, and acts where a choice must be made under overload (which
@@ -111,7 +117,8 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         clock: seconds clock for arrivals, latencies and CPU block timing.
         lag_alpha: EMA weight of the LAG tracker.
         decision_interval_sec: policy period; ``None`` disables the decision thread (call :meth:`decide_now`).
-        queue_order: ``"edf"`` (arrival + deadline) or ``"fifo"`` (arrival).
+        queue_order: ``"edf"`` (arrival + deadline), ``"fifo"`` (arrival) or ``"lst"`` (latest start time:
+            arrival + deadline - predicted run time, see :data:`QUEUE_ORDERS`).
         priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS`` = 0: pure EDF,
             priority breaks ties).
         cpu_threads: intra-op threads of an exclusive block on CPU (default: torch's count = cores).

@@ -1,5 +1,5 @@
 """Queueing of :class:`~multidnn_sched.runtime.executor.BlockExecutor`: ``submit`` (admission control, the
-bounded per-model pending queue, newest wins), the ready heap's keys (EDF or FIFO with the priority bias) and
+bounded per-model pending queue, newest wins), the ready heap's keys (EDF, LST or FIFO with the priority bias) and
 the dispatch of a model's next frame. Mixed into the executor; the workers pop what this pushes.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from multidnn_sched.exceptions import ExecutorShutdownError, FrameDroppedError, FrameSkippedError
@@ -24,6 +25,7 @@ class QueueingMixin(ExecutorState):
     _last_activity_sec: float
     queue_order: str
     priority_weight_ms: float
+    _predicted_run_ms: Callable[..., tuple[float, float] | None]
 
     def submit(self, model_name: str, carry: Carry, *, arrival_time: float | None = None) -> Future:
         """Queue one frame; the future's result is the model output (or the frame's exception).
@@ -63,9 +65,16 @@ class QueueingMixin(ExecutorState):
         return frame.future
 
     def _job_key(self, model: Model, arrival_sec: float) -> tuple[float, int]:
-        """Heap key: absolute deadline (EDF) or arrival (FIFO), minus the optional priority bias; equal keys go
-        to the higher priority."""
-        key = arrival_sec + (model.deadline_ms / 1000.0 if self.queue_order == "edf" else 0.0)
+        """Heap key: absolute deadline (EDF), latest start time (LST: deadline minus the predicted run time) or
+        arrival (FIFO), minus the optional priority bias; equal keys go to the higher priority. Caller holds
+        ``_cond`` (LST then takes the stats lock inside it: the only nesting order of the two locks)."""
+        key = arrival_sec
+        if self.queue_order != "fifo":
+            key += model.deadline_ms / 1000.0
+        if self.queue_order == "lst":
+            predicted = self._predicted_run_ms(model)
+            if predicted is not None:
+                key -= predicted[0] / 1000.0
         return key - model.priority * self.priority_weight_ms / 1000.0, -model.priority
 
     def _dispatch_next(self, model: Model) -> None:
