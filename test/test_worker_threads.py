@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_executor import FakeClock, ThreadTick
 from torch import nn
 
 from multidnn_sched.bench.workload import load_workload
@@ -80,24 +81,6 @@ def test_partitioned_parallel_blocks_overlap_and_sequential_ones_run_alone() -> 
             assert set(seen) == {1}, schedule
         finally:
             assert ex.shutdown(timeout_sec=5.0)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_sec = 100.0
-
-    def __call__(self) -> float:
-        return self.now_sec
-
-
-class ThreadTick(nn.Module):
-    def __init__(self, clock: FakeClock, ms_by_threads: dict[int, float]) -> None:
-        super().__init__()
-        self.clock, self.ms_by_threads = clock, ms_by_threads
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.clock.now_sec += self.ms_by_threads[torch.get_num_threads()] / 1000.0
-        return x
 
 
 @pytest.mark.parametrize(("worker_threads", "expected_threads", "expected_solo_ms"), [(None, 2, 4.0), (1, 1, 10.0)])
