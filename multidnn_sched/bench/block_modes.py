@@ -73,7 +73,8 @@ def build_executor(
     config.swap_enabled = variants is not None
     weight = {} if settings.priority_weight_ms is None else {"priority_weight_ms": settings.priority_weight_ms}
     executor = BlockExecutor(settings.device, Policy(config), clock=clock, num_workers=settings.num_workers,
-                             worker_threads=settings.worker_threads, queue_order=settings.queue_order, **weight)
+                             worker_threads=settings.worker_threads, queue_order=settings.queue_order,
+                             placement=settings.placement, **weight)
     try:
         for name, load in loads.items():
             pm = partition_model(models[name], name)

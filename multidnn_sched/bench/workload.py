@@ -109,6 +109,9 @@ class ExecutorSettings:
     """Fixed intra-op threads of every block on every worker (CPU; ``None``: elastic), see
     ``BlockExecutor(worker_threads=...)``."""
     queue_order: str = "edf"
+    placement: str = "shared"
+    """``shared`` (any worker runs any model) or ``pinned`` (a home worker per model), see
+    ``BlockExecutor(placement=...)``."""
     priority_weight_ms: float | None = None
     """Key bias per priority level (``None``: the executor's default, strict priority)."""
     device: str = "cpu"
@@ -267,7 +270,8 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: model names must be unique (set name: per entry), got {names}")
     ex_raw = raw.get("executor", {}) or {}
-    unknown = set(ex_raw) - {"num_workers", "worker_threads", "queue_order", "priority_weight_ms", "device"}
+    unknown = set(ex_raw) - {"num_workers", "worker_threads", "queue_order", "placement", "priority_weight_ms",
+                          "device"}
     if unknown:
         raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
     executor = ExecutorSettings(**ex_raw)

@@ -28,6 +28,7 @@ A running block cannot be interrupted: ``shutdown(timeout_sec)`` fails every pen
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -51,6 +52,7 @@ from multidnn_sched.runtime.device import Device, RunTicket, SlotGate
 from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
 from multidnn_sched.runtime.jobs import Frame, Job, Model, fail
 from multidnn_sched.runtime.lag import LagKey, LagTracker, input_bucket
+from multidnn_sched.runtime.placement import PLACEMENTS
 from multidnn_sched.runtime.policy import (
     Policy,
     SchedulingPolicy,
@@ -119,6 +121,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         decision_interval_sec: policy period; ``None`` disables the decision thread (call :meth:`decide_now`).
         queue_order: ``"edf"`` (arrival + deadline), ``"fifo"`` (arrival) or ``"lst"`` (latest start time:
             arrival + deadline - predicted run time, see :data:`QUEUE_ORDERS`).
+        placement: ``"shared"`` (default: any worker runs any model's block, global scheduling) or
+            ``"pinned"`` (each model runs on one home worker, placed by measured utilization: partitioned
+            scheduling, see :mod:`multidnn_sched.runtime.placement`); ``"pinned"`` needs ``num_workers >= 2``.
         priority_weight_ms: key bias per priority level (default ``PRIORITY_WEIGHT_MS`` = 0: pure EDF,
             priority breaks ties).
         cpu_threads: intra-op threads of an exclusive block on CPU (default: torch's count = cores).
@@ -152,6 +157,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         lag_alpha: float = 0.2,
         decision_interval_sec: float | None = 0.5,
         queue_order: str = "edf",
+        placement: str = "shared",
         priority_weight_ms: float = PRIORITY_WEIGHT_MS,
         cpu_threads: int | None = None,
         worker_threads: int | None = None,
@@ -168,6 +174,8 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             raise ConfigError(f"BlockExecutor queue_order must be one of {QUEUE_ORDERS}, got {queue_order!r}")
         if num_workers is not None and num_workers < 1:
             raise ConfigError(f"BlockExecutor num_workers must be >= 1 or None, got {num_workers!r}")
+        if placement not in PLACEMENTS:
+            raise ConfigError(f"BlockExecutor placement must be one of {PLACEMENTS}, got {placement!r}")
         self.device = device if isinstance(device, Device) else Device(device, cpu_threads=cpu_threads, clock=clock)
         if worker_threads is not None and not 1 <= worker_threads <= self.device.cpu_threads:
             raise ConfigError(f"BlockExecutor worker_threads must be None or in 1..{self.device.cpu_threads} "
@@ -176,6 +184,8 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         self.schedule = schedule
         self.policy = (policy if policy is not None else Policy()) if schedule == "policy" else None
         self.queue_order = queue_order
+        self.placement = placement
+        self._homes: dict[str, int] = {}
         self.priority_weight_ms = priority_weight_ms
         self.latency_window = latency_window
         self.max_latency_samples = max_latency_samples
@@ -207,6 +217,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         if num_workers is None and not self.device.is_cuda:
             num_workers = CPU_DEFAULT_WORKERS
         self._fixed_workers = num_workers
+        if placement == "pinned" and (num_workers is None or num_workers < 2):
+            raise ConfigError(f"BlockExecutor placement='pinned' needs a fixed num_workers >= 2 (one home worker "
+                              f"per model group), got num_workers={num_workers!r}")
         if self._worker_threads is not None and (num_workers or 1) * self._worker_threads > self.device.cpu_threads:
             self.log.warning("worker_threads %d x %d workers > %d CPU threads: the workers' OpenMP teams "
                              "oversubscribe the cores", self._worker_threads, num_workers or 1,
@@ -221,8 +234,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
     # -- lifetime ------------------------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
+        index = self._worker_count
         self._worker_count += 1
-        self._start_thread(self._worker_loop, "blockexec-worker")
+        self._start_thread(functools.partial(self._worker_loop, index), "blockexec-worker")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=f"{name}-{len(self._threads)}", daemon=True)
@@ -351,20 +365,19 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
 
     # -- workers -------------------------------------------------------------------------------------------
 
-    def _worker_loop(self) -> None:
+    def _worker_loop(self, worker: int) -> None:
         # One inference-mode guard for the worker's life, not one per frame: entering it cost ~55 us per frame
         # here (scripts/executor_overhead.py stamps, embedder, 2026-12-02), 0.3 % of the embedder's forward.
         # Futures' done-callbacks therefore run in inference mode too (they only queue results and count).
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._ready and not self._stopping:
+                    while (job := self._take_job(worker)) is None and not self._stopping:
                         self._cond.wait()
-                    if self._stopping and not self._ready:
+                    if job is None:
                         return
-                    job = heapq.heappop(self._ready)
                 try:
-                    outcome = self._run_job(job)
+                    outcome = self._run_job(job, worker)
                 except Exception as exc:  # noqa: BLE001 - a frame's failure must never kill the worker
                     self._finish(job, None, exc)
                     continue
@@ -373,7 +386,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
                 elif outcome == _SHED:
                     self._shed(job)
 
-    def _run_job(self, job: Job) -> str:
+    def _run_job(self, job: Job, worker: int = 0) -> str:
         """Run the job's remaining blocks: ``_DONE``, ``_HANDED_BACK`` to the ready heap (a more urgent job
         waits), or ``_SHED`` (with ``shed_late_frames``: at a block boundary, it can no longer make its
         deadline)."""
@@ -390,12 +403,12 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             if self.shed_late_frames and self._hopeless(job):
                 return _SHED
             if job.block_index > 0 and self._ready:
-                waiting = self._ready[0] if self._ready else None  # peek; re-checked under the lock
+                waiting = self._head(worker)  # peek; re-checked under the lock
                 if waiting is not None and waiting.key < job.key and self._preemption_pays(job, waiting):
                     with self._cond:
-                        if self._ready and self._ready[0] is waiting:
+                        if self._head(worker) is waiting:
                             heapq.heappush(self._ready, job)  # a more urgent job waits for a worker: hand over
-                            self._cond.notify()
+                            self._wake_workers()
                             return _HANDED_BACK
             block = blocks[job.block_index]
             exclusive = model.modes[job.block_index] == SEQUENTIAL

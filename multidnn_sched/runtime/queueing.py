@@ -1,6 +1,8 @@
 """Queueing of :class:`~multidnn_sched.runtime.executor.BlockExecutor`: ``submit`` (admission control, the
-bounded per-model pending queue, newest wins), the ready heap's keys (EDF, LST or FIFO with the priority bias) and
-the dispatch of a model's next frame. Mixed into the executor; the workers pop what this pushes.
+bounded per-model pending queue, newest wins), the ready heap's keys (EDF, LST or FIFO with the priority bias),
+the dispatch of a model's next frame, and which ready job a worker may take (``placement``: any, or only its
+pinned models', see :mod:`multidnn_sched.runtime.placement`). Mixed into the executor; the workers take what
+this pushes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from concurrent.futures import Future
 from multidnn_sched.exceptions import ExecutorShutdownError, FrameDroppedError, FrameSkippedError
 from multidnn_sched.runtime.block import Carry
 from multidnn_sched.runtime.jobs import Frame, Job, Model, admit, fail
+from multidnn_sched.runtime.placement import place_models
 from multidnn_sched.runtime.state import ExecutorState
 
 
@@ -24,7 +27,10 @@ class QueueingMixin(ExecutorState):
     _stopping: bool
     _last_activity_sec: float
     queue_order: str
+    placement: str
     priority_weight_ms: float
+    _homes: dict[str, int]
+    _fixed_workers: int | None
     _predicted_run_ms: Callable[..., tuple[float, float] | None]
 
     def submit(self, model_name: str, carry: Carry, *, arrival_time: float | None = None) -> Future:
@@ -85,6 +91,74 @@ class QueueingMixin(ExecutorState):
                 job = Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
                 heapq.heappush(self._ready, job)
                 model.busy = True
-                self._cond.notify()
+                if self.placement == "pinned":
+                    self._update_homes()
+                self._wake_workers()
                 return
         model.busy = False
+
+    # -- which worker takes what (placement) -----------------------------------------------------------------
+
+    def _wake_workers(self) -> None:
+        """A job was pushed (caller holds ``_cond``): wake one worker, or every worker when only the job's home
+        worker may take it (a plain ``notify`` could wake another one, which would go back to sleep)."""
+        if self.placement == "pinned":
+            self._cond.notify_all()
+        else:
+            self._cond.notify()
+
+    def _may_run(self, job: Job, worker: int) -> bool:
+        home = self._homes.get(job.model.pm.name)
+        return home is None or home == worker
+
+    def _head(self, worker: int) -> Job | None:
+        """The most urgent ready job ``worker`` may run, left in the heap (read under ``_cond``, or as a racy
+        peek that the caller re-checks under it)."""
+        if self.placement != "pinned":
+            return self._ready[0] if self._ready else None
+        mine = [job for job in list(self._ready) if self._may_run(job, worker)]
+        return min(mine) if mine else None
+
+    def _take_job(self, worker: int) -> Job | None:
+        """Remove and return the most urgent ready job ``worker`` may run; None if there is none (caller holds
+        ``_cond``). Shared placement: the heap's top. Pinned: a scan of at most one job per model."""
+        if self.placement != "pinned":
+            return heapq.heappop(self._ready) if self._ready else None
+        job = self._head(worker)
+        if job is not None:
+            index = next(i for i, ready in enumerate(self._ready) if ready is job)
+            self._ready[index] = self._ready[-1]
+            self._ready.pop()
+            heapq.heapify(self._ready)
+        return job
+
+    def _update_homes(self) -> None:
+        """Re-place every model that has figures on the workers (caller holds ``_cond``; ``placement="pinned"``).
+
+        A model's load is its predicted run time (the blocks' EMA-observed latencies, the shedding figures) over
+        its mean arrival period (the last frames' arrivals; its deadline while fewer than two arrived). Models
+        without figures have no home and run anywhere until they have."""
+        loads: dict[str, float] = {}
+        for name, model in self._models.items():
+            predicted = self._predicted_run_ms(model)
+            if predicted is None:
+                continue
+            loads[name] = predicted[0] / arrival_period_ms(model)
+        homes = place_models(loads, self._fixed_workers or 1)
+        if homes != self._homes:
+            self.log.debug("placement: home workers %s (loads %s)", homes,
+                          {name: round(load, 2) for name, load in loads.items()})
+            self._homes = homes
+
+    def homes(self) -> dict[str, int]:
+        """``placement="pinned"``: each placed model's home worker (empty under ``"shared"``)."""
+        with self._cond:
+            return dict(self._homes)
+
+
+def arrival_period_ms(model: Model) -> float:
+    """Mean time between the model's recent frame arrivals, ms; its deadline while fewer than two arrived."""
+    arrivals = model.arrivals
+    if len(arrivals) >= 2 and arrivals[-1] > arrivals[0]:
+        return (arrivals[-1] - arrivals[0]) * 1000.0 / (len(arrivals) - 1)
+    return model.deadline_ms
