@@ -48,6 +48,7 @@ class BlocksRun:
         assignment_at_timed_start: non-original variants active when the first timed frame arrived.
         assignment_at_end: the same after the last frame.
         modes_at_end: ``{model: {block: "parallel" | "sequential"}}`` after the last frame.
+        homes_at_end: ``placement: pinned``: each model's home worker after the last frame (else empty).
     """
 
     runs: dict[str, ModelRun]
@@ -55,6 +56,7 @@ class BlocksRun:
     assignment_at_timed_start: Assignment = field(default_factory=dict)
     assignment_at_end: Assignment = field(default_factory=dict)
     modes_at_end: dict[str, dict[str, str]] = field(default_factory=dict)
+    homes_at_end: dict[str, int] = field(default_factory=dict)
 
 
 def build_executor(
@@ -126,10 +128,11 @@ def run_blocks(
         snapshot: dict[str, Any] = {}
         _feed(executor, tasks, plan, t0, runs, clock, timed_start, snapshot)
         assignment_end, modes_end = _assignment(executor)
+        homes_end = executor.homes()
         timed = [d.as_record() for d in executor.decisions if d.time_sec >= timed_start]
     finally:
         executor.shutdown(timeout_sec=10.0)
-    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end)
+    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end, homes_end)
 
 
 def _feed(

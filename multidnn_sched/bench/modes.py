@@ -158,6 +158,8 @@ def run_mode(ctx: BenchContext, mode: str, plan: RunPlan, *, threads: Mapping[st
                             variants=ctx.variants if spec.variants else None)
         extra = {"modes_at_end": result.modes_at_end, "assignment_at_timed_start": result.assignment_at_timed_start,
                  "assignment_at_end": result.assignment_at_end}
+        if result.homes_at_end:
+            extra["homes_at_end"] = result.homes_at_end
         return ModeRun(result.runs, result.decisions_timed, extra)
     config = ctx.static_config(spec, threads)
     extra = {"threads_per_model": dict(config.threads), "order": config.order, "skip_stale": config.skip_stale}

@@ -16,6 +16,12 @@ decreasing bin packing of the models' measured utilizations (predicted run time 
 heaviest model gets a worker to itself whenever its load is the largest share, and the rest balance: no tuned
 constant, only measured costs. It is recomputed from the live figures at every dispatch (cheap: a handful of
 models), so it follows swaps and rate changes. A model without figures yet has no home: any worker may run it.
+
+Measured on the 2-core machine (partitioned pool, 2 workers x 1 thread, ``--repeats 3``, docs/results.md): no
+win there, so it is opt-in. On the 25 Hz tight workload the detector, alone on its worker, still met 0 of 500:
+beside the other worker its one-thread forward took ~80 ms, its deadline. On the default workload the
+classifier fell to 0.303 (``threads``: 0.643): embedder and classifier overload the worker they share while
+the detector's worker may not help (partitioned scheduling is not work-conserving).
 """
 
 from __future__ import annotations
