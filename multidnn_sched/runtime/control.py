@@ -35,6 +35,7 @@ class ControlMixin(ExecutorState):
     _decision_count: int
     _stop_event: threading.Event
     policy: SchedulingPolicy | None
+    _worker_threads: int | None
 
     def _on_variant_change(self, model: str, block: str, variant: str) -> None:
         """LAG is kept per implementation (:data:`LagKey`), so a swap needs no re-keying: the next run of the
@@ -117,7 +118,8 @@ class ControlMixin(ExecutorState):
                     variant, tuple(options), block.name in model.overridden,
                     timing.ema_contended_ms, timing.contended_samples,
                 ))
-        device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots)
+        device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots,
+                                   self._worker_threads)
         return Observations(tuple(models), tuple(blocks), device)
 
     def decide_now(self) -> list[Decision]:

@@ -97,17 +97,26 @@ class DeviceObservation:
         kind: ``"cpu"`` or ``"cuda"``.
         workers: executor worker threads (blocks that can run at the same time).
         slots: shares of the device (CPU: cores; CUDA: effectively unlimited streams).
+        fixed_block_threads: the partitioned CPU pool's intra-op threads of EVERY block, parallel or sequential
+            (``BlockExecutor(worker_threads=N)``); ``None``: a sequential block gets every slot.
     """
 
     kind: str = "cpu"
     workers: int = 1
     slots: int = 1
+    fixed_block_threads: int | None = None
 
     @property
     def can_overlap(self) -> bool:
         """True when two blocks can really run at once: only then is ``sequential`` different from
         ``parallel`` (one worker or one slot runs every block alone anyway)."""
         return self.workers >= 2 and self.slots >= 2
+
+    @property
+    def sequential_is_faster(self) -> bool:
+        """True when ``sequential`` can shorten a block beyond removing interference: it runs with more threads
+        than in ``parallel`` (every slot, not the partitioned pool's fixed count)."""
+        return self.can_overlap and self.fixed_block_threads is None
 
 
 @dataclass(frozen=True)
