@@ -443,7 +443,6 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
                 job.solo_ms += solo_ms
             job.carry = out
             job.block_index += 1
-            model.stale_since_shed = False  # a block ran: its figures are fresh again
         return _DONE
 
     def _block_started(self) -> RunTicket:

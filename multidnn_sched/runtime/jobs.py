@@ -56,9 +56,6 @@ class Model:
     admit_credit: Fraction = field(default_factory=Fraction)
     slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
     expected_rate_hz: float | None = None
-    stale_since_shed: bool = False
-    """A frame was shed before its first block and no block of the model has run since: its EMA figures were
-    not refreshed by that verdict, so the next frame is judged by the solo figures (see ``_hopeless``)."""
 
 
 @dataclass(order=True)

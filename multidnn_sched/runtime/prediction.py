@@ -116,43 +116,16 @@ class PredictionMixin(ExecutorState):
 
     def _hopeless(self, job: Job) -> bool:
         """True if the frame can no longer meet its deadline (time since arrival + its remaining blocks'
-        predicted latency) but a fresh frame of the model could.
-
-        A shed verdict before the first block is self-sealing: the frame never runs, so the EMA figures that
-        condemned it are never re-measured, and every later frame that waits a little is shed by the same stale
-        figure — an underloaded device then starves a model for good (measured: default workload at 3 Hz on the
-        partitioned pool, 2026-12-06, the detector's EMA froze at 97.0 ms against a 120 ms deadline and every
-        frame that waited 24-44 ms behind the other two models was shed; another run froze the classifier and
-        lost 36 of 36). So after such a shed, until a block of the model runs again, a fresh frame is judged by
-        its blocks' solo figures (the best case, re-profiled when idle): it runs unless even that misses, and
-        its blocks refresh the EMA; the next boundary judges it by the fresh figures again. No constant."""
-        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
-        model = job.model
-        if job.block_index == 0 and model.stale_since_shed:
-            solo_ms = self._solo_run_ms(model)
-            return solo_ms is not None and is_hopeless(waited_ms, solo_ms, solo_ms, model.deadline_ms)
+        predicted latency) but a fresh frame of the model could."""
         predicted = self._job_predictions(job)
         if predicted is None:
             return False
-        return is_hopeless(waited_ms, sum(predicted[job.block_index:]), sum(predicted), model.deadline_ms)
-
-    def _solo_run_ms(self, model: Model) -> float | None:
-        """Sum of the solo figures of the model's active implementations; None while a block has none."""
-        total = 0.0
-        name = model.pm.name
-        with self._stats_lock:
-            for block in model.pm.blocks:
-                solo_ms = self._timing_of(name, block.name).solo_ms
-                if solo_ms is None:
-                    return None
-                total += solo_ms
-        return total
+        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
+        return is_hopeless(waited_ms, sum(predicted[job.block_index:]), sum(predicted), job.model.deadline_ms)
 
     def _shed(self, job: Job) -> None:
         model = job.model
         with self._cond:
-            if job.block_index == 0:
-                model.stale_since_shed = True
             model.stats.dropped += 1
             model.recent.append(None)
             self._dispatch_next(model)
