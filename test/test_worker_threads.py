@@ -14,7 +14,9 @@ from torch import nn
 
 from multidnn_sched.bench.workload import load_workload
 from multidnn_sched.exceptions import ConfigError
+from multidnn_sched.ros.shared_runtime import SharedRuntime, container_pool
 from multidnn_sched.runtime.block import Block, PartitionedModel
+from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
 from multidnn_sched.runtime.executor import BlockExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +131,48 @@ def test_workload_worker_threads_key(tmp_path: Path, value: object, ok: bool) ->
     else:
         with pytest.raises(ConfigError, match="executor.worker_threads: expected an integer >= 1 or null"):
             load_workload(path)
+
+
+@pytest.mark.parametrize(("cores", "models", "expected"),
+                         [(2, 3, (2, 1)), (2, 1, (1, 2)), (8, 3, (3, 2)), (1, 3, (1, 1)), (16, 4, (4, 4)),
+                          (6, 4, (4, 1))])
+def test_partitioned_cpu_pool_fits_the_cores(cores: int, models: int, expected: tuple[int, int]) -> None:
+    workers, threads = partitioned_cpu_pool(cores, models)
+    assert (workers, threads) == expected
+    assert workers * threads <= cores and workers <= models
+
+
+@pytest.mark.parametrize(("cores", "models"), [(0, 3), (2, 0)])
+def test_partitioned_cpu_pool_rejects_empty_inputs(cores: int, models: int) -> None:
+    with pytest.raises(ValueError, match="cores >= 1 and models >= 1"):
+        partitioned_cpu_pool(cores, models)
+
+
+@pytest.mark.parametrize(("device", "workers", "threads", "cores", "expected"), [
+    ("cpu", 0, 0, 2, (2, 1)),      # both auto: the partitioned pool
+    ("cpu", 0, 0, 8, (3, 2)),
+    ("cpu", 1, 0, 2, (1, None)),   # workers set, threads auto: elastic
+    ("cpu", 2, 1, 2, (2, 1)),      # both set: as given
+    ("cpu", 0, 1, 8, (3, 1)),      # a thread budget: as many workers as fit, one per model at most
+    ("cpu", 0, 4, 2, (1, 4)),      # more threads than cores: left to BlockExecutor's range error
+    ("cuda", 0, 0, 2, (None, None)),
+    ("cuda:0", 3, 1, 2, (3, None)),
+])
+def test_container_pool(device: str, workers: int, threads: int, cores: int,
+                        expected: tuple[int | None, int | None]) -> None:
+    assert container_pool(device, workers, threads, models=3, cores=cores) == expected
+
+
+def test_container_default_is_the_partitioned_pool() -> None:
+    from multidnn_sched.ros.container import CONTAINER_PARAMS
+
+    values = {spec.name: spec.default for spec in CONTAINER_PARAMS}
+    models = {name: nn.Sequential(nn.Identity()) for name in ("detector", "embedder", "classifier")}
+    runtime = SharedRuntime(models, values, example_inputs={}, variants_manifest=None, profile=False)
+    try:
+        workers, threads = partitioned_cpu_pool(usable_cores(), 3)
+        assert runtime.executor.num_workers == workers
+        assert runtime.executor.worker_threads == threads
+        assert runtime.submit("embedder", torch.ones(2)).result(timeout=30).tolist() == [1.0, 1.0]
+    finally:
+        runtime.shutdown()

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compression_tools manifest.json whose variants blocks+swap may use",
     )
     parser.add_argument("--workers", type=int, default=0,
-                        help="BlockExecutor worker threads (default 0: auto, 1 on CPU, one per model on CUDA)")
+                        help="BlockExecutor worker threads (default 0: auto; see the container's workers parameter)")
     parser.add_argument(
         "--random-weights",
         action="store_true",

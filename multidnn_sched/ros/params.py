@@ -187,12 +187,13 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "cpu", "torch device of every model: cpu, cuda or cuda:N", read_only=True),
     ParamSpec(
-        "workers", 0, "BlockExecutor worker threads (0: auto, 1 on CPU, one per model on CUDA)", 0, 64,
+        "workers", 0, "BlockExecutor worker threads (0: auto: CPU min(models, cores), CUDA one per model)", 0, 64,
         read_only=True,
     ),
     ParamSpec(
         "worker_threads", 0,
-        "CPU: fixed intra-op threads of every block on every worker, no greedy grants (0: elastic)", 0, 64,
+        "CPU: fixed intra-op threads of every block on every worker (0: auto, cores / workers; elastic if workers set)",
+        0, 64,
         read_only=True,
     ),
     ParamSpec(

@@ -231,6 +231,16 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         if self.policy is not None and decision_interval_sec is not None:
             self._start_thread(lambda: self._decision_loop(decision_interval_sec), "blockexec-decide")
 
+    @property
+    def num_workers(self) -> int:
+        """Worker threads started so far (fixed pools: all of them from construction)."""
+        return self._worker_count
+
+    @property
+    def worker_threads(self) -> int | None:
+        """Intra-op threads of every block (the partitioned CPU pool), ``None``: elastic, or CUDA."""
+        return self._worker_threads
+
     # -- lifetime ------------------------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
