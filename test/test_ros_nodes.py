@@ -337,6 +337,14 @@ def test_diagnostics_builder_round_trip() -> None:
     )
 
 
+def test_diagnostics_show_the_runtime_pool() -> None:
+    status = FakeRuntime().status()
+    status.workers, status.worker_threads = 2, 1
+    array = build_diagnostic_array([], status, Time(sec=3), process={"cpu_percent": 50.0})
+    process = diagnostics_to_dict(array)["multidnn_sched/process"]
+    assert (process["runtime_workers"], process["runtime_worker_threads"]) == ("2", "1")
+
+
 # --------------------------------------------------------------------------------------------- ROS e2e
 
 

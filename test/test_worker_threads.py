@@ -173,6 +173,8 @@ def test_container_default_is_the_partitioned_pool() -> None:
         workers, threads = partitioned_cpu_pool(usable_cores(), 3)
         assert runtime.executor.num_workers == workers
         assert runtime.executor.worker_threads == threads
+        status = runtime.status()
+        assert (status.workers, status.worker_threads) == (workers, threads)
         assert runtime.submit("embedder", torch.ones(2)).result(timeout=30).tolist() == [1.0, 1.0]
     finally:
         runtime.shutdown()

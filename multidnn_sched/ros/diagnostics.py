@@ -139,6 +139,8 @@ def build_diagnostic_array(
     array.status += model_statuses(runtime_status, hardware_id)
     array.status.append(decisions_status(runtime_status, hardware_id))
     if process is not None:
+        process = {**process, "runtime_workers": runtime_status.workers,
+                   "runtime_worker_threads": runtime_status.worker_threads}
         array.status.append(
             DiagnosticStatus(
                 level=DiagnosticStatus.OK,

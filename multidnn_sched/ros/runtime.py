@@ -73,11 +73,15 @@ class RuntimeStatus:
         blocks: one entry per block of every model.
         decisions: most recent decisions, oldest first.
         dropped: frames dropped by the runtime's queues, per model.
+        workers: the shared executor's worker threads (0: no shared executor, e.g. baseline mode).
+        worker_threads: intra-op threads of every block (the partitioned CPU pool); 0: elastic, CUDA or none.
     """
 
     blocks: list[BlockStatus] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    workers: int = 0
+    worker_threads: int = 0
 
 
 @dataclass

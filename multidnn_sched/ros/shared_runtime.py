@@ -164,7 +164,8 @@ class SharedRuntime:
             DecisionRecord(d.time_sec, d.model, d.block, f"{d.kind}={d.value}", d.reason)
             for d in self.executor.decisions[-DECISION_LOG_SIZE:]
         ]
-        return RuntimeStatus(blocks, decisions, {name: m.dropped for name, m in stats.models.items()})
+        return RuntimeStatus(blocks, decisions, {name: m.dropped for name, m in stats.models.items()},
+                             self.executor.num_workers, self.executor.worker_threads or 0)
 
     def configure(self, settings: RuntimeSettings) -> None:
         """Push live settings: policy config, LAG EMA alpha, per-model deadline and priority."""
