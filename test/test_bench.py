@@ -308,6 +308,10 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     assert result["schema"] == 2 and result["settings"]["orders"] == [["sequential", "blocks"],
                                                                       ["blocks", "sequential"]]
     assert len(result["runs"]) == 4
+    from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
+    workers, threads = partitioned_cpu_pool(usable_cores(), 3)  # the default workload has no executor keys
+    pools = [r["pool"] for r in result["runs"] if r["mode"] == "blocks"]
+    assert pools == [{"workers": workers, "worker_threads": threads}] * 2
     prov = result["provenance"]
     assert prov["torch"] == torch.__version__ and len(prov["workload_sha256"]) == 64
     for mode in ("sequential", "blocks"):
@@ -339,3 +343,23 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     assert all(rec["speed_probe_ms"] > 0.0 for rec in result["runs"])
     assert result["machine_speed"]["probes"] == 4
     assert "machine speed steady" in printed or "machine speed NOT steady" in printed
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    (ExecutorSettings(), None),  # no executor keys: the partitioned pool, as in the ROS container
+    (ExecutorSettings(num_workers=1), (1, None)),  # the elastic pool, the bench's default before 2026-12-07
+])
+def test_blocks_executor_default_is_the_partitioned_pool(settings: ExecutorSettings,
+                                                         expected: tuple[int, int | None] | None) -> None:
+    from multidnn_sched.bench.block_modes import build_executor
+    from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
+
+    names = ["a", "b", "c"]
+    executor = build_executor({n: nn.Sequential(nn.Identity()) for n in names}, {n: tiny_task(n) for n in names},
+                              {n: ModelLoad(n, 100.0) for n in names}, {n: 10.0 for n in names}, settings,
+                              variants=None)
+    try:
+        want = partitioned_cpu_pool(usable_cores(), len(names)) if expected is None else expected
+        assert (executor.num_workers, executor.worker_threads) == want
+    finally:
+        executor.shutdown()

@@ -14,9 +14,9 @@ from torch import nn
 
 from multidnn_sched.bench.workload import load_workload
 from multidnn_sched.exceptions import ConfigError
-from multidnn_sched.ros.shared_runtime import SharedRuntime, container_pool
+from multidnn_sched.ros.shared_runtime import SharedRuntime
 from multidnn_sched.runtime.block import Block, PartitionedModel
-from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
+from multidnn_sched.runtime.device import partitioned_cpu_pool, resolve_pool, usable_cores
 from multidnn_sched.runtime.executor import BlockExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,18 +149,18 @@ def test_partitioned_cpu_pool_rejects_empty_inputs(cores: int, models: int) -> N
 
 
 @pytest.mark.parametrize(("device", "workers", "threads", "cores", "expected"), [
-    ("cpu", 0, 0, 2, (2, 1)),      # both auto: the partitioned pool
-    ("cpu", 0, 0, 8, (3, 2)),
-    ("cpu", 1, 0, 2, (1, None)),   # workers set, threads auto: elastic
-    ("cpu", 2, 1, 2, (2, 1)),      # both set: as given
-    ("cpu", 0, 1, 8, (3, 1)),      # a thread budget: as many workers as fit, one per model at most
-    ("cpu", 0, 4, 2, (1, 4)),      # more threads than cores: left to BlockExecutor's range error
-    ("cuda", 0, 0, 2, (None, None)),
+    ("cpu", None, None, 2, (2, 1)),   # both auto: the partitioned pool
+    ("cpu", None, None, 8, (3, 2)),
+    ("cpu", 1, None, 2, (1, None)),   # workers given, threads auto: elastic
+    ("cpu", 2, 1, 2, (2, 1)),         # both given: as given
+    ("cpu", None, 1, 8, (3, 1)),      # a thread budget: as many workers as fit, one per model at most
+    ("cpu", None, 4, 2, (1, 4)),      # more threads than cores: left to BlockExecutor's range error
+    ("cuda", None, None, 2, (None, None)),
     ("cuda:0", 3, 1, 2, (3, None)),
 ])
-def test_container_pool(device: str, workers: int, threads: int, cores: int,
-                        expected: tuple[int | None, int | None]) -> None:
-    assert container_pool(device, workers, threads, models=3, cores=cores) == expected
+def test_resolve_pool(device: str, workers: int | None, threads: int | None, cores: int,
+                      expected: tuple[int | None, int | None]) -> None:
+    assert resolve_pool(device, workers, threads, models=3, cores=cores) == expected
 
 
 def test_container_default_is_the_partitioned_pool() -> None:

@@ -27,6 +27,7 @@ from multidnn_sched.bench.runs import DROP_QUEUE, ModelRun, RunPlan
 from multidnn_sched.bench.tasks import TaskInputs, compact_output
 from multidnn_sched.bench.workload import ExecutorSettings, ModelLoad
 from multidnn_sched.exceptions import FrameDroppedError, MultiDnnError
+from multidnn_sched.runtime.device import resolve_pool
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
 from multidnn_sched.runtime.policy import ORIGINAL, Policy, PolicyConfig
@@ -49,6 +50,7 @@ class BlocksRun:
         assignment_at_end: the same after the last frame.
         modes_at_end: ``{model: {block: "parallel" | "sequential"}}`` after the last frame.
         homes_at_end: ``placement: pinned``: each model's home worker after the last frame (else empty).
+        pool: the executor's workers and fixed intra-op threads per block (``None``: elastic), as resolved.
     """
 
     runs: dict[str, ModelRun]
@@ -57,6 +59,7 @@ class BlocksRun:
     assignment_at_end: Assignment = field(default_factory=dict)
     modes_at_end: dict[str, dict[str, str]] = field(default_factory=dict)
     homes_at_end: dict[str, int] = field(default_factory=dict)
+    pool: tuple[int, int | None] = (1, None)
 
 
 def build_executor(
@@ -74,8 +77,11 @@ def build_executor(
     config = policy_config or PolicyConfig()
     config.swap_enabled = variants is not None
     weight = {} if settings.priority_weight_ms is None else {"priority_weight_ms": settings.priority_weight_ms}
-    executor = BlockExecutor(settings.device, Policy(config), clock=clock, num_workers=settings.num_workers,
-                             worker_threads=settings.worker_threads, queue_order=settings.queue_order,
+    # No executor keys = auto, the ROS container's default too: the partitioned pool on CPU (resolve_pool)
+    num_workers, worker_threads = resolve_pool(settings.device, settings.num_workers, settings.worker_threads,
+                                               len(loads))
+    executor = BlockExecutor(settings.device, Policy(config), clock=clock, num_workers=num_workers,
+                             worker_threads=worker_threads, queue_order=settings.queue_order,
                              placement=settings.placement, **weight)
     try:
         for name, load in loads.items():
@@ -129,10 +135,11 @@ def run_blocks(
         _feed(executor, tasks, plan, t0, runs, clock, timed_start, snapshot)
         assignment_end, modes_end = _assignment(executor)
         homes_end = executor.homes()
+        pool = (executor.num_workers, executor.worker_threads)
         timed = [d.as_record() for d in executor.decisions if d.time_sec >= timed_start]
     finally:
         executor.shutdown(timeout_sec=10.0)
-    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end, homes_end)
+    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end, homes_end, pool)
 
 
 def _feed(

@@ -26,7 +26,7 @@ from multidnn_sched.ros.runtime import (
 )
 from multidnn_sched.ros.settings import settings_from_values
 from multidnn_sched.runtime.block import Carry, PartitionedModel
-from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
+from multidnn_sched.runtime.device import resolve_pool
 from multidnn_sched.runtime.executor import BlockExecutor
 from multidnn_sched.runtime.partition import partition_model
 from multidnn_sched.runtime.policy import ORIGINAL, Policy, PolicyConfig
@@ -48,24 +48,6 @@ def default_example_inputs() -> dict[str, Carry]:
         "embedder": torch.zeros(4, 3, *EMBEDDER_INPUT_HW),
         "classifier": torch.zeros(4, 3, *CLASSIFIER_INPUT_HW),
     }
-
-
-def container_pool(device: str, workers: int, worker_threads: int, models: int,
-                   cores: int | None = None) -> tuple[int | None, int | None]:
-    """The executor's ``(num_workers, worker_threads)`` for the container's ``workers`` / ``worker_threads``
-    parameters (0 = auto). CUDA: auto workers = one per model (``None``), no thread budget. CPU, both auto: the
-    partitioned pool of :func:`~multidnn_sched.runtime.device.partitioned_cpu_pool` (2 cores, 3 models: 2
-    workers x 1 thread, with its measurement); a thread budget with auto workers: as many workers as fit the
-    cores (at most one per model); workers set and ``worker_threads`` 0: the elastic pool (a block takes the
-    slots it is granted up to its profiled best count)."""
-    if device.startswith("cuda"):
-        return (workers or None), None
-    cores = usable_cores() if cores is None else cores
-    if workers == 0 and worker_threads == 0:
-        return partitioned_cpu_pool(cores, models)
-    if workers == 0:
-        return max(1, min(models, cores // worker_threads)), worker_threads
-    return workers, (worker_threads or None)
 
 
 class SharedRuntime:
@@ -97,8 +79,9 @@ class SharedRuntime:
         settings = settings_from_values(values)
         self._clock = clock
         device = str(values.get("device", "cpu"))  # the container's `device`, checked at start-up
-        num_workers, worker_threads = container_pool(device, int(values["workers"]), int(values["worker_threads"]),
-                                                     len(models))
+        # 0 = auto, the bench's default too (runtime.device.resolve_pool: the partitioned pool on CPU)
+        num_workers, worker_threads = resolve_pool(device, int(values["workers"]) or None,
+                                                   int(values["worker_threads"]) or None, len(models))
         self.executor = BlockExecutor(
             device,
             Policy(settings.policy),

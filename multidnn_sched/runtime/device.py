@@ -204,6 +204,25 @@ def partitioned_cpu_pool(cores: int, models: int) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
+def resolve_pool(device: str, num_workers: int | None, worker_threads: int | None, models: int,
+                 cores: int | None = None) -> tuple[int | None, int | None]:
+    """``BlockExecutor``'s ``(num_workers, worker_threads)`` for requested values where ``None`` means auto —
+    the one default of the bench (a workload without ``executor:`` keys) and the ROS container (``workers`` /
+    ``worker_threads`` 0). CUDA: auto workers = one per model (``None``), no thread budget. CPU, both auto: the
+    partitioned pool of :func:`partitioned_cpu_pool` (2 cores, 3 models: 2 workers x 1 thread, with its
+    measurement); a thread budget with auto workers: as many workers as fit the cores (at most one per model);
+    workers given and threads auto: the elastic pool (a block takes the slots it is granted up to its profiled
+    best count; ``num_workers=1`` is the default before 2026-12-07)."""
+    if device.startswith("cuda"):
+        return num_workers, None
+    cores = usable_cores() if cores is None else cores
+    if num_workers is None and worker_threads is None:
+        return partitioned_cpu_pool(cores, models)
+    if num_workers is None and worker_threads is not None:
+        return max(1, min(models, cores // worker_threads)), worker_threads
+    return num_workers, worker_threads
+
+
 class Device:
     """The device all blocks run on.
 

@@ -75,7 +75,10 @@ of offered frames on time (joint 0.028), with 1 worker 0.635 (joint 0.528) — t
 than overlapping frees (the solo detector measured 54 ms afterwards instead of 49). So one worker on CPU by
 default; ``num_workers=2`` (``executor: {num_workers: 2}`` in a workload, ``workers`` in ROS) enables the
 per-block choice, for many-core CPUs where it has to be measured again. With one worker the policy never
-serializes (it would change nothing).
+serializes (it would change nothing). That measurement was of the *elastic* pool (a block takes the slots it is
+granted). The bench and the ROS container do not use this default since 2026-12-07: they pass the partitioned
+pool of ``runtime.device.resolve_pool`` (2 cores, 3 models: 2 workers x 1 fixed thread), which they can size
+because they know the models before the executor starts; ``BlockExecutor()`` on its own cannot.
 
 ONE_OPENMP_TEAM_NOTE (the history of this default) — measured on the 2-core dev/CI machine (torch 2.14 CPU,
 libgomp): every Python thread that runs a multi-threaded torch op owns an OpenMP team. As soon as the process has
