@@ -122,9 +122,14 @@ def run(
             container_name=container_name,
             baseline=True if options.baseline else None,
         )
+        status = container.runtime.status()
+        pool = "" if not status.workers else (
+            f", {status.workers} runtime worker(s) x "
+            f"{status.worker_threads or 'elastic'} intra-op thread(s) per block"
+        )
         container.node.get_logger().info(
             f"running nodes {container.node_names} "
-            f"({'baseline' if container.values['baseline'] else 'blocks'})"
+            f"({'baseline' if container.values['baseline'] else 'blocks'}{pool})"
         )
         spinner = SpinThread(container.all_nodes, context, container.spin_threads).start()
         while spinner.thread.is_alive() and not (shutdown is not None and shutdown.event.is_set()):
