@@ -189,11 +189,11 @@ def partitioned_cpu_pool(cores: int, models: int) -> tuple[int, int]:
     more OpenMP threads than cores, see ``executor.ONE_OPENMP_TEAM_NOTE``). No tuned constant: both figures
     follow from the core and model counts.
 
-    The ROS container's CPU default (``workers: 0`` and ``worker_threads: 0``). Measured in ``make demo``'s
+    The CPU default of the bench and the ROS container, through :func:`resolve_pool`. Measured in ``make demo``'s
     ``blocks+swap`` replay (2-core VM, 3 models -> 2 workers x 1 thread; 2026-12-07, three interleaved replays
     each): classifier end-to-end p99 169 / 472 / 240 ms against 522 / 489 / 484 ms for one elastic worker,
     detector stage p50 39 / 47 / 38 against 58 / 51 / 43 ms, the runtime queue wait p50 0.7-0.9 ms against
-    6-17 ms, frames processed 300 / 297 / 300 against 294 / 295 / 297 (docs/ros.md).
+    6-17 ms, frames processed 300 / 297 / 300 against 294 / 295 / 297 (docs/results.md, make demo).
 
     Raises:
         ValueError: ``cores`` or ``models`` below 1.
