@@ -59,3 +59,14 @@ def test_no_boxes_and_bad_image_still_handled() -> None:
     assert crop_batch(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 4)), (64, 64)).shape == (0, 3, 64, 64)
     with pytest.raises(ValueError, match="RGB image"):
         crop_batch(np.zeros((10, 10), np.uint8), np.zeros((1, 4)), (64, 64))
+
+
+def test_strided_and_read_only_frames_give_the_same_crops() -> None:
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 256, (60, 80, 3), np.uint8)
+    rgb_view = bgr[..., ::-1]  # negative strides, as a BGR -> RGB conversion without a copy
+    read_only = np.frombuffer(np.ascontiguousarray(rgb_view).tobytes(), np.uint8).reshape(60, 80, 3)
+    boxes = np.array([[5, 5, 30, 40], [40, 10, 79, 59]], np.float32)
+    want = _reference(np.ascontiguousarray(rgb_view), boxes, (64, 64), pad=0.1)
+    for frame in (rgb_view, read_only):
+        assert torch.allclose(crop_batch(frame, boxes, (64, 64)), want, atol=2e-4, rtol=0)

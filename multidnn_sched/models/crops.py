@@ -130,12 +130,14 @@ def _separable_crops(
     chosen = macs <= SEPARABLE_MACS_PER_OUTPUT * out_h * out_w
     if not chosen.any():
         return chosen
-    frame = torch.from_numpy(image_rgb_uint8).permute(2, 0, 1)  # a view: only each window is converted
     for k in np.flatnonzero(chosen).tolist():
         y0, y1, x0, x1 = int(r0[k]), int(r1[k]), int(c0[k]), int(c1[k])
         along_y = _interpolation_matrix(rows[k], row_w[k], y0, y1 - y0)
         along_x = _interpolation_matrix(cols[k], col_w[k], x0, x1 - x0)
-        torch.matmul(along_y @ frame[:, y0:y1, x0:x1].float(), along_x.T, out=out[k])
+        # Only the window is copied and converted; the copy also takes frames with any strides (a BGR -> RGB
+        # ``[..., ::-1]`` view, a read-only message buffer), which ``torch.from_numpy`` alone would not.
+        window = torch.from_numpy(np.ascontiguousarray(image_rgb_uint8[y0:y1, x0:x1])).permute(2, 0, 1).float()
+        torch.matmul(along_y @ window, along_x.T, out=out[k])
     return chosen
 
 
