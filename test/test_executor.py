@@ -773,9 +773,16 @@ def test_lag_is_measured_against_the_solo_of_the_variant_that_ran_at_its_input_b
         swapped = ex.stats().blocks[("m", "t")]
         assert swapped.variant == "light" and swapped.solo_ms == pytest.approx(4.0)
         assert swapped.lag_ms == pytest.approx(1.0)  # vs the light variant's own solo, not the original's 10 ms
-        ex.submit("m", torch.zeros(32, 2)).result(timeout=10)  # a bucket never profiled: no solo, no fake LAG
-        assert ex._lag.timing(("m", "t", "light", 32)).solo_ms is None
+        # The example's other buckets (1-32 crops) were profiled too, each implementation at its own size; the
+        # variant's own figure (what the swap decisions compare) stays the example's.
+        assert ex._lag.timing(("m", "t", "light", 32)).solo_ms == pytest.approx(4.0)
+        assert ex._lag.timing(("m", "t", "original", 1)).solo_ms == pytest.approx(10.0)
+        assert block.variants["light"].solo_latency_ms == pytest.approx(4.0)
+        ex.submit("m", torch.zeros(64, 2)).result(timeout=10)  # a bucket never profiled: no solo, no fake LAG
+        assert ex._lag.timing(("m", "t", "light", 64)).solo_ms is None
         assert ex._lag.timing(("m", "t", "light", 4)).samples == 1
+        observed = next(b for b in ex.observations().blocks if b.block == "t")
+        assert not observed.solo_at_input and observed.solo_ms == pytest.approx(4.0)  # the profile's, flagged
     finally:
         assert ex.shutdown(timeout_sec=5.0)
 

@@ -113,3 +113,16 @@ def test_peek_reads_the_live_figures_and_timing_returns_a_detached_copy() -> Non
     tracker.update(key, 30.0)
     assert live.ema_observed_ms == tracker.peek(key).ema_observed_ms == 22.0
     assert copy.ema_observed_ms == 14.0  # the copy did not follow
+
+
+def test_bucket_carries_cover_every_other_power_of_two_bucket_at_its_middle() -> None:
+    from multidnn_sched.runtime.lag import PROFILE_MAX_BUCKET, bucket_carries, input_bucket
+
+    example = torch.arange(4 * 3, dtype=torch.float32).reshape(4, 3)
+    carries = bucket_carries(example)
+    assert [c.shape[0] for c in carries] == [1, 2, 6, 12, 24]  # bucket 4 is the example's own
+    assert [input_bucket(c) for c in carries] == [1, 2, 8, 16, 32] and 32 == PROFILE_MAX_BUCKET
+    assert torch.equal(carries[3][4:8], example) and torch.equal(carries[0][0], example[0])  # rows repeated
+    assert bucket_carries(torch.zeros(1, 3, 8, 8)) == []  # a frame, not a batch of crops
+    assert bucket_carries((torch.zeros(4, 3), torch.zeros(4))) == []  # a structured carry
+    assert [c.shape[0] for c in bucket_carries(example, max_bucket=8)] == [1, 2, 6]

@@ -472,6 +472,8 @@ def test_a_block_that_costs_more_device_time_in_parallel_goes_sequential_even_wh
     one = DeviceObservation("cpu", workers=1, slots=2)
     assert Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], one), now_sec=10.0) == []
     assert Policy(cfg()).decide(obs([model("det", 20.0)], [replace(heavy, contended_samples=2)]), 10.0) == []
+    # a solo figure from another input size (crops per frame) than the contended one measures nothing
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [replace(heavy, solo_at_input=False)]), 10.0) == []
 
 
 def test_a_block_made_sequential_for_throughput_is_re_probed_in_parallel_and_not_relaxed_meanwhile() -> None:

@@ -95,7 +95,7 @@ class ControlMixin(ExecutorState):
                     arrivals_hz[name] = m.expected_rate_hz
         with self._stats_lock:
             snapshot = {
-                name: [self._timing_of(name, b) for b in m.pm.block_names] for name, m in self._models.items()
+                name: [self._timing_at_input(name, b) for b in m.pm.block_names] for name, m in self._models.items()
             }
         for name, model in self._models.items():
             window = recent[name]
@@ -107,7 +107,7 @@ class ControlMixin(ExecutorState):
                                            len(window), arrivals_hz[name], model.admit_fraction, slowdown,
                                            dropped))
             for index, block in enumerate(model.pm.blocks):
-                timing = snapshot[name][index]
+                timing, solo_at_input = snapshot[name][index]
                 variant = self._registry.active((name, block.name))[0]
                 options = [VariantOption(ORIGINAL, self._solo_ms.get((name, block.name, ORIGINAL)), 1.0)]
                 for v in self._registry.usable_variants((name, block.name)):
@@ -116,7 +116,7 @@ class ControlMixin(ExecutorState):
                 blocks.append(BlockObservation(
                     name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
                     variant, tuple(options), block.name in model.overridden,
-                    timing.ema_contended_ms, timing.contended_samples,
+                    timing.ema_contended_ms, timing.contended_samples, solo_at_input,
                 ))
         device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots,
                                    self._worker_threads)

@@ -64,6 +64,31 @@ def _first_tensor(carry: Carry) -> torch.Tensor | None:
                 return found
     return None
 
+PROFILE_MAX_BUCKET: int = 32
+"""Largest input bucket profiled at start-up for batch inputs (crops): the node side cuts at most a frame's
+detections, and the default scenes show 4-10 objects plus false positives (buckets 4-16); 32 leaves margin. A
+frame in a larger bucket gets its solo figure from its first run alone, until then no LAG."""
+
+
+def bucket_carries(carry: Carry, max_bucket: int = PROFILE_MAX_BUCKET) -> list[Carry]:
+    """The example input in every other power-of-two bucket up to ``max_bucket``: its rows, cut or repeated, to
+    the middle of each bucket (bucket ``b`` holds batches ``b/2 + 1 .. b``; timed at ``3b/4``, so frames spread
+    over the bucket see a LAG of ~0 alone, not a negative one). Only a plain tensor with a batch of crops
+    (leading dimension > 1) has buckets: a frame-sized input (batch 1) or a structured carry gives ``[]``."""
+    if not isinstance(carry, torch.Tensor) or carry.dim() < 2 or carry.shape[0] < 2:
+        return []
+    own = input_bucket(carry)
+    out: list[Carry] = []
+    bucket = 1
+    while bucket <= max_bucket:
+        if bucket != own:
+            size = bucket if bucket <= 2 else (3 * bucket) // 4
+            reps = -(-size // carry.shape[0])
+            out.append(carry.repeat(reps, *([1] * (carry.dim() - 1)))[:size].contiguous())
+        bucket *= 2
+    return out
+
+
 MULTI_THREAD_MAX_RATIO = 0.9
 """At profiling a CPU block keeps all intra-op threads only if they cut its solo latency to <= 0.9x one thread's.
 Measured here with the machine shared (load average ~9 on 2 cores): the default detector ran 0.31-0.43 s with
@@ -211,6 +236,7 @@ class BlockProfile:
 def profile_model(
     pm: PartitionedModel, carry: Carry, device: Device, gate: SlotGate, registry: VariantRegistry, *,
     repeats: int = 5, warmup: int = 2, compare_threads: bool = True, fixed_threads: int | None = None,
+    set_variant_solo: bool = True,
 ) -> dict[str, BlockProfile]:
     """Time every block of ``pm`` (registered in ``registry`` under ``pm.name``) alone, keyed by block name.
 
@@ -222,7 +248,9 @@ def profile_model(
     the calling thread's intra-op thread count changed (the caller restores it). ``compare_threads=False``
     (one CPU worker: nobody to share cores with) times and keeps all granted threads only. ``fixed_threads``
     (CPU, the executor's ``worker_threads``): every block runs with exactly that many threads, so it is timed
-    with that count only.
+    with that count only. ``set_variant_solo=False`` leaves the variants' own ``solo_latency_ms`` (the figure
+    the swap decisions compare, kept at the model's profiled input size) as it is: for profiles of other input
+    sizes.
     """
     profiles: dict[str, BlockProfile] = {}
     carry = device.to_device(carry)
@@ -254,7 +282,8 @@ def profile_model(
                     if problem is not None:
                         registry.disable(key, variant.name, f"at profiling: {problem}")
                         continue
-                    variant.solo_latency_ms = v_by[threads]
+                    if set_variant_solo:
+                        variant.solo_latency_ms = v_by[threads]
                     profile.solo_ms[variant.name] = v_by[threads]
                 profiles[block.name] = profile
             finally:

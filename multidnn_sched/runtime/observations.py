@@ -44,6 +44,9 @@ class BlockObservation:
         locked: forced by an override; the policy leaves it alone.
         contended_ms: EMA of the block's latency in runs that overlapped another block (``None``: none yet).
         contended_samples: how many such runs are behind ``contended_ms``.
+        solo_at_input: ``solo_ms`` was measured at the input size (crops per frame, the LAG bucket) the block's
+            observed and contended figures come from; ``False``: it is the profile's figure at another size, which
+            says nothing about contention (the parallel/sequential choice skips such a block).
     """
 
     model: str
@@ -57,6 +60,7 @@ class BlockObservation:
     locked: bool = False
     contended_ms: float | None = None
     contended_samples: int = 0
+    solo_at_input: bool = True
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ from multidnn_sched.runtime.policy_math import (
     SLOWDOWN_RANGE,
     admission_fractions,
     device_utilization,
+    drain_ms,
     estimated_accuracy,
     fair_shares,
     option,
@@ -266,11 +267,20 @@ class Policy:
         """Step 0, every round, late or not: the per-block parallel/sequential choice by device time.
 
         In ``parallel`` a block holds one of the device's ``slots`` for its contended latency; in ``sequential``
-        it holds every slot for its solo latency. When ``contended_ms > slots x solo_ms x (1 + hysteresis)``
-        the block's latency grows more in parallel than the throughput overlapping frees: it goes sequential.
+        it holds every slot for its solo latency, after its worker's slot idled while the block running beside it
+        drained (:func:`~multidnn_sched.runtime.policy_math.drain_ms`). When ``contended_ms > (slots x solo_ms +
+        (slots - 1) x drain_ms) x (1 + hysteresis)`` the block's latency grows more in parallel than the
+        throughput overlapping frees: it goes sequential.
         It returns to parallel after ``parallel_reprobe_sec`` (to re-measure), or at once when its solo figure
         has grown (e.g. a swap) so that the contended latency measured then no longer pays for sequential. At
-        most one change per round; nothing where blocks cannot overlap (one worker or one slot)."""
+        most one change per round; nothing where blocks cannot overlap (one worker or one slot), and nothing for a
+        block whose solo figure is not at the input size its contended one comes from (``solo_at_input``).
+        Measured before that rule (``make demo``, 15 Hz, 2026-12-07, crops models profiled at 4 crops, frames of
+        8-16): embedder and classifier blocks "cost 4-6x solo in parallel" against the 4-crop solos, went
+        sequential, and the container ran at 107-115 % CPU of 200 with 128-157 of 300 detector frames dropped;
+        with serialization off, 141 % and 76 dropped. With solos at the right size the same blocks still went
+        sequential (contended 2.4-4x solo) until the drain term: sub-ms to 5 ms blocks waited for the detector's
+        10-30 ms int8 blocks to end, their worker idle (141 of 300 dropped)."""
         cfg = self.config
         device = observations.device
         if not (cfg.serialize_enabled and device.can_overlap):
@@ -280,16 +290,20 @@ class Policy:
             key = (block.model, block.block)
             if block.locked or not self._dwell_ok(block, now_sec) or block.solo_ms is None or block.solo_ms <= 0:
                 continue
-            alone_cost_ms = device.slots * block.solo_ms
+            if block.mode == PARALLEL and not block.solo_at_input:
+                continue  # contended at one input size vs solo at another: no measure of contention
             if block.mode == PARALLEL and key not in self._state.serialized_for_throughput:
                 if block.contended_ms is None or block.contended_samples < cfg.min_samples:
                     continue
+                wait_ms = drain_ms(observations.blocks, observations.models, block.model)
+                alone_cost_ms = device.slots * block.solo_ms + (device.slots - 1) * wait_ms
                 if block.contended_ms > alone_cost_ms * band:
                     self._state.serialized_for_throughput[key] = now_sec
                     reason = (
                         f"{block.model}/{block.block} costs more device time in parallel: {block.contended_ms:.1f} ms "
-                        f"on one of {device.slots} slots beside other blocks > {device.slots} x solo "
-                        f"{block.solo_ms:.1f} ms x {band:.2f} alone -> sequential (frees throughput)"
+                        f"on one of {device.slots} slots beside other blocks > ({device.slots} x solo "
+                        f"{block.solo_ms:.1f} ms + {device.slots - 1} x {wait_ms:.1f} ms waiting for the running "
+                        f"block to end) x {band:.2f} alone -> sequential (frees throughput)"
                     )
                     return [self._record(Decision(block.model, block.block, DecisionKind.MODE, SEQUENTIAL,
                                                   reason), now_sec)]

@@ -37,6 +37,28 @@ def predicted_run_ms(blocks: Sequence[BlockObservation]) -> float | None:
     return run_ms
 
 
+def drain_ms(
+    blocks: Sequence[BlockObservation], models: Sequence[ModelObservation], exclude_model: str
+) -> float:
+    """Expected wait of an exclusive (``sequential``) request for the block running beside it to end: the
+    residual run time of the other models' block in progress at a random instant. A block of latency ``L`` that
+    runs ``r`` times a second is in progress ``r L`` of the time and then has ``L / 2`` left on average, so the
+    expected residual is ``sum(r L^2) / (2 sum(r L))`` (renewal theory), with ``L`` each block's EMA-observed
+    latency and ``r`` its model's arrival rate (1 Hz where unknown: the weights only compare models). 0.0 when no
+    other model's block has figures. While a sequential request waits, its own worker's slot idles and the gate
+    admits nobody behind it (strict key order): that idle time is part of what ``sequential`` costs."""
+    rate_of = {m.name: (m.rate_hz if m.rate_hz else 1.0) for m in models}
+    busy = 0.0
+    weighted = 0.0
+    for block in blocks:
+        if block.model == exclude_model or block.ema_observed_ms is None or block.ema_observed_ms <= 0.0:
+            continue
+        share = rate_of.get(block.model, 1.0) * block.ema_observed_ms
+        busy += share
+        weighted += share * block.ema_observed_ms
+    return weighted / (2.0 * busy) if busy > 0.0 else 0.0
+
+
 def slowdown_factor(model: ModelObservation) -> float:
     """The model's measured slowdown among the other models (1.0 when unknown), clamped to [0.5, 3]."""
     if model.slowdown is None:

@@ -64,11 +64,17 @@ class PredictionMixin(ExecutorState):
         """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
         it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo
         figure falls back to the profile of that implementation."""
+        return self._timing_at_input(model, block)[0]
+
+    def _timing_at_input(self, model: str, block: str) -> tuple[BlockTiming, bool]:
+        """:meth:`_timing_of` and whether its solo figure was measured at the input bucket its observed figures
+        come from (``False``: the profile's fallback at another input size, or none)."""
         key, variant = self._active_lag_key(model, block)
         timing = self._lag.timing(key)
-        if timing.solo_ms is None:
-            timing.solo_ms = self._solo_ms.get((model, block, variant))
-        return timing
+        if timing.solo_ms is not None:
+            return timing, True
+        timing.solo_ms = self._solo_ms.get((model, block, variant))
+        return timing, False
 
     def _preemption_pays(self, job: Job, urgent: Job) -> bool:
         """Hand ``job`` back at this block boundary for the more urgent ``urgent`` job only when ``urgent``

@@ -10,7 +10,7 @@ import threading
 from multidnn_sched.exceptions import ConfigError
 from multidnn_sched.runtime.block import Carry
 from multidnn_sched.runtime.device import SlotGate
-from multidnn_sched.runtime.lag import profile_model
+from multidnn_sched.runtime.lag import bucket_carries, profile_model
 from multidnn_sched.runtime.state import ExecutorState
 
 
@@ -54,6 +54,7 @@ class ProfilingMixin(ExecutorState):
         names = [model_name] if model_name is not None else list(self._models)
         measured: dict[tuple[str, str, str], float] = {}
         buckets: dict[tuple[str, str], int] = {}
+        by_bucket: dict[tuple[str, str, str, int], float] = {}
         outcome: list[BaseException] = []
 
         def measure() -> None:
@@ -75,6 +76,17 @@ class ProfilingMixin(ExecutorState):
                         buckets[(name, block_name)] = profile.bucket
                         for variant, solo_ms in profile.solo_ms.items():
                             measured[(name, block_name, variant)] = solo_ms
+                    # The other input sizes a crops model meets (1-32 crops a frame): their own solo figures,
+                    # so that a frame's LAG is measured against its own size (the LAG tracker's key), never
+                    # against the example's. Fewer repeats: they only seed figures that alone runs refine.
+                    for bucket_carry in bucket_carries(carry):
+                        for block_name, profile in profile_model(
+                            model.pm, bucket_carry, self.device, self._gate, self._registry,
+                            repeats=max(1, repeats // 2), warmup=1, compare_threads=self._worker_count > 1,
+                            fixed_threads=self._worker_threads, set_variant_solo=False,
+                        ).items():
+                            for variant, solo_ms in profile.solo_ms.items():
+                                by_bucket[(name, block_name, variant, profile.bucket)] = solo_ms
                     model.last_profile_sec = self._clock()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 outcome.append(exc)
@@ -92,5 +104,7 @@ class ProfilingMixin(ExecutorState):
             for (name, block_name, variant), solo_ms in measured.items():
                 bucket = buckets.get((name, block_name), 1)
                 self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
+            for lag_key, solo_ms in by_bucket.items():
+                self._lag.set_solo(lag_key, solo_ms)
             self._profile_epoch += 1
         return measured

@@ -36,3 +36,6 @@ class ExecutorState:
 
     def _timing_of(self, model: str, block: str) -> BlockTiming:  # pragma: no cover - PredictionMixin's
         raise NotImplementedError
+
+    def _timing_at_input(self, model: str, block: str) -> tuple[BlockTiming, bool]:  # pragma: no cover - same
+        raise NotImplementedError
