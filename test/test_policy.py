@@ -70,17 +70,19 @@ def test_late_model_serializes_block_with_largest_lag() -> None:
     assert decisions[0].time_sec == 10.0
 
 
-def test_partitioned_pool_never_serializes_for_latency_but_still_for_throughput() -> None:
-    """With fixed threads per block a sequential block is no faster, only alone: the late model's lagging block
-    is not serialized (it would idle the other worker for its whole run), while the device-time rule, which
-    weighs the slots a sequential block holds, still acts."""
+def test_partitioned_pool_never_serializes_neither_for_latency_nor_for_device_time() -> None:
+    """With fixed threads per block a sequential block is no faster, only alone: neither the late model's
+    lagging block nor a block that costs more device time in parallel is serialized (it would idle its worker
+    until the running block ends, and wait behind every more urgent request); with an elastic pool the
+    device-time rule acts."""
     pool = DeviceObservation("cpu", workers=2, slots=2, fixed_block_threads=1)
     assert pool.can_overlap and not pool.sequential_is_faster and TWO_WORKERS.sequential_is_faster
     blocks = [block("det", "b1", lag_ms=3.0), block("det", "b2", lag_ms=8.0)]
     decisions = Policy(cfg(swap_enabled=False)).decide(obs([model("det", 60.0)], blocks, pool), now_sec=10.0)
     assert decisions == []
     heavy = contended("det", "conv", 10.0, 30.0)
-    decisions = Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], pool), now_sec=10.0)
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], pool), now_sec=10.0) == []
+    decisions = Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], TWO_WORKERS), now_sec=10.0)
     assert [(d.block, d.value) for d in decisions] == [("conv", SEQUENTIAL)]
 
 

@@ -121,6 +121,18 @@ class _State:
     """Blocks the efficiency rule made sequential -> when (re-probed in parallel after ``parallel_reprobe_sec``)."""
 
 
+PARTITIONED_POOL_NO_SEQUENTIAL_NOTE = """In the partitioned CPU pool (fixed intra-op threads per block) no block is
+made sequential, neither for latency (``_serialize_or_swap``) nor for device time (``_efficiency``): there a
+sequential block runs at the same thread count as in parallel, so it only sheds the interference of the other
+workers' blocks, while it idles its worker until the running block ends and, behind strict key order, waits for
+every more urgent request — a low-priority model's block can wait for ever. Measured on the 2-core VM,
+2026-12-07 (reference convolution 1.8-2.1 ms), one run each: ``make demo`` 15 Hz ``blocks+swap`` dropped 128-157 of
+300 detector frames with the device-time rule on (container 107-115 % CPU), 94 with it corrected for the input
+size and the drain, 76 with no serialization (141 %); the bench's default workload gave the classifier 130 of 300
+on time (165 shed) after its 0.2 ms ``avgpool+fc`` went sequential on one 66 ms contended sample. Where a
+sequential block gets every core (one elastic worker, CUDA) the rule applies."""
+
+
 class Policy:
     """LAG- and deadline-driven choice of mode and variant per block (see the module docstring).
 
@@ -279,12 +291,13 @@ class Policy:
         8-16): embedder and classifier blocks "cost 4-6x solo in parallel" against the 4-crop solos, went
         sequential, and the container ran at 107-115 % CPU of 200 with 128-157 of 300 detector frames dropped;
         with serialization off, 141 % and 76 dropped. With solos at the right size the same blocks still went
-        sequential (contended 2.4-4x solo) until the drain term: sub-ms to 5 ms blocks waited for the detector's
-        10-30 ms int8 blocks to end, their worker idle (141 of 300 dropped)."""
+        sequential (contended 2.4-4x solo; 141 of 300 dropped): sub-ms to 5 ms blocks waited for the detector's
+        10-30 ms int8 blocks to end, their worker idle; with the drain term only the classifier's stem did (94
+        dropped, 135 % CPU). Not in the partitioned pool at all: :data:`PARTITIONED_POOL_NO_SEQUENTIAL_NOTE`."""
         cfg = self.config
         device = observations.device
-        if not (cfg.serialize_enabled and device.can_overlap):
-            return []
+        if not (cfg.serialize_enabled and device.sequential_is_faster):
+            return []  # see PARTITIONED_POOL_NO_SEQUENTIAL_NOTE
         band = 1.0 + cfg.hysteresis
         for block in observations.blocks:
             key = (block.model, block.block)
