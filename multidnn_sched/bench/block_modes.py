@@ -50,7 +50,8 @@ class BlocksRun:
         assignment_at_end: the same after the last frame.
         modes_at_end: ``{model: {block: "parallel" | "sequential"}}`` after the last frame.
         homes_at_end: ``placement: pinned``: each model's home worker after the last frame (else empty).
-        pool: the executor's workers and fixed intra-op threads per block (``None``: elastic), as resolved.
+        pool: the executor's workers, fixed intra-op threads per block (``None``: elastic) and frames in flight
+            per model, as resolved.
     """
 
     runs: dict[str, ModelRun]
@@ -59,7 +60,7 @@ class BlocksRun:
     assignment_at_end: Assignment = field(default_factory=dict)
     modes_at_end: dict[str, dict[str, str]] = field(default_factory=dict)
     homes_at_end: dict[str, int] = field(default_factory=dict)
-    pool: tuple[int, int | None] = (1, None)
+    pool: tuple[int, int | None, int] = (1, None, 1)
 
 
 def build_executor(
@@ -81,7 +82,8 @@ def build_executor(
     num_workers, worker_threads = resolve_pool(settings.device, settings.num_workers, settings.worker_threads,
                                                len(loads))
     executor = BlockExecutor(settings.device, Policy(config), clock=clock, num_workers=num_workers,
-                             worker_threads=worker_threads, queue_order=settings.queue_order,
+                             worker_threads=worker_threads, frames_in_flight=settings.frames_in_flight,
+                             queue_order=settings.queue_order,
                              placement=settings.placement, **weight)
     try:
         for name, load in loads.items():
@@ -135,7 +137,7 @@ def run_blocks(
         _feed(executor, tasks, plan, t0, runs, clock, timed_start, snapshot)
         assignment_end, modes_end = _assignment(executor)
         homes_end = executor.homes()
-        pool = (executor.num_workers, executor.worker_threads)
+        pool = (executor.num_workers, executor.worker_threads, executor.frames_in_flight)
         timed = [d.as_record() for d in executor.decisions if d.time_sec >= timed_start]
     finally:
         executor.shutdown(timeout_sec=10.0)

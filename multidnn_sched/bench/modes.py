@@ -158,7 +158,8 @@ def run_mode(ctx: BenchContext, mode: str, plan: RunPlan, *, threads: Mapping[st
                             variants=ctx.variants if spec.variants else None)
         extra = {"modes_at_end": result.modes_at_end, "assignment_at_timed_start": result.assignment_at_timed_start,
                  "assignment_at_end": result.assignment_at_end,
-                 "pool": {"workers": result.pool[0], "worker_threads": result.pool[1]}}
+                 "pool": {"workers": result.pool[0], "worker_threads": result.pool[1],
+                          "frames_in_flight": result.pool[2]}}
         if result.homes_at_end:
             extra["homes_at_end"] = result.homes_at_end
         return ModeRun(result.runs, result.decisions_timed, extra)

@@ -140,7 +140,8 @@ def build_diagnostic_array(
     array.status.append(decisions_status(runtime_status, hardware_id))
     if process is not None:
         process = {**process, "runtime_workers": runtime_status.workers,
-                   "runtime_worker_threads": runtime_status.worker_threads}
+                   "runtime_worker_threads": runtime_status.worker_threads,
+                   "runtime_frames_in_flight": runtime_status.frames_in_flight}
         array.status.append(
             DiagnosticStatus(
                 level=DiagnosticStatus.OK,

@@ -125,7 +125,8 @@ def run(
         status = container.runtime.status()
         pool = "" if not status.workers else (
             f", {status.workers} runtime worker(s) x "
-            f"{status.worker_threads or 'elastic'} intra-op thread(s) per block"
+            f"{status.worker_threads or 'elastic'} intra-op thread(s) per block, "
+            f"up to {status.frames_in_flight} frame(s) of a model at once"
         )
         container.node.get_logger().info(
             f"running nodes {container.node_names} "

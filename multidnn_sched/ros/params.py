@@ -197,6 +197,12 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "frames_in_flight", 0,
+        "frames of one model dispatched at once (0: auto: one per worker in the partitioned CPU pool, else one)",
+        0, 64,
+        read_only=True,
+    ),
+    ParamSpec(
         "priority_weight_ms",
         0.0,
         "job-queue key bias per priority level (0: pure EDF, priority breaks ties; key = deadline - weight x priority)",

@@ -75,6 +75,7 @@ class RuntimeStatus:
         dropped: frames dropped by the runtime's queues, per model.
         workers: the shared executor's worker threads (0: no shared executor, e.g. baseline mode).
         worker_threads: intra-op threads of every block (the partitioned CPU pool); 0: elastic, CUDA or none.
+        frames_in_flight: frames of one model dispatched at once (0: no shared executor).
     """
 
     blocks: list[BlockStatus] = field(default_factory=list)
@@ -82,6 +83,7 @@ class RuntimeStatus:
     dropped: dict[str, int] = field(default_factory=dict)
     workers: int = 0
     worker_threads: int = 0
+    frames_in_flight: int = 0
 
 
 @dataclass

@@ -88,6 +88,7 @@ class SharedRuntime:
             schedule=schedule,
             num_workers=num_workers,
             worker_threads=worker_threads,
+            frames_in_flight=int(values.get("frames_in_flight", 0)) or None,
             # A mild bias, not the executor's strict default: the nodes form a pipeline (tracker after
             # detector, classifier after tracker), and with strict priority the detector's next frames starved
             # the classifier (demo p99 classifier 3.6x baseline vs 0.4x with 10 ms).
@@ -148,7 +149,8 @@ class SharedRuntime:
             for d in self.executor.decisions[-DECISION_LOG_SIZE:]
         ]
         return RuntimeStatus(blocks, decisions, {name: m.dropped for name, m in stats.models.items()},
-                             self.executor.num_workers, self.executor.worker_threads or 0)
+                             self.executor.num_workers, self.executor.worker_threads or 0,
+                             self.executor.frames_in_flight)
 
     def configure(self, settings: RuntimeSettings) -> None:
         """Push live settings: policy config, LAG EMA alpha, per-model deadline and priority."""

@@ -3,7 +3,9 @@
 Thread model (details and defaults in docs/runtime.md):
 
 * ``submit(model, carry)`` puts a frame in the model's bounded pending queue and returns a ``Future``. A model
-  has at most one frame *dispatched* (handed to the workers) at a time; frames of one model finish in order.
+  has at most ``frames_in_flight`` frames *dispatched* (handed to the workers) at a time — one, except in the
+  partitioned CPU pool, where consecutive frames of a model overlap on different workers; frames of one model
+  finish in order (a result that is ready before an older frame's waits for it).
   When the pending queue is full the OLDEST pending frame is dropped (newest wins, the camera-stream policy):
   its future fails with :class:`FrameDroppedError` and the model's ``dropped`` count grows. A dispatched frame
   is never dropped.
@@ -50,7 +52,7 @@ from multidnn_sched.runtime.control import ControlMixin
 from multidnn_sched.runtime.decisions import ORIGINAL, PARALLEL, SEQUENTIAL, Decision
 from multidnn_sched.runtime.device import Device, RunTicket, SlotGate
 from multidnn_sched.runtime.frame_times import FrameTimes, attach_frame_times
-from multidnn_sched.runtime.jobs import Frame, Job, Model, fail
+from multidnn_sched.runtime.jobs import Frame, Job, Model, Outcome, fail
 from multidnn_sched.runtime.lag import LagKey, LagTracker, input_bucket
 from multidnn_sched.runtime.placement import PLACEMENTS
 from multidnn_sched.runtime.policy import (
@@ -105,6 +107,22 @@ priority can starve the lowest model of an overloaded device. No per-workload co
 default workload's former 33 ms and seed_heterogeneous's 100 ms were tuned on those workloads alone); a user
 who wants a bias still passes ``priority_weight_ms``."""
 LOGGER_NAME = "multidnn_sched.executor"
+
+
+def auto_frames_in_flight(is_cuda: bool, num_workers: int | None, worker_threads: int | None) -> int:
+    """``frames_in_flight=None``: in the partitioned CPU pool (``worker_threads`` fixed) one frame per worker,
+    else one.
+
+    In the pool a block never runs with more than ``worker_threads`` threads, so a model with one frame
+    dispatched can use one worker's cores at most, however idle the others are: the default detector at one
+    thread needs ~70 ms of work per 66.7 ms frame period at 15 Hz on the 2-core machine (``docs/results.md``,
+    partitioned pool, LST section), so it fell behind while the other worker idled between the small models'
+    blocks. With a frame per worker its consecutive frames overlap (pipelining) and results still come out in
+    order. The elastic pool gives a lone block every idle slot instead, and on CUDA a model's frames share its
+    one stream, so a second frame there would only queue behind the first: one."""
+    if is_cuda or worker_threads is None or num_workers is None:
+        return 1
+    return max(1, num_workers)
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
@@ -146,6 +164,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             dropped (``FrameDroppedError``, counted in ``dropped``) instead of being computed late, leaving the
             device to frames that can still make it (firm deadlines: a late result is a miss either way). Only
             when the model could meet its deadline if started at once (never sheds everything).
+        frames_in_flight: how many frames of one model may be dispatched at once (their blocks run on
+            different workers, results are released in arrival order); ``None``: :func:`auto_frames_in_flight`
+            (one per worker in the partitioned CPU pool, else one).
         logger: defaults to ``logging.getLogger("multidnn_sched.executor")``.
     """
 
@@ -169,6 +190,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         reprofile_idle_sec: float | None = 10.0,
         reprofile_interval_sec: float = 60.0,
         shed_late_frames: bool = True,
+        frames_in_flight: int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if schedule not in SCHEDULES:
@@ -227,6 +249,10 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             self.log.warning("worker_threads %d x %d workers > %d CPU threads: the workers' OpenMP teams "
                              "oversubscribe the cores", self._worker_threads, num_workers or 1,
                              self.device.cpu_threads)
+        if frames_in_flight is not None and frames_in_flight < 1:
+            raise ConfigError(f"BlockExecutor frames_in_flight must be >= 1 or None, got {frames_in_flight!r}")
+        self.frames_in_flight = (frames_in_flight if frames_in_flight is not None
+                                 else auto_frames_in_flight(self.device.is_cuda, num_workers, self._worker_threads))
         self._max_workers = None if self.device.is_cuda else self.device.slots
         self._threads: list[threading.Thread] = []
         for _ in range(num_workers or 0):
@@ -270,7 +296,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             for model in self._models.values():
                 failed.extend(model.pending)
                 model.pending.clear()
-            failed.extend(job.frame for job in self._ready)
+            for job in self._ready:
+                failed.append(job.frame)
+                job.model.in_flight = deque(f for f in job.model.in_flight if f is not job.frame)
             self._ready.clear()
             self._cond.notify_all()
         self._stop_event.set()
@@ -328,6 +356,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             deque(maxlen=self.latency_window),
         )
         model.expected_rate_hz = expected_rate_hz
+        model.max_in_flight = self.frames_in_flight
         with self._cond:
             if self._stopping:
                 raise ExecutorShutdownError(f"cannot register {pm.name!r}: BlockExecutor is shut down")
@@ -493,44 +522,77 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         self._on_variant_change(model, block.name, ORIGINAL)
         return block.module(carry), None, ORIGINAL
 
-    def _finish(self, job: Job, result: Carry, error: BaseException | None) -> None:
+    def _finish(self, job: Job, result: Carry, error: BaseException | None, *, shed: bool = False) -> None:
+        """The job ended (a result, an error, or ``shed``): keep its outcome, release the model's frames that are
+        now next in order, dispatch its next pending frames, then resolve the released futures (outside the
+        lock, oldest first)."""
         model = job.model
-        latency_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
+        job.frame.outcome = Outcome(result, error, shed, job.observed_ms, job.solo_ms)
         with self._cond:
-            stats = model.stats
             self._last_activity_sec = self._clock()
-            if error is None:
+            released = self._release(model)
+            if self._stopping:
+                failed = list(model.pending)
+                model.pending.clear()
+            else:
+                failed = []
+                self._dispatch_next(model)
+        for frame, end_sec in released:
+            self._resolve(model, frame, end_sec)
+        for frame in failed:
+            fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+
+    def _release(self, model: Model) -> list[tuple[Frame, float]]:
+        """Pop the model's dispatched frames whose jobs ended, oldest first, up to the first still running (all
+        that ended while stopping), and count each in the stats at the moment it is released: the latency a
+        consumer sees includes waiting for an older frame (caller holds ``_cond``)."""
+        released: list[tuple[Frame, float]] = []
+        if self._stopping:
+            ended = [frame for frame in model.in_flight if frame.outcome is not None]
+            model.in_flight = deque(frame for frame in model.in_flight if frame.outcome is None)
+        else:
+            ended = []
+            while model.in_flight and model.in_flight[0].outcome is not None:
+                ended.append(model.in_flight.popleft())
+        now = self._clock()
+        stats = model.stats
+        for frame in ended:
+            outcome = frame.outcome
+            if outcome.shed:
+                stats.dropped += 1
+                model.recent.append(None)
+            elif outcome.error is None:
+                latency_ms = (now - frame.arrival_sec) * 1000.0
                 stats.frames_done += 1
-                if job.solo_ms:
-                    model.slowdowns.append(job.observed_ms / job.solo_ms)
+                if outcome.solo_ms:
+                    model.slowdowns.append(outcome.observed_ms / outcome.solo_ms)
                 model.latencies.append(latency_ms)
                 model.recent.append(latency_ms)
                 if latency_ms > model.deadline_ms:
                     stats.deadline_misses += 1
             else:
                 stats.failed += 1
-            if self._stopping:
-                failed = list(model.pending)
-                model.pending.clear()
-                model.busy = False
-            else:
-                failed = []
-                self._dispatch_next(model)
+            released.append((frame, now))
+        return released
+
+    def _resolve(self, model: Model, frame: Frame, end_sec: float) -> None:
+        """Resolve a released frame's future with its outcome (caller holds no lock)."""
+        outcome = frame.outcome
+        frame.outcome = None  # the result / error now lives in the future only
+        error = outcome.error
         if error is None:
-            started = job.frame.started_sec
-            attach_frame_times(job.frame.future, FrameTimes(
-                job.frame.arrival_sec, job.frame.arrival_sec if started is None else started, self._clock()))
-            job.frame.future.set_result(result)
-        else:
-            if not isinstance(error, ExecutorShutdownError):
-                self.log.warning("model %s: frame failed: %s: %s", model.pm.name, type(error).__name__, error)
-            if error.__traceback__ is not None:
-                # The traceback's finished frames hold this job (its future holds the error): a reference cycle
-                # that kept every failed frame's tensors until a full GC. Their locals go; file/line stay.
-                traceback.clear_frames(error.__traceback__)
-            fail(job.frame, error)
-        for frame in failed:
-            fail(frame, ExecutorShutdownError("BlockExecutor shut down before this frame ran"))
+            started = frame.started_sec
+            attach_frame_times(frame.future, FrameTimes(
+                frame.arrival_sec, frame.arrival_sec if started is None else started, end_sec))
+            frame.future.set_result(outcome.result)
+            return
+        if not outcome.shed and not isinstance(error, ExecutorShutdownError):
+            self.log.warning("model %s: frame failed: %s: %s", model.pm.name, type(error).__name__, error)
+        if error.__traceback__ is not None:
+            # The traceback's finished frames hold this job (its future holds the error): a reference cycle
+            # that kept every failed frame's tensors until a full GC. Their locals go; file/line stay.
+            traceback.clear_frames(error.__traceback__)
+        fail(frame, error)
 
     # -- statistics ----------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """What the executor queues: frames, per-model state, ready-heap jobs, and the admission credit.
 
-A model has a bounded deque of pending frames and at most one frame dispatched; a dispatched frame is a
-:class:`Job` in the ready heap ordered by ``key`` (absolute deadline or arrival, then priority), carrying its
-progress through the model's blocks. Admission control admits an exact regular share of arriving frames.
+A model has a bounded deque of pending frames and at most ``max_in_flight`` frames dispatched (``in_flight``,
+oldest first: their results are released in that order); a dispatched frame is a :class:`Job` in the ready
+heap ordered by ``key`` (absolute deadline or arrival, then priority), carrying its progress through the
+model's blocks. Admission control admits an exact regular share of arriving frames.
 """
 
 from __future__ import annotations
@@ -25,13 +26,26 @@ frame for ever, with no float drift to patch by a tolerance."""
 _NO_CREDIT = Fraction(0)
 
 
-@dataclass
+@dataclass(eq=False)
 class Frame:
     future: Future
     carry: Carry
     arrival_sec: float
     started_sec: float | None = None
     """When its first block started (the :class:`~multidnn_sched.runtime.frame_times.FrameTimes` attached)."""
+    outcome: Outcome | None = None
+    """Set when its job ended; the future is resolved once every older dispatched frame of the model is."""
+
+
+@dataclass
+class Outcome:
+    """How a dispatched frame's job ended, kept until the frame is released in order."""
+
+    result: Carry
+    error: BaseException | None
+    shed: bool = False
+    observed_ms: float = 0.0
+    solo_ms: float | None = None
 
 
 @dataclass
@@ -50,7 +64,10 @@ class Model:
     overridden: set[str] = field(default_factory=set)
     pending: deque = field(default_factory=deque)
     arrivals: deque = field(default_factory=lambda: deque(maxlen=32))
-    busy: bool = False
+    in_flight: deque = field(default_factory=deque)
+    """Dispatched frames (in the ready heap or running), oldest first."""
+    max_in_flight: int = 1
+    """How many of its frames may be dispatched at once (the executor's ``frames_in_flight``)."""
     last_profile_sec: float | None = None
     admit_fraction: float = 1.0
     admit_credit: Fraction = field(default_factory=Fraction)

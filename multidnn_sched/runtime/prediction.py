@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from multidnn_sched.exceptions import FrameShedError
-from multidnn_sched.runtime.jobs import Job, Model, fail
+from multidnn_sched.runtime.jobs import Job, Model
 from multidnn_sched.runtime.lag import BlockTiming, LagKey
 from multidnn_sched.runtime.shedding import is_hopeless
 from multidnn_sched.runtime.state import ExecutorState
@@ -23,7 +23,7 @@ class PredictionMixin(ExecutorState):
     _last_key: dict[tuple[str, str], LagKey]
     _profile_epoch: int
     _profiled_bucket: dict[tuple[str, str], int]
-    _dispatch_next: Callable[[Model], None]
+    _finish: Callable[..., None]
 
     def _predicted_run_ms(self, model: Model, first_block: int = 0) -> tuple[float, float] | None:
         """(all blocks, blocks from ``first_block`` on): sums of the EMA-observed latencies (solo where not
@@ -101,8 +101,9 @@ class PredictionMixin(ExecutorState):
         """The frame's per-block predictions (see :attr:`Job.predicted_ms`), re-read from the LAG tracker only
         when the epoch moved; None while a block has no figure.
 
-        Valid between re-reads because a model runs one frame at a time: only this frame's blocks update this
-        model's figures, and :meth:`_note_block_run` folds each one in as it happens. The shedding check then
+        Valid between re-reads: this frame's own blocks update the model's figures, and :meth:`_note_block_run`
+        folds each one in as it happens; another dispatched frame of the same model (``frames_in_flight`` > 1)
+        moves them too, by one EMA step per block, which the cache misses until the next epoch. The shedding check then
         costs two float sums per block boundary instead of a locked walk over every block."""
         epoch = self._prediction_epoch()
         if job.predicted_ms is None or job.predicted_epoch != epoch:
@@ -131,10 +132,6 @@ class PredictionMixin(ExecutorState):
 
     def _shed(self, job: Job) -> None:
         model = job.model
-        with self._cond:
-            model.stats.dropped += 1
-            model.recent.append(None)
-            self._dispatch_next(model)
-        fail(job.frame, FrameShedError(
+        self._finish(job, None, FrameShedError(
             f"model {model.pm.name!r}: frame shed, it could no longer meet its {model.deadline_ms:.0f} ms deadline"
-        ))
+        ), shed=True)

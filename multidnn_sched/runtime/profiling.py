@@ -28,7 +28,7 @@ class ProfilingMixin(ExecutorState):
 
     def _idle(self) -> bool:
         with self._cond:
-            return not any(m.busy or m.pending for m in self._models.values())
+            return not any(m.in_flight or m.pending for m in self._models.values())
 
     def _maybe_reprofile(self) -> None:
         if self.reprofile_idle_sec is None or not self._idle():

@@ -58,7 +58,7 @@ class QueueingMixin(ExecutorState):
                           f"admitting {model.admit_fraction:.0%} of frames)")
             else:
                 model.pending.append(frame)
-                if not model.busy:
+                if len(model.in_flight) < model.max_in_flight:
                     self._dispatch_next(model)
                 elif len(model.pending) > model.queue_depth:
                     dropped = model.pending.popleft()
@@ -84,18 +84,17 @@ class QueueingMixin(ExecutorState):
         return key - model.priority * self.priority_weight_ms / 1000.0, -model.priority
 
     def _dispatch_next(self, model: Model) -> None:
-        """Move the model's oldest pending frame to the ready heap (caller holds ``_cond``)."""
-        while model.pending:
+        """Move the model's oldest pending frames to the ready heap while fewer than ``max_in_flight`` of its
+        frames are dispatched (caller holds ``_cond``)."""
+        while model.pending and len(model.in_flight) < model.max_in_flight:
             frame = model.pending.popleft()
             if frame.future.set_running_or_notify_cancel():
                 job = Job(self._job_key(model, frame.arrival_sec), next(self._seq), model, frame, 0, frame.carry)
                 heapq.heappush(self._ready, job)
-                model.busy = True
+                model.in_flight.append(frame)
                 if self.placement == "pinned":
                     self._update_homes()
                 self._wake_workers()
-                return
-        model.busy = False
 
     # -- which worker takes what (placement) -----------------------------------------------------------------
 
