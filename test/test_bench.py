@@ -311,8 +311,7 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
     workers, threads = partitioned_cpu_pool(usable_cores(), 3)  # the default workload has no executor keys
     pools = [r["pool"] for r in result["runs"] if r["mode"] == "blocks"]
-    # the partitioned pool dispatches up to one frame per worker of each model (pipelining)
-    assert pools == [{"workers": workers, "worker_threads": threads, "frames_in_flight": workers}] * 2
+    assert pools == [{"workers": workers, "worker_threads": threads, "frames_in_flight": 1}] * 2
     prov = result["provenance"]
     assert prov["torch"] == torch.__version__ and len(prov["workload_sha256"]) == 64
     for mode in ("sequential", "blocks"):

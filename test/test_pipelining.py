@@ -1,5 +1,5 @@
-"""``frames_in_flight``: in the partitioned CPU pool consecutive frames of one model overlap on different workers
-(pipelining) and their results are still released in arrival order; elsewhere a model has one frame dispatched."""
+"""``frames_in_flight``: with more than one (opt-in), consecutive frames of one model overlap on different workers
+(pipelining) and their results are still released in arrival order; by default a model has one frame dispatched."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from multidnn_sched.exceptions import ConfigError, ExecutorShutdownError
 from multidnn_sched.runtime.block import Block, PartitionedModel
-from multidnn_sched.runtime.executor import BlockExecutor, auto_frames_in_flight
+from multidnn_sched.runtime.executor import FRAMES_IN_FLIGHT, BlockExecutor
 
 
 class Scripted(nn.Module):
@@ -48,6 +48,7 @@ class Scripted(nn.Module):
 
 
 def _executor(worker_threads: int | None, **kwargs: object) -> BlockExecutor:
+    """The partitioned pool (``worker_threads`` 1) or the elastic one (``None``); pass ``frames_in_flight``."""
     return BlockExecutor(schedule="parallel", cpu_threads=2, num_workers=2, worker_threads=worker_threads,
                          shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None, **kwargs)
 
@@ -61,12 +62,12 @@ def _frame(value: float) -> torch.Tensor:
     return torch.full((1, 2), value)
 
 
-def test_auto_frames_in_flight_is_one_per_worker_in_the_partitioned_pool_only() -> None:
-    assert auto_frames_in_flight(False, 2, 1) == 2
-    assert auto_frames_in_flight(False, 3, 2) == 3
-    assert auto_frames_in_flight(False, 2, None) == 1  # elastic: a lone block takes every idle slot
-    assert auto_frames_in_flight(True, None, None) == 1  # CUDA: one stream per model
-    assert auto_frames_in_flight(False, None, 1) == 1
+def test_default_is_one_frame_in_flight() -> None:
+    ex = _executor(1)
+    try:
+        assert ex.frames_in_flight == FRAMES_IN_FLIGHT == 1
+    finally:
+        ex.shutdown()
 
 
 def test_frames_in_flight_below_one_is_a_config_error() -> None:
@@ -76,7 +77,7 @@ def test_frames_in_flight_below_one_is_a_config_error() -> None:
 
 def test_pool_runs_consecutive_frames_of_one_model_at_once_on_two_workers() -> None:
     module = Scripted()
-    ex = _executor(1)
+    ex = _executor(1, frames_in_flight=2)
     try:
         assert ex.frames_in_flight == 2
         _register(ex, module)
@@ -95,9 +96,9 @@ def test_pool_runs_consecutive_frames_of_one_model_at_once_on_two_workers() -> N
         ex.shutdown()
 
 
-def test_elastic_pool_keeps_one_frame_dispatched() -> None:
+def test_one_frame_in_flight_waits_in_the_pending_queue() -> None:
     module = Scripted()
-    ex = _executor(None)
+    ex = _executor(1)
     try:
         assert ex.frames_in_flight == 1
         _register(ex, module)
@@ -117,7 +118,7 @@ def test_elastic_pool_keeps_one_frame_dispatched() -> None:
 @pytest.mark.parametrize("fail_first", [False, True])
 def test_a_newer_frame_that_ends_first_is_released_after_the_older_one(fail_first: bool) -> None:
     module = Scripted(fail_first=fail_first)
-    ex = _executor(1)
+    ex = _executor(1, frames_in_flight=2)
     order: list[int] = []
     try:
         _register(ex, module)
@@ -148,7 +149,7 @@ def test_a_newer_frame_that_ends_first_is_released_after_the_older_one(fail_firs
 
 def test_shutdown_with_two_frames_in_flight_resolves_every_future() -> None:
     module = Scripted()
-    ex = _executor(1)
+    ex = _executor(1, frames_in_flight=2)
     _register(ex, module, blocks=2)
     first = ex.submit("m", _frame(1.0))
     second = ex.submit("m", _frame(2.0))

@@ -109,7 +109,7 @@ class ExecutorSettings:
     """Fixed intra-op threads of every block on every worker (CPU; ``None``: elastic), see
     ``BlockExecutor(worker_threads=...)``."""
     frames_in_flight: int | None = None
-    """Frames of one model dispatched at once (``None``: one per worker in the partitioned pool, else one), see
+    """Frames of one model dispatched at once (``None``: the executor's default, one), see
     ``BlockExecutor(frames_in_flight=...)``."""
     queue_order: str = "edf"
     placement: str = "shared"

@@ -198,7 +198,7 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "frames_in_flight", 0,
-        "frames of one model dispatched at once (0: auto: one per worker in the partitioned CPU pool, else one)",
+        "frames of one model dispatched at once (0: the executor's default, one; more pipelines a model's frames)",
         0, 64,
         read_only=True,
     ),

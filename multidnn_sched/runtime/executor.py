@@ -3,9 +3,9 @@
 Thread model (details and defaults in docs/runtime.md):
 
 * ``submit(model, carry)`` puts a frame in the model's bounded pending queue and returns a ``Future``. A model
-  has at most ``frames_in_flight`` frames *dispatched* (handed to the workers) at a time — one, except in the
-  partitioned CPU pool, where consecutive frames of a model overlap on different workers; frames of one model
-  finish in order (a result that is ready before an older frame's waits for it).
+  has at most ``frames_in_flight`` frames *dispatched* (handed to the workers) at a time (one by default; more
+  lets consecutive frames of a model overlap on different workers); frames of one model finish in order (a
+  result that is ready before an older frame's waits for it).
   When the pending queue is full the OLDEST pending frame is dropped (newest wins, the camera-stream policy):
   its future fails with :class:`FrameDroppedError` and the model's ``dropped`` count grows. A dispatched frame
   is never dropped.
@@ -109,20 +109,21 @@ who wants a bias still passes ``priority_weight_ms``."""
 LOGGER_NAME = "multidnn_sched.executor"
 
 
-def auto_frames_in_flight(is_cuda: bool, num_workers: int | None, worker_threads: int | None) -> int:
-    """``frames_in_flight=None``: in the partitioned CPU pool (``worker_threads`` fixed) one frame per worker,
-    else one.
+FRAMES_IN_FLIGHT = 1
+"""Default frames of one model dispatched at once: one. More (pipelining: consecutive frames of a model on
+different workers, results released in arrival order) lets a model whose one-thread forward is longer than its
+frame period use the pool's other workers, but measured on the 2-core machine (2026-12-07, slow host: reference
+convolution 1.88-1.90 ms) it lost wherever the device was loaded: ``multidnn-bench`` default workload, ``blocks``
+fp32, partitioned pool 2 x 1, one run each: 0.333 of offered frames on time with 2 in flight vs 0.582 with 1
+(two detector frames held both workers and were then shed as hopeless, the classifier got 0 of 300 against 223);
+``make demo`` replay (``blocks+swap``, 15 Hz), two interleaved pairs: detector drops 29 / 22 vs 21 / 42, but the
+tracker's and classifier's queue wait p50 rose from 13-15 / 5-7 ms to 79-87 / 76-84 ms (stage p50 127-143 /
+148-150 ms vs 64 / 76 ms): the detector's next frames, earlier in EDF order than the downstream stages' frames,
+took both workers. On a CPU that is already saturated, a second frame only reorders the work. Opt in with
+``frames_in_flight`` (workload ``executor:`` key, ROS parameter) where a model is alone or the device has idle
+cores."""
 
-    In the pool a block never runs with more than ``worker_threads`` threads, so a model with one frame
-    dispatched can use one worker's cores at most, however idle the others are: the default detector at one
-    thread needs ~70 ms of work per 66.7 ms frame period at 15 Hz on the 2-core machine (``docs/results.md``,
-    partitioned pool, LST section), so it fell behind while the other worker idled between the small models'
-    blocks. With a frame per worker its consecutive frames overlap (pipelining) and results still come out in
-    order. The elastic pool gives a lone block every idle slot instead, and on CUDA a model's frames share its
-    one stream, so a second frame there would only queue behind the first: one."""
-    if is_cuda or worker_threads is None or num_workers is None:
-        return 1
-    return max(1, num_workers)
+
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
@@ -165,8 +166,8 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             device to frames that can still make it (firm deadlines: a late result is a miss either way). Only
             when the model could meet its deadline if started at once (never sheds everything).
         frames_in_flight: how many frames of one model may be dispatched at once (their blocks run on
-            different workers, results are released in arrival order); ``None``: :func:`auto_frames_in_flight`
-            (one per worker in the partitioned CPU pool, else one).
+            different workers, results are released in arrival order); ``None``: :data:`FRAMES_IN_FLIGHT` (one,
+            with the measurement against more).
         logger: defaults to ``logging.getLogger("multidnn_sched.executor")``.
     """
 
@@ -251,8 +252,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
                              self.device.cpu_threads)
         if frames_in_flight is not None and frames_in_flight < 1:
             raise ConfigError(f"BlockExecutor frames_in_flight must be >= 1 or None, got {frames_in_flight!r}")
-        self.frames_in_flight = (frames_in_flight if frames_in_flight is not None
-                                 else auto_frames_in_flight(self.device.is_cuda, num_workers, self._worker_threads))
+        self.frames_in_flight = frames_in_flight if frames_in_flight is not None else FRAMES_IN_FLIGHT
         self._max_workers = None if self.device.is_cuda else self.device.slots
         self._threads: list[threading.Thread] = []
         for _ in range(num_workers or 0):
