@@ -17,11 +17,13 @@ from multidnn_sched.runtime.executor import FRAMES_IN_FLIGHT, BlockExecutor
 
 class Scripted(nn.Module):
     """Identity whose behaviour depends on the frame (the input's first value): frame 1 waits for ``release``
-    (or raises after it, ``fail_first``); every call records (frame, thread) and how many calls overlap."""
+    (or raises after it, ``fail_first``), frame 2 waits until frame 1 is inside its block; every call records
+    (frame, thread) and how many calls overlap."""
 
     def __init__(self, fail_first: bool = False) -> None:
         super().__init__()
         self.release = threading.Event()
+        self.entered_first = threading.Event()
         self.ran: dict[int, threading.Event] = {1: threading.Event(), 2: threading.Event()}
         self.calls: list[tuple[int, str]] = []
         self.running = 0
@@ -35,7 +37,11 @@ class Scripted(nn.Module):
             self.running += 1
             self.max_running = max(self.max_running, self.running)
             self.calls.append((frame, threading.current_thread().name))
+        if frame == 1:
+            self.entered_first.set()
         try:
+            if frame == 2:  # deterministic overlap: frame 2 starts only once frame 1 is inside its block
+                assert self.entered_first.wait(5.0), "frame 1 never started"
             if frame == 1:
                 assert self.release.wait(5.0), "frame 1 was never released"
                 if self.fail_first:
