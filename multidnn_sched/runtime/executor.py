@@ -527,8 +527,8 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         now next in order, dispatch its next pending frames, then resolve the released futures (outside the
         lock, oldest first)."""
         model = job.model
-        job.frame.outcome = Outcome(result, error, shed, job.observed_ms, job.solo_ms)
-        with self._cond:
+        with self._cond:  # the outcome is set under the lock that every _release reads it under
+            job.frame.outcome = Outcome(result, error, shed, job.observed_ms, job.solo_ms)
             self._last_activity_sec = self._clock()
             released = self._release(model)
             if self._stopping:
