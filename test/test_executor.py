@@ -698,6 +698,65 @@ def test_admit_decision_drops_the_expected_share_of_frames_on_arrival(executor: 
         executor.apply(Decision("cam", "nope", "mode", SEQUENTIAL, "test"))
 
 
+@pytest.mark.parametrize("probe_frames", [3, None])
+def test_a_stale_prediction_cannot_shed_a_model_for_good(probe_frames: int | None) -> None:
+    """A frame shed before its first block refreshes nothing: without probes, a prediction that went stale
+    (here: one slow run, 90 ms on a 100 ms deadline, then the block is fast again) sheds every later frame that
+    waited 20 ms; with ``shed_probe_frames=3`` the third frame in a row runs, refreshes the figure, and the model
+    is served again."""
+    import time as _time
+
+    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None, shed_probe_frames=probe_frames)
+    try:
+        block = Sleep(0.01)
+        ex.register_model(PartitionedModel("m", [Block("s", block)]), deadline_ms=100.0, example_input=torch.zeros(1))
+        ex.profile_solo()  # solo ~10 ms
+        block.sleep_sec = 0.09
+        ex.submit("m", torch.zeros(1)).result(timeout=10)  # one slow run: the EMA prediction is ~90 ms
+        block.sleep_sec = 0.01
+        outcomes = []
+        for _ in range(5):  # each waited 20 ms already: 20 + 90 > 100 by the EMA, 20 + 10 fits by solo
+            future = ex.submit("m", torch.zeros(1), arrival_time=_time.perf_counter() - 0.02)
+            try:
+                future.result(timeout=10)
+                outcomes.append("done")
+            except FrameDroppedError:
+                outcomes.append("shed")
+        stats = ex.stats().models["m"]
+        if probe_frames is None:
+            assert outcomes == ["shed"] * 5
+            assert stats.shed_probes == 0
+        else:
+            assert outcomes == ["shed", "shed", "done", "done", "done"]  # the probe refreshed the EMA (~74 ms)
+            assert stats.shed_probes == 1
+            assert stats.dropped == 2
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_a_probe_is_not_spent_on_a_frame_that_cannot_make_it_even_by_solo_figures() -> None:
+    import time as _time
+
+    ex = BlockExecutor(decision_interval_sec=None, reprofile_idle_sec=None, shed_probe_frames=1)
+    try:
+        block = Sleep(0.01)
+        ex.register_model(PartitionedModel("m", [Block("s", block)]), deadline_ms=100.0, example_input=torch.zeros(1))
+        ex.profile_solo()
+        block.sleep_sec = 0.09
+        ex.submit("m", torch.zeros(1)).result(timeout=10)
+        block.sleep_sec = 0.01
+        late = ex.submit("m", torch.zeros(1), arrival_time=_time.perf_counter() - 0.095)  # 95 + 10 > 100
+        with pytest.raises(FrameDroppedError):
+            late.result(timeout=10)
+        assert ex.stats().models["m"].shed_probes == 0
+        ex.submit("m", torch.zeros(1), arrival_time=_time.perf_counter() - 0.02).result(timeout=10)  # probes
+        assert ex.stats().models["m"].shed_probes == 1
+    finally:
+        assert ex.shutdown(timeout_sec=5.0)
+    with pytest.raises(ConfigError, match="shed_probe_frames"):
+        BlockExecutor(decision_interval_sec=None, shed_probe_frames=0)
+
+
 def test_frame_preempted_past_its_deadline_is_shed_at_the_next_block_boundary() -> None:
     ex = BlockExecutor(num_workers=1, decision_interval_sec=None, reprofile_idle_sec=None)
     try:

@@ -124,6 +124,24 @@ took both workers. On a CPU that is already saturated, a second frame only reord
 cores."""
 
 
+SHED_PROBE_FRAMES = 32
+"""After this many frames of a model in a row were shed before their first block, the next frame that could
+make its deadline by the blocks' solo figures runs unshed (a *probe*, counted in ``ModelStats.shed_probes``).
+
+Why: a frame shed before its first block refreshes none of the predictions that condemned it, so a stale figure
+seals the model out for good. Measured on the 2-core VM (2026-12-07, slow host: reference convolution 2.1 ms),
+``multidnn-bench`` default workload, ``blocks`` fp32, partitioned pool 2 x 1: the classifier's EMA-predicted run
+time had settled at 89.99 ms against its 90 ms deadline during the warm-up, so every frame that had waited more
+than 0.01 ms was shed (one waited 1.1 ms), none ever ran, and the classifier got 0 of 150 frames on time (every
+one shed) though its solo run time was 52-62 ms; in one 20 s run all 900 frames of the three models were shed.
+
+Why 32: the executor's ``latency_window`` (the policy's observation window), so a frozen prediction lasts at most
+one window and a model that truly cannot make its deadline costs at most 1 frame in 32 of its demand (~3 %). A
+probe that waited too long to make it even by solo figures is not worth its device time: that frame is shed
+and the next one probes. The earlier rule that judged EVERY frame after a shed by its solo figures (``2749443``,
+reverted in ``7d1912c``) let a hopeless detector's frames run late one after another (187 late in the 25 Hz
+tight workload); this one probes once per window."""
+
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
@@ -165,6 +183,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             dropped (``FrameDroppedError``, counted in ``dropped``) instead of being computed late, leaving the
             device to frames that can still make it (firm deadlines: a late result is a miss either way). Only
             when the model could meet its deadline if started at once (never sheds everything).
+        shed_probe_frames: after this many frames of a model in a row were shed before their first block, the
+            next frame that can make its deadline by solo figures runs unshed to refresh the predictions
+            (:data:`SHED_PROBE_FRAMES`); ``None``: never (a stale prediction can then shed a model for good).
         frames_in_flight: how many frames of one model may be dispatched at once (their blocks run on
             different workers, results are released in arrival order); ``None``: :data:`FRAMES_IN_FLIGHT` (one,
             with the measurement against more).
@@ -192,6 +213,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         reprofile_interval_sec: float = 60.0,
         shed_late_frames: bool = True,
         frames_in_flight: int | None = None,
+        shed_probe_frames: int | None = SHED_PROBE_FRAMES,
         logger: logging.Logger | None = None,
     ) -> None:
         if schedule not in SCHEDULES:
@@ -218,6 +240,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         self.reprofile_idle_sec = reprofile_idle_sec
         self.reprofile_interval_sec = reprofile_interval_sec
         self.shed_late_frames = shed_late_frames
+        if shed_probe_frames is not None and shed_probe_frames < 1:
+            raise ConfigError(f"BlockExecutor shed_probe_frames must be >= 1 or None, got {shed_probe_frames!r}")
+        self.shed_probe_frames = shed_probe_frames
         self.log = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self._clock = clock
         self._gate = SlotGate(self.device.slots)
@@ -442,8 +467,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         while job.block_index < len(blocks):
             if self._stopping:
                 raise ExecutorShutdownError(f"BlockExecutor shut down while {name!r} frame was between blocks")
-            if self.shed_late_frames and self._hopeless(job):
-                return _SHED
+            if self.shed_late_frames and not job.probe and self._hopeless(job):
+                if job.block_index > 0 or not self._probe_instead(job):
+                    return _SHED
             if job.block_index > 0 and self._ready:
                 waiting = self._head(worker)  # peek; re-checked under the lock
                 if waiting is not None and waiting.key < job.key and self._preemption_pays(job, waiting):
@@ -470,6 +496,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
                 alone = self._gate.release_run(granted, ticket)
             lag_key: LagKey = (name, block.name, ran, bucket)
             with self._stats_lock:
+                model.unrefuted_sheds = 0
                 if observed_ms is not None:
                     self._lag.update(lag_key, observed_ms, alone=alone)
                     self._last_key[(name, block.name)] = lag_key
@@ -486,6 +513,27 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             job.carry = out
             job.block_index += 1
         return _DONE
+
+    def _probe_instead(self, job: Job) -> bool:
+        """The frame is hopeless before its first block: count the shed, or — after ``shed_probe_frames`` such
+        sheds in a row, and only if it can still make its deadline by the blocks' solo figures — mark it a probe
+        that runs unshed (see :data:`SHED_PROBE_FRAMES`)."""
+        model = job.model
+        with self._stats_lock:
+            limit = self.shed_probe_frames
+            if limit is None or model.unrefuted_sheds + 1 < limit:
+                model.unrefuted_sheds += 1
+                return False
+            solo_ms = self._solo_run_ms(model)
+        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
+        if solo_ms is None or waited_ms + solo_ms > model.deadline_ms:
+            with self._stats_lock:
+                model.unrefuted_sheds += 1
+            return False
+        job.probe = True
+        with self._cond:
+            model.stats.shed_probes += 1
+        return True
 
     def _block_started(self) -> RunTicket:
         """Count a block run in (the gate counts the runs; a worker's block does this with its acquire)."""
@@ -604,7 +652,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
                 s = model.stats
                 models[name] = ModelStats(name, s.deadline_ms, s.priority, s.submitted, s.frames_done, s.dropped,
                                           s.failed, s.deadline_misses, list(model.latencies), s.skipped,
-                                          s.admit_fraction)
+                                          shed_probes=s.shed_probes, admit_fraction=s.admit_fraction)
         for summary in models.values():
             ordered = sorted(summary.latency_ms)
             summary.p50_ms = percentile(ordered, 50.0, ordered=True)

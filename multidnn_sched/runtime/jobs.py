@@ -73,6 +73,9 @@ class Model:
     admit_credit: Fraction = field(default_factory=Fraction)
     slowdowns: deque = field(default_factory=lambda: deque(maxlen=SLOWDOWN_WINDOW))
     expected_rate_hz: float | None = None
+    unrefuted_sheds: int = 0
+    """Frames shed before their first block since a block of this model last ran: sheds on predictions that no
+    run has refreshed since (see ``BlockExecutor.shed_probe_frames``)."""
 
 
 @dataclass(order=True)
@@ -89,6 +92,8 @@ class Job:
     """Per block, the predicted latency of its active implementation (the shedding check's figures): taken once
     per frame and kept current as the frame's own blocks run, re-taken when ``predicted_epoch`` goes stale."""
     predicted_epoch: tuple[int, int] | None = field(default=None, compare=False)
+    probe: bool = field(default=False, compare=False)
+    """A frame run to refresh its model's predictions after a run of sheds: never shed itself."""
 
 
 def admit(model: Model) -> bool:

@@ -60,6 +60,17 @@ class PredictionMixin(ExecutorState):
             return live.solo_ms
         return self._solo_ms.get((model, block, variant))
 
+    def _solo_run_ms(self, model: Model) -> float | None:
+        """Sum of the model's active implementations' solo latencies (caller holds ``_stats_lock``); None if a
+        block has none."""
+        total = 0.0
+        for block in model.pm.blocks:
+            solo_ms = self._timing_of(model.pm.name, block.name).solo_ms
+            if solo_ms is None:
+                return None
+            total += solo_ms
+        return total
+
     def _timing_of(self, model: str, block: str) -> BlockTiming:
         """LAG figures of the block's ACTIVE implementation (caller holds ``_stats_lock``): at the input bucket
         it last ran on, or — right after a swap, before the new variant ran — at the profiled bucket; the solo

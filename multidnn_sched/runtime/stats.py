@@ -27,6 +27,9 @@ class ModelStats:
     deadline_misses: int = 0
     latency_ms: list[float] = field(default_factory=list)
     skipped: int = 0
+    shed_probes: int = 0
+    """Frames run, though predicted late, to refresh predictions that had shed ``shed_probe_frames`` frames in
+    a row before any block ran (``BlockExecutor``: shedding must stay refutable)."""
     admit_fraction: float = 1.0
     p50_ms: float | None = None
     p99_ms: float | None = None
