@@ -28,7 +28,7 @@ from multidnn_sched.bench.sweep import find_sustainable_rate
 from multidnn_sched.bench.tasks import FrameTruth, TaskInputs
 from multidnn_sched.bench.workload import ExecutorSettings, ModelLoad, load_workload
 from multidnn_sched.exceptions import ConfigError
-from multidnn_sched.runtime.shedding import is_hopeless
+from multidnn_sched.runtime.shedding import is_hopeless, probe_due
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKLOAD = ROOT / "config" / "workloads" / "default.yaml"
@@ -83,6 +83,31 @@ def test_stale_rule_is_the_executors_rule() -> None:
     rule.observe(30.0)
     assert rule.hopeless(80.0) and not rule.hopeless(60.0)
     assert not StaleRule(100, enabled=False).hopeless(1e6)
+
+
+def test_stale_rule_probes_after_a_run_of_skips_like_the_executor() -> None:
+    """A stale EMA (one slow forward, 90 ms on a 100 ms deadline) would skip every frame that waited 20 ms for
+    good; after ``probe_frames`` skips in a row the next frame that fits by the best forward seen runs."""
+    assert not probe_due(2, 3, waited_ms=20, solo_ms=10, deadline_ms=100)
+    assert probe_due(3, 3, waited_ms=20, solo_ms=10, deadline_ms=100)
+    assert not probe_due(3, 3, waited_ms=95, solo_ms=10, deadline_ms=100), "cannot make it even by solo"
+    assert not probe_due(10**6, None, waited_ms=0, solo_ms=10, deadline_ms=100), "probes off"
+    assert not probe_due(3, 3, waited_ms=0, solo_ms=None, deadline_ms=100), "no solo figure: no probe"
+    rule = StaleRule(deadline_ms=100, enabled=True, probe_frames=3)
+    rule.observe(10.0)
+    for _ in range(20):
+        rule.observe(90.0)  # the EMA converges to ~90, the best forward stays 10
+    assert [rule.hopeless(20.0) for _ in range(3)] == [True, True, True]
+    assert rule.hopeless(95.0), "due, but 95 + 10 > 100 even by the best forward: skipped"
+    assert not rule.hopeless(20.0), "the probe runs"
+    assert not rule.hopeless(20.0), "still due until a forward is observed"
+    rule.observe(10.0)
+    assert rule.unrefuted_skips == 0
+    never = StaleRule(deadline_ms=100, enabled=True, probe_frames=None)
+    never.observe(10.0)
+    for _ in range(20):
+        never.observe(90.0)
+    assert all(never.hopeless(20.0) for _ in range(50))
 
 
 class SleepModel(nn.Module):

@@ -31,7 +31,7 @@ from torch import nn
 from multidnn_sched.bench.runs import DROP_QUEUE, DROP_SHED, ModelPlan, ModelRun, RunPlan
 from multidnn_sched.bench.tasks import TaskInputs, compact_output
 from multidnn_sched.bench.workload import ModelLoad
-from multidnn_sched.runtime.shedding import is_hopeless
+from multidnn_sched.runtime.shedding import SHED_PROBE_FRAMES, is_hopeless, probe_due
 
 Clock = Callable[[], float]
 
@@ -70,22 +70,39 @@ class StaticConfig:
 
 
 class StaleRule:
-    """Predicts a model's service time (EMA of measured forwards) and says when a frame is hopeless."""
+    """Predicts a model's service time (EMA of measured forwards) and says when a frame is hopeless.
 
-    def __init__(self, deadline_ms: float, enabled: bool, alpha: float = SERVICE_EMA_ALPHA) -> None:
+    The executor's probe rule too (:data:`~multidnn_sched.runtime.shedding.SHED_PROBE_FRAMES`): after
+    ``probe_frames`` skips in a row, the next frame that can make its deadline by the best forward measured so
+    far (the static mode's solo figure) runs, so a stale EMA cannot skip a model for good here either."""
+
+    def __init__(self, deadline_ms: float, enabled: bool, alpha: float = SERVICE_EMA_ALPHA,
+                 probe_frames: int | None = SHED_PROBE_FRAMES) -> None:
         self.deadline_ms = deadline_ms
         self.enabled = enabled
         self.alpha = alpha
+        self.probe_frames = probe_frames
         self.service_ms: float | None = None
+        self.best_ms: float | None = None
+        self.unrefuted_skips = 0
 
     def observe(self, service_ms: float) -> None:
         self.service_ms = service_ms if self.service_ms is None else (
             self.alpha * service_ms + (1.0 - self.alpha) * self.service_ms)
+        self.best_ms = service_ms if self.best_ms is None else min(self.best_ms, service_ms)
+        self.unrefuted_skips = 0
 
     def hopeless(self, waited_ms: float) -> bool:
+        """True: skip this frame (counted as an unrefuted skip). Called again for a frame not yet served, it
+        answers the same way until a forward is observed."""
         if not self.enabled or self.service_ms is None:
             return False
-        return is_hopeless(waited_ms, self.service_ms, self.service_ms, self.deadline_ms)
+        if not is_hopeless(waited_ms, self.service_ms, self.service_ms, self.deadline_ms):
+            return False
+        if probe_due(self.unrefuted_skips, self.probe_frames, waited_ms, self.best_ms, self.deadline_ms):
+            return False
+        self.unrefuted_skips += 1
+        return True
 
 
 def pending_to_run(next_index: int, newest_arrived: int, queue_depth: int) -> tuple[list[int], int | None]:

@@ -62,6 +62,7 @@ from multidnn_sched.runtime.policy import (
 from multidnn_sched.runtime.prediction import PredictionMixin
 from multidnn_sched.runtime.profiling import ProfilingMixin
 from multidnn_sched.runtime.queueing import QueueingMixin
+from multidnn_sched.runtime.shedding import SHED_PROBE_FRAMES, probe_due
 from multidnn_sched.runtime.stats import BlockStats, ExecutorStats, ModelStats, percentile
 from multidnn_sched.runtime.variants import VariantRegistry, carry_signature
 
@@ -124,23 +125,6 @@ took both workers. On a CPU that is already saturated, a second frame only reord
 cores."""
 
 
-SHED_PROBE_FRAMES = 32
-"""After this many frames of a model in a row were shed before their first block, the next frame that could
-make its deadline by the blocks' solo figures runs unshed (a *probe*, counted in ``ModelStats.shed_probes``).
-
-Why: a frame shed before its first block refreshes none of the predictions that condemned it, so a stale figure
-seals the model out for good. Measured on the 2-core VM (2026-12-07, slow host: reference convolution 2.1 ms),
-``multidnn-bench`` default workload, ``blocks`` fp32, partitioned pool 2 x 1: the classifier's EMA-predicted run
-time had settled at 89.99 ms against its 90 ms deadline during the warm-up, so every frame that had waited more
-than 0.01 ms was shed (one waited 1.1 ms), none ever ran, and the classifier got 0 of 150 frames on time (every
-one shed) though its solo run time was 52-62 ms; in one 20 s run all 900 frames of the three models were shed.
-
-Why 32: the executor's ``latency_window`` (the policy's observation window), so a frozen prediction lasts at most
-one window and a model that truly cannot make its deadline costs at most 1 frame in 32 of its demand (~3 %). A
-probe that waited too long to make it even by solo figures is not worth its device time: that frame is shed
-and the next one probes. The earlier rule that judged EVERY frame after a shed by its solo figures (``2749443``,
-reverted in ``7d1912c``) let a hopeless detector's frames run late one after another (187 late in the 25 Hz
-tight workload); this one probes once per window."""
 
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
@@ -185,7 +169,8 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             when the model could meet its deadline if started at once (never sheds everything).
         shed_probe_frames: after this many frames of a model in a row were shed before their first block, the
             next frame that can make its deadline by solo figures runs unshed to refresh the predictions
-            (:data:`SHED_PROBE_FRAMES`); ``None``: never (a stale prediction can then shed a model for good).
+            (:data:`~multidnn_sched.runtime.shedding.SHED_PROBE_FRAMES`); ``None``: never (a stale prediction
+            can then shed a model for good).
         frames_in_flight: how many frames of one model may be dispatched at once (their blocks run on
             different workers, results are released in arrival order); ``None``: :data:`FRAMES_IN_FLIGHT` (one,
             with the measurement against more).
@@ -515,21 +500,17 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         return _DONE
 
     def _probe_instead(self, job: Job) -> bool:
-        """The frame is hopeless before its first block: count the shed, or — after ``shed_probe_frames`` such
-        sheds in a row, and only if it can still make its deadline by the blocks' solo figures — mark it a probe
-        that runs unshed (see :data:`SHED_PROBE_FRAMES`)."""
+        """The frame is hopeless before its first block: count the shed (False), or run it unshed as a probe
+        (True) when :func:`~multidnn_sched.runtime.shedding.probe_due` says so (see :data:`SHED_PROBE_FRAMES`)."""
         model = job.model
+        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
         with self._stats_lock:
             limit = self.shed_probe_frames
-            if limit is None or model.unrefuted_sheds + 1 < limit:
+            due = limit is not None and model.unrefuted_sheds >= limit
+            if not (due and probe_due(model.unrefuted_sheds, limit, waited_ms, self._solo_run_ms(model),
+                                      model.deadline_ms)):
                 model.unrefuted_sheds += 1
                 return False
-            solo_ms = self._solo_run_ms(model)
-        waited_ms = (self._clock() - job.frame.arrival_sec) * 1000.0
-        if solo_ms is None or waited_ms + solo_ms > model.deadline_ms:
-            with self._stats_lock:
-                model.unrefuted_sheds += 1
-            return False
         job.probe = True
         with self._cond:
             model.stats.shed_probes += 1
