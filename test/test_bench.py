@@ -337,6 +337,10 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     workers, threads = partitioned_cpu_pool(usable_cores(), 3)  # the default workload has no executor keys
     pools = [r["pool"] for r in result["runs"] if r["mode"] == "blocks"]
     assert pools == [{"workers": workers, "worker_threads": threads, "frames_in_flight": 1}] * 2
+    for r in result["runs"]:
+        if r["mode"] == "blocks":  # every model, a count (0 unless a stale prediction sealed it)
+            assert set(r["shed_probes"]) == {"detector", "embedder", "classifier"}
+            assert all(isinstance(n, int) and n >= 0 for n in r["shed_probes"].values())
     prov = result["provenance"]
     assert prov["torch"] == torch.__version__ and len(prov["workload_sha256"]) == 64
     for mode in ("sequential", "blocks"):

@@ -52,6 +52,8 @@ class BlocksRun:
         homes_at_end: ``placement: pinned``: each model's home worker after the last frame (else empty).
         pool: the executor's workers, fixed intra-op threads per block (``None``: elastic) and frames in flight
             per model, as resolved.
+        shed_probes: per model, frames run unshed to refresh stale predictions over the whole run, warm-up
+            included (``runtime.shedding.SHED_PROBE_FRAMES``).
     """
 
     runs: dict[str, ModelRun]
@@ -61,6 +63,7 @@ class BlocksRun:
     modes_at_end: dict[str, dict[str, str]] = field(default_factory=dict)
     homes_at_end: dict[str, int] = field(default_factory=dict)
     pool: tuple[int, int | None, int] = (1, None, 1)
+    shed_probes: dict[str, int] = field(default_factory=dict)
 
 
 def build_executor(
@@ -139,9 +142,11 @@ def run_blocks(
         homes_end = executor.homes()
         pool = (executor.num_workers, executor.worker_threads, executor.frames_in_flight)
         timed = [d.as_record() for d in executor.decisions if d.time_sec >= timed_start]
+        probes = {name: stats.shed_probes for name, stats in executor.stats().models.items()}
     finally:
         executor.shutdown(timeout_sec=10.0)
-    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end, homes_end, pool)
+    return BlocksRun(runs, timed, snapshot.get("assignment", {}), assignment_end, modes_end, homes_end, pool,
+                     probes)
 
 
 def _feed(
