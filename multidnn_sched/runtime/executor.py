@@ -125,7 +125,6 @@ took both workers. On a CPU that is already saturated, a second frame only reord
 cores."""
 
 
-
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 

@@ -12,12 +12,13 @@ SHED_PROBE_FRAMES = 32
 its deadline by the model's solo figure runs unshed (a *probe*; the executor counts them in
 ``ModelStats.shed_probes``). The executor and the bench's static modes apply it alike (:func:`probe_due`).
 
-Why: a frame shed before its first block refreshes none of the predictions that condemned it, so a stale figure
-seals the model out for good. Measured on the 2-core VM (2026-12-07, slow host: reference convolution 2.1 ms),
-``multidnn-bench`` default workload, ``blocks`` fp32, partitioned pool 2 x 1: the classifier's EMA-predicted run
-time had settled at 89.99 ms against its 90 ms deadline during the warm-up, so every frame that had waited more
-than 0.01 ms was shed (one waited 1.1 ms), none ever ran, and the classifier got 0 of 150 frames on time (every
-one shed) though its solo run time was 52-62 ms; in one 20 s run all 900 frames of the three models were shed.
+Why: a frame shed before its first block refreshes none of the predictions that condemned it, so a figure can
+seal the model out for good, right or wrong. Measured on the 2-core VM (2026-12-07, slow host: reference
+convolution 2.1 ms), ``multidnn-bench`` default workload, ``blocks`` fp32, partitioned pool 2 x 1: in one 20 s
+run all 900 frames of the three models were shed, so the device idled while every model's solo run time fitted
+its deadline (detector 104-112 ms of 120, embedder 24-28 of 60, classifier 52-62 of 90, at 2 / 1 threads). In a
+10 s debug run the classifier's prediction had settled at 89.99 ms against its 90 ms deadline during the
+warm-up, so every frame that had waited more than 0.01 ms was shed (one waited 1.1 ms) and none of 150 ran.
 
 Why 32: the executor's ``latency_window`` (the policy's observation window), so a frozen prediction lasts at most
 one window and a model that truly cannot make its deadline costs at most 1 frame in 32 of its demand (~3 %). A
