@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "blocks+swap holds at the end of its warm-up)")
     parser.add_argument("--random-init", action="store_true",
                         help="randomly initialised models (no shipped weights needed; accuracy meaningless)")
+    parser.add_argument("--native-pointwise", action="store_true",
+                        help="leave 1x1 convolutions to PyTorch's kernel heuristic, which runs them natively at one "
+                             "intra-op thread (default: oneDNN there, for every mode; multidnn_sched.runtime.kernels)")
     parser.add_argument("--markdown", nargs="+", metavar="JSON", default=None,
                         help="render the tables of bench JSON files as Markdown to stdout and exit")
     parser.add_argument("--markdown-into", default=None, metavar="FILE",
@@ -187,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         images, truth = render_truth_and_frames(workload.scene, workload.rate_hz)
         device = workload.executor.device
         tasks = {m.name: on_device(build_task_inputs(m, images, truth), device) for m in workload.models}
-        models = {m.name: build_model(m, random_init=args.random_init).to(device) for m in workload.models}
+        models = {m.name: build_model(m, random_init=args.random_init,
+                                          native_pointwise=args.native_pointwise).to(device) for m in workload.models}
         ctx = BenchContext(loads={m.name: m for m in workload.models}, models=models, tasks=tasks,
                            executor_settings=workload.executor, workload_path=args.workload,
-                           random_init=args.random_init,
+                           random_init=args.random_init, native_pointwise=args.native_pointwise,
                            variants=VariantCache(manifest) if manifest is not None else None)
         # The main thread never runs multi-threaded torch work; the warm-up runs in a short-lived thread.
         warm = threading.Thread(target=_warm_up, args=(models, tasks), name="bench-warmup")
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                          "queue_depths": {m.name: m.queue_depth for m in workload.models},
                          "summary": _summary(workload, rates)},
             "settings": {"modes": modes, "repeats": args.repeats, "duration_sec": workload.duration_sec,
-                         "warmup_sec": workload.warmup_sec, "sweep": args.sweep},
+                         "warmup_sec": workload.warmup_sec, "sweep": args.sweep,
+                         "pointwise_kernels": "native" if args.native_pointwise else "onednn"},
             "calibration": calibration,
         }
         out = Path(args.json)

@@ -100,6 +100,8 @@ class BenchContext:
         executor_settings: BlockExecutor settings of the blocks modes.
         workload_path: for the multiprocess mode's processes.
         random_init: randomly initialised models (multiprocess processes build their own).
+        native_pointwise: PyTorch's own kernel choice for 1x1 convolutions (``--native-pointwise``; the
+            processes of the multiprocess mode follow it).
         variants: the manifest's variants (``None``: no variant modes possible).
         assignment: the fixed variant set of the ``+variants`` modes.
         threads: calibrated threads per model, by mode.
@@ -111,6 +113,7 @@ class BenchContext:
     executor_settings: ExecutorSettings
     workload_path: str = ""
     random_init: bool = False
+    native_pointwise: bool = False
     variants: VariantCache | None = None
     assignment: Assignment | None = None
     threads: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -124,7 +127,8 @@ class BenchContext:
 
     def pool(self) -> ProcessPool:
         if self._pool is None:
-            self._pool = ProcessPool(self.workload_path, self.loads, random_init=self.random_init)
+            self._pool = ProcessPool(self.workload_path, self.loads, random_init=self.random_init,
+                                     native_pointwise=self.native_pointwise)
         return self._pool
 
     def variant_models(self) -> dict[str, nn.Module]:

@@ -36,7 +36,8 @@ class _Command:
     load: ModelLoad
 
 
-def _child(name: str, random_init: bool, workload_path: str, commands: Any, out: Any) -> None:
+def _child(name: str, random_init: bool, native_pointwise: bool, workload_path: str, commands: Any, out: Any
+           ) -> None:
     from multidnn_sched.bench.tasks import build_model, build_task_inputs, on_device, render_truth_and_frames
     from multidnn_sched.bench.workload import load_workload
 
@@ -46,7 +47,7 @@ def _child(name: str, random_init: bool, workload_path: str, commands: Any, out:
         device = workload.executor.device
         images, truth = render_truth_and_frames(workload.scene, workload.rate_hz)
         task = on_device(build_task_inputs(load, images, truth), device)
-        model = build_model(load, random_init=random_init).to(device)
+        model = build_model(load, random_init=random_init, native_pointwise=native_pointwise).to(device)
         with torch.inference_mode():
             for x in task.inputs[:3]:
                 model(x)
@@ -86,16 +87,18 @@ class ProcessPool:
         workload_path: the workload YAML (each process renders the same frames from it).
         loads: the workload's models.
         random_init: randomly initialised models instead of the shipped weights.
+        native_pointwise: PyTorch's own kernel choice for 1x1 convolutions (see ``tasks.build_model``).
     """
 
-    def __init__(self, workload_path: str, loads: Mapping[str, ModelLoad], *, random_init: bool) -> None:
+    def __init__(self, workload_path: str, loads: Mapping[str, ModelLoad], *, random_init: bool,
+                 native_pointwise: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.loads = dict(loads)
         self._out = ctx.Queue()
         self._commands = {name: ctx.Queue() for name in loads}
         self._procs = [
-            ctx.Process(target=_child, args=(name, random_init, workload_path, self._commands[name], self._out),
-                        name=f"bench-{name}", daemon=True)
+            ctx.Process(target=_child, name=f"bench-{name}", daemon=True,
+                        args=(name, random_init, native_pointwise, workload_path, self._commands[name], self._out))
             for name in loads
         ]
         for p in self._procs:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from multidnn_sched.bench.workload import ModelLoad, SceneSource, loaded_entry
+from multidnn_sched.runtime.kernels import use_onednn_pointwise
 
 VISIBLE_FRACTION_MIN: float = 0.5
 """Objects less visible than this are neither cropped nor scored (same rule as the evaluation's ignore flag)."""
@@ -173,8 +174,10 @@ def _registry_task_inputs(load: ModelLoad, images: list[np.ndarray], truth: list
     return TaskInputs(name=load.name, inputs=inputs, truth=truth, image_size_wh=(w, h), metric=metric)
 
 
-def build_model(model: str | ModelLoad, *, random_init: bool = False) -> nn.Module:
-    """The model (its runtime core: a torchvision detector's tensor core) in eval mode.
+def build_model(model: str | ModelLoad, *, random_init: bool = False, native_pointwise: bool = False) -> nn.Module:
+    """The model (its runtime core: a torchvision detector's tensor core) in eval mode, its 1x1 convolutions on
+    oneDNN at one intra-op thread (:func:`~multidnn_sched.runtime.kernels.use_onednn_pointwise`) unless
+    ``native_pointwise`` — every mode of a bench serves the same kernels.
 
     Default models: the shipped weights unless ``random_init``. Other registry models (and default models with a
     v2 input size / crops): the registry's weights (random for torchvision unless the entry names a file).
@@ -184,7 +187,10 @@ def build_model(model: str | ModelLoad, *, random_init: bool = False) -> nn.Modu
     load = resolve_load(model)
     name = load.name
     if load.model != f"default:{name}" or load.input_hw is not None or load.crops:
-        return _registry_model(load).core  # eval mode already (registry)
+        core: nn.Module = _registry_model(load).core  # eval mode already (an exported program refuses .eval())
+        if not native_pointwise:
+            use_onednn_pointwise(core)
+        return core
     if random_init:
         builders: dict[str, Callable[[], nn.Module]] = {
             "detector": zoo.build_detector, "embedder": zoo.build_embedder, "classifier": zoo.build_classifier,
@@ -192,6 +198,8 @@ def build_model(model: str | ModelLoad, *, random_init: bool = False) -> nn.Modu
         network = builders[name]()
     else:
         network = getattr(zoo.load_default_models(device="cpu"), name)
+    if not native_pointwise:
+        use_onednn_pointwise(network)
     return network.eval()
 
 

@@ -84,9 +84,13 @@ def default_runtime_factory(values: Mapping[str, ParamValue], models: Sequence[s
     the models its nodes' ``model`` parameters name instead.)"""
     from multidnn_sched.models.registry import load_model
     from multidnn_sched.ros.model_setup import resolve_device, runtime_from_models
+    from multidnn_sched.runtime.kernels import use_onednn_pointwise
 
     device = resolve_device(str(values.get("device", "cpu")))
-    return runtime_from_models(values, {name: load_model(f"default:{name}", device) for name in models})  # type: ignore[return-value]
+    loaded = {name: load_model(f"default:{name}", device) for name in models}
+    for model in loaded.values():
+        use_onednn_pointwise(model.model)  # as load_models does (runtime.kernels)
+    return runtime_from_models(values, loaded)  # type: ignore[return-value]
 
 
 class PerceptionContainer:

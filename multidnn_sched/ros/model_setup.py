@@ -30,6 +30,7 @@ from multidnn_sched.ros.params import (
     declare_parameters,
 )
 from multidnn_sched.ros.tasks import CropTask, DetectorTask, PerceptionTasks, make_default_tracker
+from multidnn_sched.runtime.kernels import use_onednn_pointwise
 
 NODE_SPECS: dict[str, tuple[ParamSpec, ...]] = {
     "detector": DETECTOR_PARAMS,
@@ -126,7 +127,9 @@ def read_model_choice(node_name: str, context: Context | None, overrides: Sequen
 
 
 def load_models(choices: Mapping[str, ModelChoice], device: torch.device) -> dict[str, LoadedModel]:
-    """Load each node's model from the registry onto ``device``; keys are the nodes' names.
+    """Load each node's model from the registry onto ``device``; keys are the nodes' names. Served models run
+    their 1x1 convolutions on oneDNN at one intra-op thread (:mod:`multidnn_sched.runtime.kernels`: the
+    partitioned CPU pool's blocks run single-threaded, where PyTorch's heuristic picks a slower kernel).
 
     Raises:
         ConfigError: unknown name, or a model whose task the node cannot use.
@@ -150,6 +153,7 @@ def load_models(choices: Mapping[str, ModelChoice], device: torch.device) -> dic
                 f"node {node!r}: expected a {' or '.join(NODE_TASKS[node])} model, got {spec.name!r} ({spec.task})"
             )
         loaded[node] = spec.load(device)
+        use_onednn_pointwise(loaded[node].model)  # 1x1 convolutions on oneDNN at one intra-op thread
     return loaded
 
 

@@ -24,6 +24,7 @@ from torch import fx, nn
 
 from multidnn_sched.exceptions import PartitionError
 from multidnn_sched.runtime.block import Block
+from multidnn_sched.runtime.kernels import OneDnnPointwiseConv2d
 
 DEFAULT_FX_NUM_BLOCKS: int = 4
 """Segments the FX fallback cuts a model into when the caller does not say."""
@@ -48,14 +49,17 @@ _TRACE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class _LeafTracer(fx.Tracer):
-    """FX tracer that keeps the given module objects as leaves (called, not traced into)."""
+    """FX tracer that keeps the given module objects as leaves (called, not traced into), and the serving
+    kernels' :class:`~multidnn_sched.runtime.kernels.OneDnnPointwiseConv2d` like the ``nn.Conv2d`` it is (its
+    forward branches on the input, which a proxy cannot answer)."""
 
     def __init__(self, leaves: Sequence[nn.Module]) -> None:
         super().__init__()
         self._leaf_ids = {id(m) for m in leaves}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return id(m) in self._leaf_ids or super().is_leaf_module(m, module_qualified_name)
+        return (id(m) in self._leaf_ids or isinstance(m, OneDnnPointwiseConv2d)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 def trace(model: nn.Module, name: str, leaves: Sequence[nn.Module] = ()) -> fx.GraphModule:

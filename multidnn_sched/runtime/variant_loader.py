@@ -24,6 +24,7 @@ from multidnn_sched.runtime.backends.manifest import (
     weights_fingerprint,
 )
 from multidnn_sched.runtime.block import BlockVariant, PartitionedModel
+from multidnn_sched.runtime.kernels import use_onednn_pointwise, uses_onednn_pointwise
 
 _log = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ _log = logging.getLogger(__name__)
 def _ready_module(record: VariantRecord, path: Path, pm: PartitionedModel, intra_op_threads: int | None,
                   device: str) -> Any:
     if record.format == "torch-safetensors":
-        return load_variant(path, pm.block(record.block).module).to(device)
+        original = pm.block(record.block).module
+        module = load_variant(path, original).to(device)
+        if uses_onednn_pointwise(original):
+            use_onednn_pointwise(module)  # the variant follows its block's kernel choice (runtime.kernels)
+        return module
     if record.format == "onnx":
         from multidnn_sched.runtime.backends.ort import OrtBlock
 
