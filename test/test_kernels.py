@@ -36,10 +36,10 @@ def one_thread() -> Iterator[None]:
 def _net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(16, 32, 1), nn.ReLU(),                    # eligible
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),         # 3x3: PyTorch's own choice
-        nn.Conv2d(32, 32, 1, stride=2),                     # strided: oneDNN already
-        nn.Conv2d(32, 8, 1, padding="valid", bias=False),   # eligible, no bias
+        nn.Conv2d(128, 128, 1), nn.ReLU(),                    # eligible
+        nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),         # 3x3: PyTorch's own choice
+        nn.Conv2d(128, 128, 1, stride=2),                     # strided: oneDNN already
+        nn.Conv2d(128, 8, 1, padding="valid", bias=False),    # eligible, no bias
     ).eval()
 
 
@@ -68,24 +68,26 @@ def test_only_plain_unstrided_pointwise_convs_are_converted_and_the_weights_stay
     assert type(net[0]) is nn.Conv2d
 
 
-def test_onednn_runs_exactly_where_the_one_thread_rule_refuses_it(one_thread: None) -> None:
-    native, fast = _net(), _net()
-    use_onednn_pointwise(fast)
-    x = torch.rand(4, 16, 10, 10)
+def test_onednn_runs_exactly_where_the_native_one_thread_kernel_is_slow(one_thread: None) -> None:
+    native = nn.Conv2d(128, 128, 1).eval()
+    fast = copy.deepcopy(native)
+    use_onednn_pointwise(nn.Sequential(fast))
+    tiny_map = torch.rand(4, 128, 3, 3)  # 9 values per channel, 590 k multiply-adds
     with torch.inference_mode():
-        assert _conv_kernels(native, x) == {"aten::thnn_conv2d", "aten::mkldnn_convolution"}
-        assert _conv_kernels(fast, x) == {"aten::mkldnn_convolution"}  # no native 1x1 left
-        torch.testing.assert_close(fast(x), native(x), rtol=1e-5, atol=1e-5)
-        small = torch.rand(1, 16, 10, 10)  # batch 1, 1600 values: the native kernel is faster, kept
-        assert "aten::thnn_conv2d" in _conv_kernels(fast, small)
+        assert _conv_kernels(native, tiny_map) == {"aten::thnn_conv2d"}  # PyTorch's one-thread rule
+        assert _conv_kernels(fast, tiny_map) == {"aten::mkldnn_convolution"}
+        torch.testing.assert_close(fast(tiny_map), native(tiny_map), rtol=1e-5, atol=1e-5)
+        assert _conv_kernels(fast, torch.rand(4, 128, 4, 4)) == {"aten::thnn_conv2d"}  # 16 values: native wins
+        assert _conv_kernels(fast, torch.rand(1, 128, 3, 3)) == {"aten::thnn_conv2d"}  # 147 k: fixed cost
+        assert _conv_kernels(fast, torch.rand(16, 128, 3, 3)) == {"aten::mkldnn_convolution"}  # PyTorch's own
         torch.set_num_threads(2)  # PyTorch picks oneDNN itself: nothing to change
-        assert "aten::thnn_conv2d" not in _conv_kernels(native, x)
+        assert _conv_kernels(native, tiny_map) == {"aten::mkldnn_convolution"}
         torch.set_num_threads(1)
     # autograd (training, fine-tuning): the plain nn.Conv2d forward, gradients as before
-    y = fast(x.requires_grad_())
-    assert "aten::thnn_conv2d" in _conv_kernels(fast, x)
-    y.sum().backward()
-    assert x.grad is not None and fast[0].weight.grad is not None
+    x = tiny_map.clone().requires_grad_()
+    assert _conv_kernels(fast, x) == {"aten::thnn_conv2d"}
+    fast(x).sum().backward()
+    assert x.grad is not None and fast.weight.grad is not None
 
 
 def test_a_converted_model_still_partitions_and_its_blocks_compose(one_thread: None) -> None:
@@ -94,7 +96,7 @@ def test_a_converted_model_still_partitions_and_its_blocks_compose(one_thread: N
     use_onednn_pointwise(net)
     blocks = partition_fx(net, "toy", num_blocks=2)
     assert len(blocks) == 2
-    x = torch.rand(4, 16, 10, 10)
+    x = torch.rand(4, 128, 6, 6)
     with torch.inference_mode():
         carry = x
         for block in blocks:
