@@ -201,3 +201,13 @@ def test_exported_detector_and_module_classifier_run_in_the_container(
     assert {c for o in detections for c in o.class_ids} <= {"robot", "pallet"}
     attributes = [a for o in run_.outputs["classified"] for a in o.attributes if a]
     assert attributes and set(attributes) <= {"ok", "worn", "broken"}
+
+
+def test_the_container_serves_its_models_with_onednn_pointwise_kernels() -> None:
+    from multidnn_sched.ros.model_setup import ModelChoice, load_models
+    from multidnn_sched.runtime.kernels import OneDnnPointwiseConv2d
+
+    loaded = load_models({"classifier": ModelChoice("classifier", "default:classifier", "", "", None)},
+                         torch.device("cpu"))
+    converted = [m for m in loaded["classifier"].model.modules() if isinstance(m, OneDnnPointwiseConv2d)]
+    assert converted and all(m.kernel_size == (1, 1) and m.stride == (1, 1) for m in converted)
