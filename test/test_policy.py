@@ -71,7 +71,8 @@ def test_late_model_serializes_block_with_largest_lag() -> None:
 
 
 def test_partitioned_pool_never_serializes_neither_for_latency_nor_for_device_time() -> None:
-    """With fixed threads per block a sequential block is no faster, only alone: neither the late model's
+    """With fixed threads per block and sequential at the same count (``sequential_threads=worker_threads``) a
+    sequential block is no faster, only alone: neither the late model's
     lagging block nor a block that costs more device time in parallel is serialized (it would idle its worker
     until the running block ends, and wait behind every more urgent request); with an elastic pool the
     device-time rule acts."""
@@ -84,6 +85,31 @@ def test_partitioned_pool_never_serializes_neither_for_latency_nor_for_device_ti
     assert Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], pool), now_sec=10.0) == []
     decisions = Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], TWO_WORKERS), now_sec=10.0)
     assert [(d.block, d.value) for d in decisions] == [("conv", SEQUENTIAL)]
+
+
+def test_partitioned_pool_with_every_core_for_sequential_serializes_by_what_it_saves() -> None:
+    """Partitioned pool 2 x 1 whose sequential blocks run with 2 threads: a late model's block is serialized by
+    what it saves (observed in parallel − its solo with every core), not by its LAG alone — a block with no
+    interference at all (LAG 0) still saves the threads it gains; the device-time rule weighs the sequential
+    solo too (2 slots x 4 ms + drain < 30 ms contended: sequential frees throughput)."""
+    pool = DeviceObservation("cpu", workers=2, slots=2, fixed_block_threads=1, sequential_threads=2)
+    assert pool.sequential_is_faster
+    blocks = [replace(block("det", "b1", lag_ms=0.0, solo_ms=20.0), sequential_solo_ms=11.0),
+              replace(block("det", "b2", lag_ms=1.0, solo_ms=10.0), sequential_solo_ms=6.0)]
+    assert blocks[0].alone_ms == 11.0
+    decisions = Policy(cfg(swap_enabled=False)).decide(obs([model("det", 60.0)], blocks, pool), now_sec=10.0)
+    assert [(d.block, d.value) for d in decisions] == [("b1", SEQUENTIAL)]
+    assert "20.0 ms in parallel vs 11.0 ms alone with every core (saves 9.0 ms)" in decisions[0].reason
+    # the same figures without a faster sequential (same thread count): LAG 0 and 1 ms explain nothing
+    same = DeviceObservation("cpu", workers=2, slots=2, fixed_block_threads=1)
+    plain = [replace(b, sequential_solo_ms=None) for b in blocks]
+    assert Policy(cfg(swap_enabled=False)).decide(obs([model("det", 60.0)], plain, same), now_sec=10.0) == []
+    heavy = replace(contended("det", "conv", 10.0, 30.0), sequential_solo_ms=4.0)
+    decisions = Policy(cfg()).decide(obs([model("det", 20.0)], [heavy], pool), now_sec=10.0)
+    assert [(d.block, d.value) for d in decisions] == [("conv", SEQUENTIAL)]
+    assert "2 x solo 4.0 ms" in decisions[0].reason
+    scales_badly = replace(heavy, sequential_solo_ms=14.0)  # (2 x 14 ms) x 1.2 > 30 ms: parallel is cheaper
+    assert Policy(cfg()).decide(obs([model("det", 20.0)], [scales_badly], pool), now_sec=10.0) == []
 
 
 def test_on_time_model_changes_nothing() -> None:

@@ -1,5 +1,6 @@
-"""``BlockExecutor(worker_threads=N)``: the partitioned CPU pool — every block on every worker runs with exactly N
-intra-op threads, parallel or sequential, profiled at N, never greedy; and the bench workload key."""
+"""``BlockExecutor(worker_threads=N)``: the partitioned CPU pool — every parallel block runs with exactly N
+intra-op threads, never greedy, a sequential block alone with ``sequential_threads`` (every core by default),
+each profiled and LAG-measured at its own count; and the bench workload keys."""
 
 from __future__ import annotations
 
@@ -44,19 +45,24 @@ class ThreadRecorder(nn.Module):
         return x
 
 
-def _executor(schedule: str, worker_threads: int | None, num_workers: int = 2) -> BlockExecutor:
+def _executor(schedule: str, worker_threads: int | None, num_workers: int = 2,
+              sequential_threads: int | None = None) -> BlockExecutor:
     return BlockExecutor(schedule=schedule, cpu_threads=2, num_workers=num_workers, worker_threads=worker_threads,
-                         shed_late_frames=False, decision_interval_sec=None, reprofile_idle_sec=None)
+                         sequential_threads=sequential_threads, shed_late_frames=False, decision_interval_sec=None,
+                         reprofile_idle_sec=None)
 
 
-@pytest.mark.parametrize(("schedule", "worker_threads", "expected"),
-                         [("sequential", None, 2), ("sequential", 1, 1), ("parallel", None, 2), ("parallel", 1, 1)])
-def test_block_threads_follow_the_pool(schedule: str, worker_threads: int | None, expected: int) -> None:
+@pytest.mark.parametrize(("schedule", "worker_threads", "sequential_threads", "expected"),
+                         [("sequential", None, None, 2), ("sequential", 1, None, 2), ("sequential", 1, 1, 1),
+                          ("parallel", None, None, 2), ("parallel", 1, None, 1)])
+def test_block_threads_follow_the_pool(schedule: str, worker_threads: int | None, sequential_threads: int | None,
+                                       expected: int) -> None:
     """A lone frame on an idle device: elastic gives it every core (sequential: the exclusive slot; parallel:
-    greedy on an idle device); the partitioned pool keeps it at the fixed count either way."""
+    greedy on an idle device); the partitioned pool keeps a parallel block at the fixed count and runs a
+    sequential one with every core, or with ``sequential_threads``."""
     seen: list[int] = []
     before = torch.get_num_threads()
-    ex = _executor(schedule, worker_threads)
+    ex = _executor(schedule, worker_threads, sequential_threads=sequential_threads)
     try:
         ex.register_model(PartitionedModel("m", [Block("b", ThreadRecorder(seen, []))]), deadline_ms=1000.0)
         ex.submit("m", torch.zeros(1)).result(timeout=10)
@@ -67,7 +73,7 @@ def test_block_threads_follow_the_pool(schedule: str, worker_threads: int | None
 
 
 def test_partitioned_parallel_blocks_overlap_and_sequential_ones_run_alone() -> None:
-    for schedule, expected_max in (("parallel", 2), ("sequential", 1)):
+    for schedule, expected_max, expected_threads in (("parallel", 2, 1), ("sequential", 1, 2)):
         seen: list[int] = []
         overlap: list[int] = []
         hold = threading.Event()
@@ -80,7 +86,7 @@ def test_partitioned_parallel_blocks_overlap_and_sequential_ones_run_alone() -> 
             for fut in futures:
                 fut.result(timeout=10)
             assert max(overlap) == expected_max, schedule
-            assert set(seen) == {1}, schedule
+            assert set(seen) == {expected_threads}, schedule
         finally:
             assert ex.shutdown(timeout_sec=5.0)
 
@@ -101,6 +107,56 @@ def test_profiling_times_the_fixed_count(worker_threads: int | None, expected_th
         assert ex.stats().blocks[("m", "t")].threads_alone == expected_threads
     finally:
         torch.set_num_threads(before)
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_sequential_blocks_are_profiled_and_measured_at_their_own_thread_count() -> None:
+    """Partitioned pool 2 x 1: every block is profiled at 1 thread (parallel) and at 2 (sequential, every core);
+    a sequential run is measured against the 2-thread solo (LAG ~0 alone), the parallel figures stay those of
+    1 thread, and the policy sees both solos (``sequential_solo_ms``) and the device's ``sequential_threads``."""
+    clock = FakeClock()
+    before = torch.get_num_threads()
+    ex = BlockExecutor(clock=clock, cpu_threads=2, num_workers=2, worker_threads=1, shed_late_frames=False,
+                       decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        assert ex.sequential_threads == 2
+        ex.register_model(PartitionedModel("m", [Block("t", ThreadTick(clock, {1: 10.0, 2: 4.0}))]),
+                          deadline_ms=100.0, example_input=torch.zeros(1))
+        solo = ex.profile_solo(repeats=3)
+        assert solo[("m", "t", "original")] == pytest.approx(10.0)
+        obs = ex.observations()
+        assert obs.device.sequential_threads == 2 and obs.device.sequential_is_faster
+        assert obs.blocks[0].solo_ms == pytest.approx(10.0)
+        assert obs.blocks[0].sequential_solo_ms == pytest.approx(4.0)
+        ex.set_override("m", "t", mode="sequential")
+        for _ in range(3):
+            ex.submit("m", torch.zeros(1)).result(timeout=10)
+        stats = ex.stats().blocks[("m", "t")]
+        assert stats.mode == "sequential"
+        assert stats.solo_ms == pytest.approx(4.0)
+        assert stats.ema_observed_ms == pytest.approx(4.0)
+        assert stats.lag_ms == pytest.approx(0.0, abs=1e-9)
+        ex.set_override("m", "t", mode="parallel")
+        ex.submit("m", torch.zeros(1)).result(timeout=10)
+        stats = ex.stats().blocks[("m", "t")]
+        assert stats.solo_ms == pytest.approx(10.0) and stats.lag_ms == pytest.approx(0.0, abs=1e-9)
+        assert ex._predicted_run_ms(ex._models["m"]) == (pytest.approx(10.0), pytest.approx(10.0))
+        ex.set_override("m", "t", mode="sequential")
+        assert ex._predicted_run_ms(ex._models["m"]) == (pytest.approx(4.0), pytest.approx(4.0))
+    finally:
+        torch.set_num_threads(before)
+        assert ex.shutdown(timeout_sec=5.0)
+
+
+def test_sequential_at_the_parallel_count_keeps_one_set_of_figures() -> None:
+    """``sequential_threads=worker_threads``: sequential means "alone at the same count" (the A/B setting);
+    nothing is profiled twice and the policy is told sequential is no faster."""
+    ex = BlockExecutor(cpu_threads=2, num_workers=2, worker_threads=1, sequential_threads=1,
+                       decision_interval_sec=None, reprofile_idle_sec=None)
+    try:
+        assert ex.sequential_threads is None
+        assert not ex.observations().device.sequential_is_faster
+    finally:
         assert ex.shutdown(timeout_sec=5.0)
 
 

@@ -50,8 +50,8 @@ class BlocksRun:
         assignment_at_end: the same after the last frame.
         modes_at_end: ``{model: {block: "parallel" | "sequential"}}`` after the last frame.
         homes_at_end: ``placement: pinned``: each model's home worker after the last frame (else empty).
-        pool: the executor's workers, fixed intra-op threads per block (``None``: elastic) and frames in flight
-            per model, as resolved.
+        pool: the executor's workers, fixed intra-op threads per block (``None``: elastic), frames in flight
+            per model, and a sequential block's intra-op threads (``None``: as parallel), as resolved.
         shed_probes: per model, frames run unshed to refresh stale predictions over the whole run, warm-up
             included (``runtime.shedding.SHED_PROBE_FRAMES``).
     """
@@ -62,7 +62,7 @@ class BlocksRun:
     assignment_at_end: Assignment = field(default_factory=dict)
     modes_at_end: dict[str, dict[str, str]] = field(default_factory=dict)
     homes_at_end: dict[str, int] = field(default_factory=dict)
-    pool: tuple[int, int | None, int] = (1, None, 1)
+    pool: tuple[int, int | None, int, int | None] = (1, None, 1, None)
     shed_probes: dict[str, int] = field(default_factory=dict)
 
 
@@ -86,6 +86,7 @@ def build_executor(
                                                len(loads))
     executor = BlockExecutor(settings.device, Policy(config), clock=clock, num_workers=num_workers,
                              worker_threads=worker_threads, frames_in_flight=settings.frames_in_flight,
+                             sequential_threads=settings.sequential_threads,
                              queue_order=settings.queue_order,
                              placement=settings.placement, **weight)
     try:
@@ -140,7 +141,8 @@ def run_blocks(
         _feed(executor, tasks, plan, t0, runs, clock, timed_start, snapshot)
         assignment_end, modes_end = _assignment(executor)
         homes_end = executor.homes()
-        pool = (executor.num_workers, executor.worker_threads, executor.frames_in_flight)
+        pool = (executor.num_workers, executor.worker_threads, executor.frames_in_flight,
+                executor.sequential_threads)
         timed = [d.as_record() for d in executor.decisions if d.time_sec >= timed_start]
         probes = {name: stats.shed_probes for name, stats in executor.stats().models.items()}
     finally:

@@ -163,7 +163,7 @@ def run_mode(ctx: BenchContext, mode: str, plan: RunPlan, *, threads: Mapping[st
         extra = {"modes_at_end": result.modes_at_end, "assignment_at_timed_start": result.assignment_at_timed_start,
                  "assignment_at_end": result.assignment_at_end,
                  "pool": {"workers": result.pool[0], "worker_threads": result.pool[1],
-                          "frames_in_flight": result.pool[2]},
+                          "frames_in_flight": result.pool[2], "sequential_threads": result.pool[3]},
                  "shed_probes": result.shed_probes}
         if result.homes_at_end:
             extra["homes_at_end"] = result.homes_at_end

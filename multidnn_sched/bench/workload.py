@@ -108,6 +108,9 @@ class ExecutorSettings:
     worker_threads: int | None = None
     """Fixed intra-op threads of every block on every worker (CPU; ``None``: elastic), see
     ``BlockExecutor(worker_threads=...)``."""
+    sequential_threads: int | None = None
+    """Intra-op threads of a sequential block in the partitioned pool (``None``: every core), see
+    ``BlockExecutor(sequential_threads=...)``; set it to ``worker_threads`` for "alone at the parallel count"."""
     frames_in_flight: int | None = None
     """Frames of one model dispatched at once (``None``: the executor's default, one), see
     ``BlockExecutor(frames_in_flight=...)``."""
@@ -273,12 +276,12 @@ def load_workload(path: str | Path, *, duration_sec: float | None = None) -> Wor
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: model names must be unique (set name: per entry), got {names}")
     ex_raw = raw.get("executor", {}) or {}
-    unknown = set(ex_raw) - {"num_workers", "worker_threads", "frames_in_flight", "queue_order", "placement",
-                          "priority_weight_ms", "device"}
+    unknown = set(ex_raw) - {"num_workers", "worker_threads", "sequential_threads", "frames_in_flight",
+                          "queue_order", "placement", "priority_weight_ms", "device"}
     if unknown:
         raise ConfigError(f"{where}: executor: unknown keys {sorted(unknown)}")
     executor = ExecutorSettings(**ex_raw)
-    for key in ("num_workers", "worker_threads", "frames_in_flight"):
+    for key in ("num_workers", "worker_threads", "sequential_threads", "frames_in_flight"):
         value = getattr(executor, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{where}: executor.{key}: expected an integer >= 1 or null, got {value!r}")

@@ -36,6 +36,8 @@ class ControlMixin(ExecutorState):
     _stop_event: threading.Event
     policy: SchedulingPolicy | None
     _worker_threads: int | None
+    _sequential_threads: int | None
+    _mode_epoch: int
 
     def _on_variant_change(self, model: str, block: str, variant: str) -> None:
         """LAG is kept per implementation (:data:`LagKey`), so a swap needs no re-keying: the next run of the
@@ -53,7 +55,9 @@ class ControlMixin(ExecutorState):
             if decision.block not in model.pm.block_names:
                 raise ConfigError(f"decision for unknown block {decision.model}/{decision.block}")
             if decision.kind is DecisionKind.MODE:
-                model.modes[model.pm.block_names.index(decision.block)] = Mode(decision.value)
+                with self._stats_lock:  # the shedding check's cached predictions follow the mode's figures
+                    model.modes[model.pm.block_names.index(decision.block)] = Mode(decision.value)
+                    self._mode_epoch += 1
             else:
                 switch_ms = self._registry.activate((decision.model, decision.block), str(decision.value))
                 self._on_variant_change(decision.model, decision.block, str(decision.value))
@@ -77,6 +81,18 @@ class ControlMixin(ExecutorState):
         overridden = self._model(model).overridden
         overridden.difference_update(overridden.copy() if block is None else {block})
 
+    def _sequential_solo(self, model: str, block: str) -> float | None:
+        """Partitioned pool: the active implementation's solo at ``sequential_threads`` at the input bucket it
+        last ran on (the profile's figure at its own bucket where that has none); ``None`` when sequential runs
+        at the parallel count (caller holds ``_stats_lock``)."""
+        if self._sequential_threads is None:
+            return None
+        key, variant = self._active_lag_key(model, block)
+        live = self._seq_lag.peek(key)
+        if live is not None and live.solo_ms is not None:
+            return live.solo_ms
+        return self._seq_solo_ms.get((model, block, variant))
+
     @property
     def decisions(self) -> list[Decision]:
         """The most recent applied decisions (up to 1000), oldest first."""
@@ -96,6 +112,9 @@ class ControlMixin(ExecutorState):
         with self._stats_lock:
             snapshot = {
                 name: [self._timing_at_input(name, b) for b in m.pm.block_names] for name, m in self._models.items()
+            }
+            sequential_solos = {
+                name: [self._sequential_solo(name, b) for b in m.pm.block_names] for name, m in self._models.items()
             }
         for name, model in self._models.items():
             window = recent[name]
@@ -117,9 +136,10 @@ class ControlMixin(ExecutorState):
                     name, block.name, timing.solo_ms, timing.ema_observed_ms, timing.lag_ms, model.modes[index],
                     variant, tuple(options), block.name in model.overridden,
                     timing.ema_contended_ms, timing.contended_samples, solo_at_input,
+                    sequential_solos[name][index],
                 ))
         device = DeviceObservation("cuda" if self.device.is_cuda else "cpu", self._worker_count, self.device.slots,
-                                   self._worker_threads)
+                                   self._worker_threads, self._sequential_threads)
         return Observations(tuple(models), tuple(blocks), device)
 
     def decide_now(self) -> list[Decision]:

@@ -154,8 +154,12 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             parallel or sequential, and a parallel block never takes idle slots beyond its one ("partitioned"
             pool: with ``num_workers x worker_threads <= cores`` there is one fixed OpenMP team per worker and
             the process never holds more OpenMP threads than cores, see :data:`ONE_OPENMP_TEAM_NOTE`);
-            ``sequential`` then means "alone" (no other block overlaps it), not "with more threads". ``None``
+            ``sequential`` means "alone with ``sequential_threads``" (no other block overlaps it). ``None``
             (default): elastic, a block gets the slots it is granted up to its profiled best count.
+        sequential_threads: CPU, partitioned pool only: intra-op threads of a ``sequential`` block, which runs
+            alone (an exclusive slot); ``None`` (default): every core (``cpu_threads``), the issue's "sequential
+            = it runs alone with all cores". Pass ``worker_threads`` for "alone at the parallel count" (the
+            behaviour before 2026-12-07's change, for A/B). See :data:`SEQUENTIAL_ALL_CORES_NOTE`.
         latency_window: frames in the policy's latency figure (90th percentile of the last N).
         max_latency_samples: latencies kept per model for :meth:`stats`.
         reprofile_idle_sec: re-profile solo latencies after this long idle (needs an example input);
@@ -191,6 +195,7 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         priority_weight_ms: float = PRIORITY_WEIGHT_MS,
         cpu_threads: int | None = None,
         worker_threads: int | None = None,
+        sequential_threads: int | None = None,
         latency_window: int = 32,
         max_latency_samples: int = 100_000,
         reprofile_idle_sec: float | None = 10.0,
@@ -213,6 +218,12 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             raise ConfigError(f"BlockExecutor worker_threads must be None or in 1..{self.device.cpu_threads} "
                               f"(the device's CPU threads), got {worker_threads!r}")
         self._worker_threads = None if self.device.is_cuda else worker_threads
+        if sequential_threads is not None and not 1 <= sequential_threads <= self.device.cpu_threads:
+            raise ConfigError(f"BlockExecutor sequential_threads must be None or in 1..{self.device.cpu_threads} "
+                              f"(the device's CPU threads), got {sequential_threads!r}")
+        seq = self.device.cpu_threads if sequential_threads is None else sequential_threads
+        self._sequential_threads = (seq if self._worker_threads is not None and seq != self._worker_threads
+                                    else None)
         self.schedule = schedule
         self.policy = (policy if policy is not None else Policy()) if schedule == "policy" else None
         self.queue_order = queue_order
@@ -231,9 +242,14 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
         self._clock = clock
         self._gate = SlotGate(self.device.slots)
         self._lag = LagTracker(lag_alpha, clock)
+        self._seq_lag = LagTracker(lag_alpha, clock)
+        """Figures of runs at ``sequential_threads`` (partitioned pool, sequential blocks): their own solo and
+        LAG, so a run is always measured against the solo at the thread count it ran with."""
+        self._mode_epoch = 0
         self._registry = VariantRegistry()
         self._models: dict[str, Model] = {}
         self._solo_ms: dict[tuple[str, str, str], float] = {}
+        self._seq_solo_ms: dict[tuple[str, str, str], float] = {}
         self._variant_failures: dict[tuple[str, str], int] = {}
         self._alone_threads: dict[tuple[str, str], int] = {}
         self._last_key: dict[tuple[str, str], LagKey] = {}
@@ -276,8 +292,15 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
 
     @property
     def worker_threads(self) -> int | None:
-        """Intra-op threads of every block (the partitioned CPU pool), ``None``: elastic, or CUDA."""
+        """Intra-op threads of every parallel block (the partitioned CPU pool), ``None``: elastic, or CUDA."""
         return self._worker_threads
+
+    @property
+    def sequential_threads(self) -> int | None:
+        """Intra-op threads of a sequential block of the partitioned CPU pool when they differ from
+        :attr:`worker_threads` (every core by default); ``None``: a sequential block runs at the same count (or
+        the pool is elastic, or CUDA)."""
+        return self._sequential_threads
 
     # -- lifetime ------------------------------------------------------------------------------------------
 
@@ -465,6 +488,9 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             block = blocks[job.block_index]
             exclusive = model.modes[job.block_index] == SEQUENTIAL
             fixed = self._worker_threads
+            wide = exclusive and self._sequential_threads is not None
+            if wide:
+                fixed = self._sequential_threads
             best_threads = self._alone_threads.get((name, block.name))
             greedy = not self.device.is_cuda and fixed is None and (best_threads is None or best_threads > 1)
             bucket = input_bucket(job.carry)
@@ -479,16 +505,17 @@ class BlockExecutor(QueueingMixin, ControlMixin, ProfilingMixin, PredictionMixin
             finally:
                 alone = self._gate.release_run(granted, ticket)
             lag_key: LagKey = (name, block.name, ran, bucket)
+            tracker = self._seq_lag if wide else self._lag
             with self._stats_lock:
                 model.unrefuted_sheds = 0
                 if observed_ms is not None:
-                    self._lag.update(lag_key, observed_ms, alone=alone)
+                    tracker.update(lag_key, observed_ms, alone=alone)
                     self._last_key[(name, block.name)] = lag_key
-                live = self._lag.peek(lag_key)
+                live = tracker.peek(lag_key)
                 self._note_block_run(job, job.block_index, live)
                 solo_ms = live.solo_ms if live is not None else None
                 if solo_ms is None:
-                    solo_ms = self._solo_ms.get((name, block.name, ran))
+                    solo_ms = (self._seq_solo_ms if wide else self._solo_ms).get((name, block.name, ran))
             if observed_ms is None or solo_ms is None or job.solo_ms is None:
                 job.solo_ms = None  # not comparable (a variant failed, or unprofiled)
             else:

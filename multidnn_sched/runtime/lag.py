@@ -19,7 +19,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -226,17 +226,21 @@ class BlockProfile:
         solo_ms: median solo latency per implementation (``"original"`` and every valid variant).
         bucket: :func:`input_bucket` of the example input the block was timed on.
         threads_alone: CPU intra-op threads the block runs with when it has the device (``None`` on CUDA).
+        sequential_solo_ms: median solo latency per implementation at the partitioned pool's
+            ``sequential_threads`` (a sequential block runs alone with every core there); empty where no such
+            count was asked for.
     """
 
     solo_ms: dict[str, float]
     threads_alone: int | None
     bucket: int = 1
+    sequential_solo_ms: dict[str, float] = field(default_factory=dict)
 
 
 def profile_model(
     pm: PartitionedModel, carry: Carry, device: Device, gate: SlotGate, registry: VariantRegistry, *,
     repeats: int = 5, warmup: int = 2, compare_threads: bool = True, fixed_threads: int | None = None,
-    set_variant_solo: bool = True,
+    set_variant_solo: bool = True, sequential_threads: int | None = None,
 ) -> dict[str, BlockProfile]:
     """Time every block of ``pm`` (registered in ``registry`` under ``pm.name``) alone, keyed by block name.
 
@@ -248,7 +252,9 @@ def profile_model(
     the calling thread's intra-op thread count changed (the caller restores it). ``compare_threads=False``
     (one CPU worker: nobody to share cores with) times and keeps all granted threads only. ``fixed_threads``
     (CPU, the executor's ``worker_threads``): every block runs with exactly that many threads, so it is timed
-    with that count only. ``set_variant_solo=False`` leaves the variants' own ``solo_latency_ms`` (the figure
+    with that count only — and, with ``sequential_threads`` (the count a sequential block of that pool runs
+    with, every core), with that count too, interleaved, into :attr:`BlockProfile.sequential_solo_ms`.
+    ``set_variant_solo=False`` leaves the variants' own ``solo_latency_ms`` (the figure
     the swap decisions compare, kept at the model's profiled input size) as it is: for profiles of other input
     sizes.
     """
@@ -260,22 +266,29 @@ def profile_model(
             granted = gate.acquire(True, (math.inf, 0))
             try:
                 in_sig = carry_signature(carry)
+                seq_threads = (sequential_threads if fixed_threads is not None and not device.is_cuda
+                               and sequential_threads is not None and sequential_threads != fixed_threads else None)
                 if fixed_threads is not None and not device.is_cuda:
-                    counts = [fixed_threads]
+                    counts = [fixed_threads] if seq_threads is None else [fixed_threads, seq_threads]
                 elif device.is_cuda or not compare_threads:
                     counts = [granted]
                 else:
                     counts = sorted({1, granted})
                 out, by_count = _time(pm.name, block.module, carry, device, counts, repeats, warmup)
-                threads = max(counts)
-                if 1 in by_count and threads > 1 and by_count[threads] > MULTI_THREAD_MAX_RATIO * by_count[1]:
+                threads = fixed_threads if fixed_threads is not None and not device.is_cuda else max(counts)
+                scales = by_count[threads] <= MULTI_THREAD_MAX_RATIO * by_count.get(1, math.inf)
+                if fixed_threads is None and 1 in by_count and threads > 1 and not scales:
                     threads = 1
                 registry.record_original(key, in_sig, carry_signature(out))
                 profile = BlockProfile({ORIGINAL: by_count[threads]}, None if device.is_cuda else threads,
                                        input_bucket(carry))
+                if seq_threads is not None:
+                    profile.sequential_solo_ms[ORIGINAL] = by_count[seq_threads]
+                variant_counts = [threads] if seq_threads is None else [threads, seq_threads]
                 for variant in registry.usable_variants(key):
                     try:
-                        v_out, v_by = _time(pm.name, variant.module, carry, device, [threads], repeats, warmup)
+                        v_out, v_by = _time(pm.name, variant.module, carry, device, variant_counts, repeats,
+                                            warmup)
                         problem = registry.check_output(key, in_sig, v_out)
                     except Exception as exc:  # noqa: BLE001 - a broken variant is disabled, not fatal
                         problem = f"raised {type(exc).__name__}: {exc}"
@@ -285,6 +298,8 @@ def profile_model(
                     if set_variant_solo:
                         variant.solo_latency_ms = v_by[threads]
                     profile.solo_ms[variant.name] = v_by[threads]
+                    if seq_threads is not None:
+                        profile.sequential_solo_ms[variant.name] = v_by[seq_threads]
                 profiles[block.name] = profile
             finally:
                 gate.release(granted)

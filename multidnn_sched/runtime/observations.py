@@ -47,6 +47,11 @@ class BlockObservation:
         solo_at_input: ``solo_ms`` was measured at the input size (crops per frame, the LAG bucket) the block's
             observed and contended figures come from; ``False``: it is the profile's figure at another size, which
             says nothing about contention (the parallel/sequential choice skips such a block).
+        sequential_solo_ms: partitioned CPU pool: the active variant's solo latency at the pool's
+            ``sequential_threads`` (what the block takes in ``sequential``: alone, every core); ``None`` where
+            sequential runs at the parallel thread count (then ``solo_ms`` is its figure). For a block in
+            ``sequential`` mode there, ``solo_ms`` / ``ema_observed_ms`` / ``lag_ms`` are its figures at
+            ``sequential_threads`` already.
     """
 
     model: str
@@ -61,6 +66,13 @@ class BlockObservation:
     contended_ms: float | None = None
     contended_samples: int = 0
     solo_at_input: bool = True
+    sequential_solo_ms: float | None = None
+
+    @property
+    def alone_ms(self) -> float | None:
+        """What the block takes in ``sequential``: the solo at the sequential thread count where it differs,
+        else the solo latency."""
+        return self.sequential_solo_ms if self.sequential_solo_ms is not None else self.solo_ms
 
 
 @dataclass(frozen=True)
@@ -101,14 +113,17 @@ class DeviceObservation:
         kind: ``"cpu"`` or ``"cuda"``.
         workers: executor worker threads (blocks that can run at the same time).
         slots: shares of the device (CPU: cores; CUDA: effectively unlimited streams).
-        fixed_block_threads: the partitioned CPU pool's intra-op threads of EVERY block, parallel or sequential
-            (``BlockExecutor(worker_threads=N)``); ``None``: a sequential block gets every slot.
+        fixed_block_threads: the partitioned CPU pool's intra-op threads of every parallel block
+            (``BlockExecutor(worker_threads=N)``); ``None``: elastic (a sequential block gets every slot).
+        sequential_threads: the partitioned pool's intra-op threads of a sequential block (every core by
+            default, ``BlockExecutor.sequential_threads``); ``None``: the same as ``fixed_block_threads``.
     """
 
     kind: str = "cpu"
     workers: int = 1
     slots: int = 1
     fixed_block_threads: int | None = None
+    sequential_threads: int | None = None
 
     @property
     def can_overlap(self) -> bool:
@@ -119,8 +134,13 @@ class DeviceObservation:
     @property
     def sequential_is_faster(self) -> bool:
         """True when ``sequential`` can shorten a block beyond removing interference: it runs with more threads
-        than in ``parallel`` (every slot, not the partitioned pool's fixed count)."""
-        return self.can_overlap and self.fixed_block_threads is None
+        than in ``parallel``: every slot of an elastic pool, or the partitioned pool's ``sequential_threads``
+        above its fixed count."""
+        if not self.can_overlap:
+            return False
+        if self.fixed_block_threads is None:
+            return True
+        return self.sequential_threads is not None and self.sequential_threads > self.fixed_block_threads
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,8 @@ class Policy:
         band = 1.0 + cfg.hysteresis
         for block in observations.blocks:
             key = (block.model, block.block)
-            if block.locked or not self._dwell_ok(block, now_sec) or block.solo_ms is None or block.solo_ms <= 0:
+            alone_ms = block.alone_ms
+            if block.locked or not self._dwell_ok(block, now_sec) or alone_ms is None or alone_ms <= 0:
                 continue
             if block.mode == PARALLEL and not block.solo_at_input:
                 continue  # contended at one input size vs solo at another: no measure of contention
@@ -309,13 +310,13 @@ class Policy:
                 if block.contended_ms is None or block.contended_samples < cfg.min_samples:
                     continue
                 wait_ms = drain_ms(observations.blocks, observations.models, block.model)
-                alone_cost_ms = device.slots * block.solo_ms + (device.slots - 1) * wait_ms
+                alone_cost_ms = device.slots * alone_ms + (device.slots - 1) * wait_ms
                 if block.contended_ms > alone_cost_ms * band:
                     self._state.serialized_for_throughput[key] = now_sec
                     reason = (
                         f"{block.model}/{block.block} costs more device time in parallel: {block.contended_ms:.1f} ms "
                         f"on one of {device.slots} slots beside other blocks > ({device.slots} x solo "
-                        f"{block.solo_ms:.1f} ms + {device.slots - 1} x {wait_ms:.1f} ms waiting for the running "
+                        f"{alone_ms:.1f} ms + {device.slots - 1} x {wait_ms:.1f} ms waiting for the running "
                         f"block to end) x {band:.2f} alone -> sequential (frees throughput)"
                     )
                     return [self._record(Decision(block.model, block.block, DecisionKind.MODE, SEQUENTIAL,
@@ -338,7 +339,7 @@ class Policy:
         blocks = blocks_of.get(model.name, [])
         latency = _latency(model)
         parallel = [b for b in blocks if b.mode == PARALLEL]
-        interference_ms = sum(max(b.lag_ms, 0.0) for b in parallel)
+        interference_ms = sum(max(_serialize_gain_ms(b), 0.0) for b in parallel)
         if model.dropped_fraction > LATE_DROPPED_FRACTION:
             head = (f"{model.name} late: {model.dropped_fraction:.0%} of its recent frames not computed "
                     f"(queue or shed)")
@@ -361,11 +362,17 @@ class Policy:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
                 if not ready:
                     return None  # serialize comes first: wait for the dwell instead of swapping
-                block = max(ready, key=lambda b: b.lag_ms)
-                self._state.lag_at_serialize_ms[(block.model, block.block)] = block.lag_ms
+                block = max(ready, key=_serialize_gain_ms)
+                gain_ms = _serialize_gain_ms(block)
+                self._state.lag_at_serialize_ms[(block.model, block.block)] = gain_ms
+                if block.sequential_solo_ms is None:
+                    what = f"LAG {block.lag_ms:.1f} ms over solo {block.solo_ms:.1f} ms"
+                else:
+                    what = (f"{block.ema_observed_ms:.1f} ms in parallel vs {block.sequential_solo_ms:.1f} ms alone "
+                            f"with every core (saves {gain_ms:.1f} ms)")
                 reason = (
-                    f"{head}; block {block.block} LAG {block.lag_ms:.1f} ms over solo "
-                    f"{block.solo_ms:.1f} ms (model LAG {interference_ms:.1f} ms) -> sequential (no accuracy cost)"
+                    f"{head}; block {block.block} {what} (model LAG {interference_ms:.1f} ms) -> sequential "
+                    f"(no accuracy cost)"
                 )
                 return Decision(model.name, block.block, DecisionKind.MODE, SEQUENTIAL, reason)
         if cfg.swap_enabled:
@@ -479,10 +486,14 @@ class Policy:
     # -- helpers -------------------------------------------------------------------------------------------
 
     def _high_lag(self, block: BlockObservation) -> bool:
+        """Serializing pays for this block: it saves at least ``lag_serialize_ms`` and ``lag_serialize_ratio``
+        of its sequential latency (:func:`_serialize_gain_ms`)."""
         cfg = self.config
-        if block.solo_ms is None or block.solo_ms <= 0.0:
+        alone_ms = block.alone_ms
+        if alone_ms is None or alone_ms <= 0.0:
             return False
-        return block.lag_ms >= cfg.lag_serialize_ms and block.lag_ms >= cfg.lag_serialize_ratio * block.solo_ms
+        gain_ms = _serialize_gain_ms(block)
+        return gain_ms >= cfg.lag_serialize_ms and gain_ms >= cfg.lag_serialize_ratio * alone_ms
 
     def _dwell_ok(self, block: BlockObservation, now_sec: float) -> bool:
         last = self._state.last_change_sec.get((block.model, block.block))
@@ -496,6 +507,15 @@ class Policy:
         self._state.last_change_sec[(decision.model, decision.block)] = now_sec
         self._state.model_change_sec[decision.model] = now_sec
         return Decision(decision.model, decision.block, decision.kind, decision.value, decision.reason, now_sec)
+
+
+def _serialize_gain_ms(block: BlockObservation) -> float:
+    """What making a parallel block sequential saves it, ms: its LAG (observed − solo) where sequential runs
+    at the same thread count; in the partitioned pool, where it runs alone with every core, its observed
+    latency − its solo at ``sequential_threads`` (the interference it sheds plus the threads it gains)."""
+    if block.sequential_solo_ms is not None and block.ema_observed_ms is not None:
+        return block.ema_observed_ms - block.sequential_solo_ms
+    return block.lag_ms
 
 
 def _solo_of(block: BlockObservation, variant: str) -> float | None:

@@ -53,12 +53,13 @@ class PredictionMixin(ExecutorState):
         """The active implementation's EMA-observed latency, else its solo figure (caller holds
         ``_stats_lock``). The shedding check's hot path: reads the live LAG figures, copies nothing."""
         key, variant = self._active_lag_key(model, block)
-        live = self._lag.peek(key)
+        tracker, solos = self._figures_of(model, block)
+        live = tracker.peek(key)
         if live is not None and live.ema_observed_ms is not None:
             return live.ema_observed_ms
         if live is not None and live.solo_ms is not None:
             return live.solo_ms
-        return self._solo_ms.get((model, block, variant))
+        return solos.get((model, block, variant))
 
     def _solo_run_ms(self, model: Model) -> float | None:
         """Sum of the model's active implementations' solo latencies (caller holds ``_stats_lock``); None if a
@@ -81,10 +82,11 @@ class PredictionMixin(ExecutorState):
         """:meth:`_timing_of` and whether its solo figure was measured at the input bucket its observed figures
         come from (``False``: the profile's fallback at another input size, or none)."""
         key, variant = self._active_lag_key(model, block)
-        timing = self._lag.timing(key)
+        tracker, solos = self._figures_of(model, block)
+        timing = tracker.timing(key)
         if timing.solo_ms is not None:
             return timing, True
-        timing.solo_ms = self._solo_ms.get((model, block, variant))
+        timing.solo_ms = solos.get((model, block, variant))
         return timing, False
 
     def _preemption_pays(self, job: Job, urgent: Job) -> bool:
@@ -105,8 +107,9 @@ class PredictionMixin(ExecutorState):
 
     def _prediction_epoch(self) -> tuple[int, int]:
         """Changes whenever a prediction can change other than by a block's own run: a variant registered,
-        activated or disabled (the registry's version), or a solo profile taken (``_profile_epoch``)."""
-        return self._registry.version, self._profile_epoch
+        activated or disabled (the registry's version), a solo profile taken (``_profile_epoch``), or a block's mode
+        changed (``_mode_epoch``: a sequential block of the partitioned pool runs at another thread count)."""
+        return self._registry.version, self._profile_epoch + self._mode_epoch
 
     def _job_predictions(self, job: Job) -> list[float] | None:
         """The frame's per-block predictions (see :attr:`Job.predicted_ms`), re-read from the LAG tracker only

@@ -20,6 +20,7 @@ class ProfilingMixin(ExecutorState):
     _gate: SlotGate
     _alone_threads: dict[tuple[str, str], int]
     _worker_threads: int | None
+    _sequential_threads: int | None
     _profile_epoch: int
     _profiled_bucket: dict[tuple[str, str], int]
     _last_activity_sec: float
@@ -50,11 +51,14 @@ class ProfilingMixin(ExecutorState):
         original's are disabled. Each block runs under the exclusive slot, behind every queued frame.
 
         On CPU each block keeps all intra-op threads only if they pay (see :func:`lag.profile_model`); the
-        caller's thread is left with all threads."""
+        caller's thread is left with all threads. In the partitioned pool every block is also timed at
+        ``sequential_threads`` (the figures of its sequential mode, kept apart: ``_seq_solo_ms``)."""
         names = [model_name] if model_name is not None else list(self._models)
         measured: dict[tuple[str, str, str], float] = {}
         buckets: dict[tuple[str, str], int] = {}
         by_bucket: dict[tuple[str, str, str, int], float] = {}
+        measured_seq: dict[tuple[str, str, str], float] = {}  # at sequential_threads (partitioned pool)
+        by_bucket_seq: dict[tuple[str, str, str, int], float] = {}
         outcome: list[BaseException] = []
 
         def measure() -> None:
@@ -69,13 +73,16 @@ class ProfilingMixin(ExecutorState):
                     profiles = profile_model(model.pm, carry, self.device, self._gate, self._registry,
                                              repeats=repeats, warmup=warmup,
                                              compare_threads=self._worker_count > 1,
-                                             fixed_threads=self._worker_threads)
+                                             fixed_threads=self._worker_threads,
+                                             sequential_threads=self._sequential_threads)
                     for block_name, profile in profiles.items():
                         if profile.threads_alone is not None:
                             self._alone_threads[(name, block_name)] = profile.threads_alone
                         buckets[(name, block_name)] = profile.bucket
                         for variant, solo_ms in profile.solo_ms.items():
                             measured[(name, block_name, variant)] = solo_ms
+                        for variant, solo_ms in profile.sequential_solo_ms.items():
+                            measured_seq[(name, block_name, variant)] = solo_ms
                     # The other input sizes a crops model meets (1-32 crops a frame): their own solo figures,
                     # so that a frame's LAG is measured against its own size (the LAG tracker's key), never
                     # against the example's. Fewer repeats: they only seed figures that alone runs refine.
@@ -84,9 +91,12 @@ class ProfilingMixin(ExecutorState):
                             model.pm, bucket_carry, self.device, self._gate, self._registry,
                             repeats=max(1, repeats // 2), warmup=1, compare_threads=self._worker_count > 1,
                             fixed_threads=self._worker_threads, set_variant_solo=False,
+                            sequential_threads=self._sequential_threads,
                         ).items():
                             for variant, solo_ms in profile.solo_ms.items():
                                 by_bucket[(name, block_name, variant, profile.bucket)] = solo_ms
+                            for variant, solo_ms in profile.sequential_solo_ms.items():
+                                by_bucket_seq[(name, block_name, variant, profile.bucket)] = solo_ms
                     model.last_profile_sec = self._clock()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 outcome.append(exc)
@@ -106,5 +116,10 @@ class ProfilingMixin(ExecutorState):
                 self._lag.set_solo((name, block_name, variant, bucket), solo_ms)
             for lag_key, solo_ms in by_bucket.items():
                 self._lag.set_solo(lag_key, solo_ms)
+            self._seq_solo_ms.update(measured_seq)
+            for (name, block_name, variant), solo_ms in measured_seq.items():
+                self._seq_lag.set_solo((name, block_name, variant, buckets.get((name, block_name), 1)), solo_ms)
+            for lag_key, solo_ms in by_bucket_seq.items():
+                self._seq_lag.set_solo(lag_key, solo_ms)
             self._profile_epoch += 1
         return measured
