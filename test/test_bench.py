@@ -336,7 +336,9 @@ def test_cli_end_to_end_repeats_json_and_markdown(tmp_path: Path, capsys: pytest
     from multidnn_sched.runtime.device import partitioned_cpu_pool, usable_cores
     workers, threads = partitioned_cpu_pool(usable_cores(), 3)  # the default workload has no executor keys
     pools = [r["pool"] for r in result["runs"] if r["mode"] == "blocks"]
-    assert pools == [{"workers": workers, "worker_threads": threads, "frames_in_flight": 1}] * 2
+    sequential = usable_cores() if usable_cores() != threads else None  # a sequential block: every core
+    assert pools == [{"workers": workers, "worker_threads": threads, "frames_in_flight": 1,
+                      "sequential_threads": sequential}] * 2
     for r in result["runs"]:
         if r["mode"] == "blocks":  # every model, a count (0 unless a stale prediction sealed it)
             assert set(r["shed_probes"]) == {"detector", "embedder", "classifier"}

@@ -121,16 +121,18 @@ class _State:
     """Blocks the efficiency rule made sequential -> when (re-probed in parallel after ``parallel_reprobe_sec``)."""
 
 
-PARTITIONED_POOL_NO_SEQUENTIAL_NOTE = """In the partitioned CPU pool (fixed intra-op threads per block) no block is
-made sequential, neither for latency (``_serialize_or_swap``) nor for device time (``_efficiency``): there a
-sequential block runs at the same thread count as in parallel, so it only sheds the interference of the other
-workers' blocks, while it idles its worker until the running block ends and, behind strict key order, waits for
-every more urgent request — a low-priority model's block can wait for ever. Measured on the 2-core VM,
-2026-12-07 (reference convolution 1.8-2.1 ms), one run each: ``make demo`` 15 Hz ``blocks+swap`` dropped 128-157 of
-300 detector frames with the device-time rule on (container 107-115 % CPU), 94 with it corrected for the input
-size and the drain, 76 with no serialization (141 %); the bench's default workload gave the classifier 130 of 300
-on time (165 shed) after its 0.2 ms ``avgpool+fc`` went sequential on one 66 ms contended sample. Where a
-sequential block gets every core (one elastic worker, CUDA) the rule applies."""
+PARTITIONED_POOL_NO_SEQUENTIAL_NOTE = """In a partitioned CPU pool whose sequential blocks run at the parallel thread
+count (``BlockExecutor(sequential_threads=worker_threads)``; the only partitioned pool before 2026-12-07's
+``sequential_threads``, whose default is every core) no block is made sequential, neither for latency
+(``_serialize_or_swap``) nor for device time (``_efficiency``): there a sequential block only sheds the interference of
+the other workers' blocks, while it idles its worker until the running block ends and, behind strict key order, waits
+for every more urgent request — a low-priority model's block can wait for ever. Measured on the 2-core VM, 2026-12-07
+(reference convolution 1.8-2.1 ms), one run each: ``make demo`` 15 Hz ``blocks+swap`` dropped 128-157 of 300 detector
+frames with the device-time rule on (container 107-115 % CPU), 94 with it corrected for the input size and the drain, 76
+with no serialization (141 %); the bench's default workload gave the classifier 130 of 300 on time (165 shed) after its
+0.2 ms ``avgpool+fc`` went sequential on one 66 ms contended sample. Where a sequential block gets every core (an
+elastic pool, CUDA, or the partitioned pool's default ``sequential_threads``) the rules apply, with the block's solo at
+that count (``BlockObservation.sequential_solo_ms``)."""
 
 
 class Policy:
@@ -347,16 +349,23 @@ class Policy:
         else:
             head = f"{model.name} late: latency {latency:.1f} ms > deadline {model.deadline_ms:.1f} ms"
             overshoot_ms = latency - model.deadline_ms
-        # On a device where blocks never overlap (one worker or one slot) sequential changes nothing: no
-        # decision that cannot change anything is emitted, and the model goes straight to a swap. Nor in the
-        # partitioned CPU pool (fixed threads per block): there a sequential block runs at the same thread count
-        # and only sheds its LAG, while it holds every slot and idles the other workers for its whole run —
-        # measured (default workload at 3 Hz, 2 workers x 1 thread, 2026-12-06): the classifier, 0.9 ms over its
-        # 90 ms deadline, had block2-4 serialized for LAGs of 3-7 ms, and the detector, waiting for the
-        # exclusive slot, lost 13 of 36 frames (joint on-time 0.53; the 3 Hz sweep probe gave 0.08). The
-        # device-time rule (step 0) still applies there: it weighs the slots a sequential block holds.
+        # On a device where blocks never overlap (one worker or one slot) sequential changes nothing: no decision that
+        # cannot change anything is emitted, and the model goes straight to a swap. Nor in a partitioned CPU pool whose
+        # sequential blocks run at the parallel count (sequential_threads = worker_threads): there a sequential block
+        # only sheds its LAG, while it holds every slot and idles the other workers for its whole run — measured
+        # (default workload at 3 Hz, 2 workers x 1 thread, 2026-12-06): the classifier, 0.9 ms over its 90 ms deadline,
+        # had block2-4 serialized for LAGs of 3-7 ms, and the detector, waiting for the exclusive slot, lost 13 of 36
+        # frames (joint on-time 0.53; the 3 Hz sweep probe gave 0.08). The device-time rule (step 0) still applies
+        # there: it weighs the slots a sequential block holds.
+        # Frames that never ran are no measure of interference, but where sequential runs with more threads
+        # (the partitioned pool's sequential_threads) it also shortens the model's run: a model whose frames are
+        # shed because its run at the parallel count cannot make the deadline behind the others' frames becomes
+        # feasible. Serializing such a block costs the device little (slots x solo with every core vs its
+        # latency on one slot: the default detector's forward took 71-79 ms at 2 threads alone, i.e. 142-158
+        # slot-ms, vs 118-158 ms at one thread alone, more beside another block; 2-core VM, 2026-12-07).
+        faster_alone = math.isinf(overshoot_ms) and any(b.sequential_solo_ms is not None for b in parallel)
         if (cfg.serialize_enabled and can_serialize
-                and interference_ms >= cfg.serialize_min_cover * overshoot_ms):
+                and (interference_ms >= cfg.serialize_min_cover * overshoot_ms or faster_alone)):
             lagging = [b for b in parallel if not b.locked and self._high_lag(b)]
             if lagging:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
@@ -368,7 +377,8 @@ class Policy:
                 if block.sequential_solo_ms is None:
                     what = f"LAG {block.lag_ms:.1f} ms over solo {block.solo_ms:.1f} ms"
                 else:
-                    what = (f"{block.ema_observed_ms:.1f} ms in parallel vs {block.sequential_solo_ms:.1f} ms alone "
+                    parallel_ms = gain_ms + block.sequential_solo_ms
+                    what = (f"{parallel_ms:.1f} ms in parallel vs {block.sequential_solo_ms:.1f} ms alone "
                             f"with every core (saves {gain_ms:.1f} ms)")
                 reason = (
                     f"{head}; block {block.block} {what} (model LAG {interference_ms:.1f} ms) -> sequential "
@@ -512,9 +522,12 @@ class Policy:
 def _serialize_gain_ms(block: BlockObservation) -> float:
     """What making a parallel block sequential saves it, ms: its LAG (observed − solo) where sequential runs
     at the same thread count; in the partitioned pool, where it runs alone with every core, its observed
-    latency − its solo at ``sequential_threads`` (the interference it sheds plus the threads it gains)."""
-    if block.sequential_solo_ms is not None and block.ema_observed_ms is not None:
-        return block.ema_observed_ms - block.sequential_solo_ms
+    latency (its solo until it ran) − its solo at ``sequential_threads`` (the interference it sheds plus the
+    threads it gains)."""
+    if block.sequential_solo_ms is not None:
+        parallel_ms = block.ema_observed_ms if block.ema_observed_ms is not None else block.solo_ms
+        if parallel_ms is not None:
+            return parallel_ms - block.sequential_solo_ms
     return block.lag_ms
 
 
