@@ -125,6 +125,18 @@ took both workers. On a CPU that is already saturated, a second frame only reord
 cores."""
 
 
+SEQUENTIAL_ALL_CORES_NOTE = """Partitioned CPU pool: a ``sequential`` block runs alone (the exclusive slot) with
+``sequential_threads`` intra-op threads, every core by default, while ``parallel`` blocks keep the fixed
+``worker_threads``. Two workers' OpenMP teams that never run at the same time cost nothing: measured on the 2-core
+VM (torch 2.14.1, libgomp, 2026-12-07), the default detector's forward at 2 threads, medians of 20, took
+79.2 / 70.8 ms when one thread ran it every time and 78.7-78.9 / 71.2-71.6 ms when two threads took turns (two
+processes each); the exclusive slot guarantees the turns. It makes a model whose run at one thread cannot meet its
+deadline feasible (the default detector: 118-158 ms alone at one thread that day, 71-79 ms at two, deadline 120
+ms). Runs at ``sequential_threads`` keep their own solo and LAG figures (``_seq_lag``). ``sequential_threads =
+worker_threads`` is the earlier meaning ("alone at the parallel count",
+``policy.PARTITIONED_POOL_NO_SEQUENTIAL_NOTE``); the A/B of both is in docs/results.md."""
+
+
 _DONE, _HANDED_BACK, _SHED = "done", "handed back", "shed"
 """Outcomes of ``BlockExecutor._run_job``."""
 
