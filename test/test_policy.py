@@ -99,7 +99,13 @@ def test_partitioned_pool_with_every_core_for_sequential_serializes_by_what_it_s
     assert blocks[0].alone_ms == 11.0
     decisions = Policy(cfg(swap_enabled=False)).decide(obs([model("det", 60.0)], blocks, pool), now_sec=10.0)
     assert [(d.block, d.value) for d in decisions] == [("b1", SEQUENTIAL)]
-    assert "20.0 ms in parallel vs 11.0 ms alone with every core (saves 9.0 ms)" in decisions[0].reason
+    assert ("20.0 ms in parallel vs 11.0 ms alone with every core + 0.0 ms waiting for the running block "
+            "(saves 9.0 ms)") in decisions[0].reason
+    # another model's 24 ms blocks run beside: a sequential request waits ~12 ms for one to end (the drain),
+    # more than either block saves -> nothing serialized
+    other = [block("cls", "c1", solo_ms=24.0), block("cls", "c2", solo_ms=24.0)]
+    busy = obs([model("det", 60.0), model("cls", 20.0, deadline_ms=90.0)], blocks + other, pool)
+    assert Policy(cfg(swap_enabled=False)).decide(busy, now_sec=10.0) == []
     # the same figures without a faster sequential (same thread count): LAG 0 and 1 ms explain nothing
     same = DeviceObservation("cpu", workers=2, slots=2, fixed_block_threads=1)
     plain = [replace(b, sequential_solo_ms=None) for b in blocks]

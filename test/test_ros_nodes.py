@@ -339,10 +339,11 @@ def test_diagnostics_builder_round_trip() -> None:
 
 def test_diagnostics_show_the_runtime_pool() -> None:
     status = FakeRuntime().status()
-    status.workers, status.worker_threads = 2, 1
+    status.workers, status.worker_threads, status.sequential_threads = 2, 1, 2
     array = build_diagnostic_array([], status, Time(sec=3), process={"cpu_percent": 50.0})
     process = diagnostics_to_dict(array)["multidnn_sched/process"]
     assert (process["runtime_workers"], process["runtime_worker_threads"]) == ("2", "1")
+    assert process["runtime_sequential_threads"] == "2"
 
 
 # --------------------------------------------------------------------------------------------- ROS e2e

@@ -141,7 +141,8 @@ def build_diagnostic_array(
     if process is not None:
         process = {**process, "runtime_workers": runtime_status.workers,
                    "runtime_worker_threads": runtime_status.worker_threads,
-                   "runtime_frames_in_flight": runtime_status.frames_in_flight}
+                   "runtime_frames_in_flight": runtime_status.frames_in_flight,
+                   "runtime_sequential_threads": runtime_status.sequential_threads}
         array.status.append(
             DiagnosticStatus(
                 level=DiagnosticStatus.OK,

@@ -197,6 +197,12 @@ CONTAINER_PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "sequential_threads", 0,
+        "CPU, partitioned pool: intra-op threads of a sequential block, which runs alone (0: auto, every core)",
+        0, 64,
+        read_only=True,
+    ),
+    ParamSpec(
         "frames_in_flight", 0,
         "frames of one model dispatched at once (0: the executor's default, one; more pipelines a model's frames)",
         0, 64,

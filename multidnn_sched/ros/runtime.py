@@ -76,6 +76,8 @@ class RuntimeStatus:
         workers: the shared executor's worker threads (0: no shared executor, e.g. baseline mode).
         worker_threads: intra-op threads of every block (the partitioned CPU pool); 0: elastic, CUDA or none.
         frames_in_flight: frames of one model dispatched at once (0: no shared executor).
+        sequential_threads: intra-op threads of a sequential block of the partitioned CPU pool (alone, every core
+            by default); 0: the same as ``worker_threads`` (or elastic, CUDA, none).
     """
 
     blocks: list[BlockStatus] = field(default_factory=list)
@@ -84,6 +86,7 @@ class RuntimeStatus:
     workers: int = 0
     worker_threads: int = 0
     frames_in_flight: int = 0
+    sequential_threads: int = 0
 
 
 @dataclass

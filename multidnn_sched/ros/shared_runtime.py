@@ -88,6 +88,7 @@ class SharedRuntime:
             schedule=schedule,
             num_workers=num_workers,
             worker_threads=worker_threads,
+            sequential_threads=int(values.get("sequential_threads", 0)) or None,
             frames_in_flight=int(values.get("frames_in_flight", 0)) or None,
             # A mild bias, not the executor's strict default: the nodes form a pipeline (tracker after
             # detector, classifier after tracker), and with strict priority the detector's next frames starved
@@ -150,7 +151,7 @@ class SharedRuntime:
         ]
         return RuntimeStatus(blocks, decisions, {name: m.dropped for name, m in stats.models.items()},
                              self.executor.num_workers, self.executor.worker_threads or 0,
-                             self.executor.frames_in_flight)
+                             self.executor.frames_in_flight, self.executor.sequential_threads or 0)
 
     def configure(self, settings: RuntimeSettings) -> None:
         """Push live settings: policy config, LAG EMA alpha, per-model deadline and priority."""

@@ -185,7 +185,7 @@ class Policy:
             if not self._model_settled(model.name, now_sec):
                 continue
             decision = self._serialize_or_swap(model, blocks_of, now_sec,
-                                               observations.device.sequential_is_faster)
+                                               observations.device.sequential_is_faster, observations.models)
             if decision is not None:
                 decisions.append(self._record(decision, now_sec))
         overloaded = (
@@ -335,13 +335,25 @@ class Policy:
 
     def _serialize_or_swap(
         self, model: ModelObservation, blocks_of: dict[str, list[BlockObservation]], now_sec: float,
-        can_serialize: bool = True,
+        can_serialize: bool = True, models: Sequence[ModelObservation] = (),
     ) -> Decision | None:
         cfg = self.config
         blocks = blocks_of.get(model.name, [])
         latency = _latency(model)
         parallel = [b for b in blocks if b.mode == PARALLEL]
-        interference_ms = sum(max(_serialize_gain_ms(b), 0.0) for b in parallel)
+        # Partitioned pool with every core for sequential: a sequential block first waits for the other
+        # worker's running block to end (the drain), which is part of what serializing costs the block itself
+        # (measured without it, 2026-12-07, default workload `blocks`, 3 runs: embedder blocks saving 3-5 ms by
+        # threads went sequential behind the detector's 1-thread blocks; on-time 0.628 against 0.667 with
+        # sequential at one thread, heldout_20hz 0.375 against 0.522).
+        wait_ms = 0.0
+        if any(b.sequential_solo_ms is not None for b in parallel):
+            wait_ms = drain_ms([b for group in blocks_of.values() for b in group], models, model.name)
+
+        def gain(b: BlockObservation) -> float:
+            return _serialize_gain_ms(b) - (wait_ms if b.sequential_solo_ms is not None else 0.0)
+
+        interference_ms = sum(max(gain(b), 0.0) for b in parallel)
         if model.dropped_fraction > LATE_DROPPED_FRACTION:
             head = (f"{model.name} late: {model.dropped_fraction:.0%} of its recent frames not computed "
                     f"(queue or shed)")
@@ -366,20 +378,21 @@ class Policy:
         faster_alone = math.isinf(overshoot_ms) and any(b.sequential_solo_ms is not None for b in parallel)
         if (cfg.serialize_enabled and can_serialize
                 and (interference_ms >= cfg.serialize_min_cover * overshoot_ms or faster_alone)):
-            lagging = [b for b in parallel if not b.locked and self._high_lag(b)]
+            lagging = [b for b in parallel if not b.locked and self._high_lag(b, gain(b))]
             if lagging:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
                 if not ready:
                     return None  # serialize comes first: wait for the dwell instead of swapping
-                block = max(ready, key=_serialize_gain_ms)
-                gain_ms = _serialize_gain_ms(block)
+                block = max(ready, key=gain)
+                gain_ms = gain(block)
                 self._state.lag_at_serialize_ms[(block.model, block.block)] = gain_ms
                 if block.sequential_solo_ms is None:
                     what = f"LAG {block.lag_ms:.1f} ms over solo {block.solo_ms:.1f} ms"
                 else:
-                    parallel_ms = gain_ms + block.sequential_solo_ms
+                    parallel_ms = _serialize_gain_ms(block) + block.sequential_solo_ms
                     what = (f"{parallel_ms:.1f} ms in parallel vs {block.sequential_solo_ms:.1f} ms alone "
-                            f"with every core (saves {gain_ms:.1f} ms)")
+                            f"with every core + {wait_ms:.1f} ms waiting for the running block (saves "
+                            f"{gain_ms:.1f} ms)")
                 reason = (
                     f"{head}; block {block.block} {what} (model LAG {interference_ms:.1f} ms) -> sequential "
                     f"(no accuracy cost)"
@@ -495,14 +508,15 @@ class Policy:
 
     # -- helpers -------------------------------------------------------------------------------------------
 
-    def _high_lag(self, block: BlockObservation) -> bool:
+    def _high_lag(self, block: BlockObservation, gain_ms: float | None = None) -> bool:
         """Serializing pays for this block: it saves at least ``lag_serialize_ms`` and ``lag_serialize_ratio``
-        of its sequential latency (:func:`_serialize_gain_ms`)."""
+        of its sequential latency (``gain_ms``, default :func:`_serialize_gain_ms`)."""
         cfg = self.config
         alone_ms = block.alone_ms
         if alone_ms is None or alone_ms <= 0.0:
             return False
-        gain_ms = _serialize_gain_ms(block)
+        if gain_ms is None:
+            gain_ms = _serialize_gain_ms(block)
         return gain_ms >= cfg.lag_serialize_ms and gain_ms >= cfg.lag_serialize_ratio * alone_ms
 
     def _dwell_ok(self, block: BlockObservation, now_sec: float) -> bool:
