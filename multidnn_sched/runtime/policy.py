@@ -369,15 +369,15 @@ class Policy:
         # had block2-4 serialized for LAGs of 3-7 ms, and the detector, waiting for the exclusive slot, lost 13 of 36
         # frames (joint on-time 0.53; the 3 Hz sweep probe gave 0.08). The device-time rule (step 0) still applies
         # there: it weighs the slots a sequential block holds.
-        # Frames that never ran are no measure of interference, but where sequential runs with more threads
-        # (the partitioned pool's sequential_threads) it also shortens the model's run: a model whose frames are
-        # shed because its run at the parallel count cannot make the deadline behind the others' frames becomes
-        # feasible. Serializing such a block costs the device little (slots x solo with every core vs its
-        # latency on one slot: the default detector's forward took 71-79 ms at 2 threads alone, i.e. 142-158
-        # slot-ms, vs 118-158 ms at one thread alone, more beside another block; 2-core VM, 2026-12-07).
-        faster_alone = math.isinf(overshoot_ms) and any(b.sequential_solo_ms is not None for b in parallel)
+        # Frames that never ran are no measure of interference: a shed model is overloaded, not disturbed, and is
+        # not serialized — even where sequential runs with more threads (partitioned pool). Measured with a rule
+        # that serialized a shed model's block that every core shortens most (2026-12-07, 2-core VM,
+        # `multidnn-bench --modes blocks --repeats 3`, medians): the default detector's blocks went sequential
+        # (118-158 ms alone at one thread vs its 120 ms deadline, 71-79 ms at two), it still got 0 of 300 frames
+        # on time, and the others lost: on-time 0.648 vs 0.667 with sequential at one thread (default),
+        # 0.269 vs 0.522 (heldout_20hz).
         if (cfg.serialize_enabled and can_serialize
-                and (interference_ms >= cfg.serialize_min_cover * overshoot_ms or faster_alone)):
+                and interference_ms >= cfg.serialize_min_cover * overshoot_ms):
             lagging = [b for b in parallel if not b.locked and self._high_lag(b, gain(b))]
             if lagging:
                 ready = [b for b in lagging if self._dwell_ok(b, now_sec)]
